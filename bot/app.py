@@ -1,0 +1,70 @@
+"""Builds the PTB Application from settings: the one place where handlers are wired, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from telegram import LinkPreviewOptions, Update
+from telegram.constants import ParseMode
+from telegram.ext import (
+    AIORateLimiter,
+    ApplicationBuilder,
+    CommandHandler,
+    ContextTypes,
+    Defaults,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from config.settings import Settings, UpdateMode
+from handlers import basic
+from handlers.access import gate
+from handlers.commands import Command, CommandRegistry
+from handlers.context import BotData, OpsApplication, OpsContext
+from handlers.errors import on_error
+from services.container import Services
+
+# Handler groups; order matters: the gate runs first and may stop an update for all others.
+GROUP_GATE = -1
+GROUP_COMMANDS = 0
+GROUP_FALLBACK = 1
+
+_NO_PREVIEWS = LinkPreviewOptions(is_disabled=True)
+
+
+def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
+    return CommandRegistry([*basic.COMMANDS, *extra])
+
+
+def file_url_for(bot_api_url: str) -> str:
+    """https://api.telegram.org/bot -> https://api.telegram.org/file/bot (same for sandboxes)."""
+    head, sep, _ = bot_api_url.rstrip("/").rpartition("/")
+    return f"{head}/file/bot" if sep else bot_api_url
+
+
+def build_application(
+    settings: Settings, services: Services, commands: CommandRegistry
+) -> OpsApplication:
+    context_types = ContextTypes(context=OpsContext, bot_data=BotData)
+    builder = (
+        ApplicationBuilder()
+        .token(settings.bot_token.get_secret_value())
+        .base_url(settings.bot_api_url)
+        .base_file_url(file_url_for(settings.bot_api_url))
+        .context_types(context_types)
+        .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEWS))
+        .rate_limiter(AIORateLimiter(max_retries=3))
+    )
+    if settings.mode is UpdateMode.WEBHOOK:
+        builder = builder.updater(None)  # updates arrive through bot/http.py instead
+    application: OpsApplication = builder.build()
+    application.bot_data.services = services
+    application.bot_data.commands = commands
+
+    application.add_handler(TypeHandler(Update, gate), group=GROUP_GATE)
+    for command in commands.all():
+        application.add_handler(CommandHandler(command.name, command.callback), GROUP_COMMANDS)
+    application.add_handler(MessageHandler(filters.COMMAND, basic.unknown_command), GROUP_FALLBACK)
+    application.add_error_handler(on_error)
+    return application

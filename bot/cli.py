@@ -1,0 +1,110 @@
+"""The `opsgate` command: run, demo, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from bot.logs import configure_logging, redact, secret_variants
+from bot.runner import Opsgate
+from config.opsfile import OpsFileError, load_ops_file
+from config.settings import Settings
+
+log = logging.getLogger("opsgate")
+
+EXIT_ERROR = 1
+EXIT_BAD_CONFIG = 2
+
+
+def check_config(path: Path) -> int:
+    try:
+        ops = load_ops_file(path)
+    except OpsFileError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(
+        f"{path}: OK ({len(ops.services)} service(s), {len(ops.environments)} environment(s), "
+        f"{len(ops.people)} people, {len(ops.roles)} role(s))"
+    )
+    return 0
+
+
+async def serve_until_signalled(opsgate: Opsgate) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await opsgate.start()
+        await stop.wait()
+        log.info("signal received, shutting down")
+    finally:
+        await opsgate.stop()
+
+
+def run(settings: Settings) -> int:
+    configure_logging(settings.log_level, settings.secrets())
+    if not settings.bot_token.get_secret_value():
+        log.error("OPSGATE_BOT_TOKEN is not set: get a token from @BotFather (see README)")
+        return EXIT_BAD_CONFIG
+    try:
+        asyncio.run(serve_until_signalled(Opsgate(settings)))
+    except OpsFileError as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_CONFIG
+    except Exception:
+        # The formatter scrubs secrets from the traceback too (PTB puts the token in
+        # InvalidToken's text).
+        log.exception("opsgate stopped on an error")
+        return EXIT_ERROR
+    return 0
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # Never echo input values: they may be secrets.
+        problems = [
+            f"OPSGATE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        ]
+        raise SystemExit("bad settings:\n  " + "\n  ".join(problems)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="opsgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the bot (settings from the environment / .env)")
+    check = sub.add_parser("check-config", help="validate an ops file")
+    check.add_argument("file", nargs="?", type=Path, help="default: $OPSGATE_CONFIG")
+    demo = sub.add_parser("demo", help="offline demo: sandbox + bot + terminal chat")
+    demo.add_argument("--script", type=Path, help="play a scripted conversation and exit")
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        return check_config(args.file or load_settings().config)
+    if args.command == "run":
+        return run(load_settings())
+    if args.command == "demo":
+        from bot.demo import run_demo
+
+        return run_demo(args.script)
+    parser.error(f"unknown command {args.command}")
+    return EXIT_ERROR
+
+
+def scrub(text: str, settings: Settings) -> str:
+    return redact(text, secret_variants(settings.secrets()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

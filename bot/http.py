@@ -1,0 +1,69 @@
+"""The HTTP side: Starlette on the bot's event loop. Health, and Telegram's webhook when on."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from telegram import Update
+
+from handlers.context import OpsApplication
+from services.container import Services
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+DEFAULT_WEBHOOK_PATH = "/telegram/webhook"
+MAX_UPDATE_BYTES = 1_000_000  # Telegram's updates are far smaller; refuse anything bigger
+
+
+def webhook_path(webhook_url: str) -> str:
+    path = urlsplit(webhook_url).path
+    return path if path not in ("", "/") else DEFAULT_WEBHOOK_PATH
+
+
+def create_http_app(
+    application: OpsApplication,
+    services: Services,
+    webhook_secret: str | None = None,
+    webhook_url: str = "",
+) -> Starlette:
+    """`webhook_secret` set means webhook mode: updates are accepted only with that header."""
+
+    async def health(request: Request) -> JSONResponse:
+        writable = await services.storage.is_writable()
+        body = {
+            "status": "healthy" if writable else "degraded",
+            "version": services.version,
+            "uptime_seconds": round(services.uptime_seconds(), 1),
+            "database_writable": writable,
+        }
+        return JSONResponse(body, status_code=200 if writable else 503)
+
+    async def telegram_webhook(request: Request) -> Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        assert webhook_secret is not None
+        if not hmac.compare_digest(given.encode(), webhook_secret.encode()):
+            log.warning("refused a webhook request without the right secret header")
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        body = await request.body()
+        if len(body) > MAX_UPDATE_BYTES:
+            return JSONResponse({"error": "update too large"}, status_code=413)
+        try:
+            update = Update.de_json(json.loads(body), application.bot)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning("refused a webhook request whose body is not a Telegram update")
+            return JSONResponse({"error": "not a Telegram update"}, status_code=400)
+        await application.update_queue.put(update)
+        return Response(status_code=200)
+
+    routes = [Route("/health", health, methods=["GET"])]
+    if webhook_secret is not None:
+        routes.append(Route(webhook_path(webhook_url), telegram_webhook, methods=["POST"]))
+    return Starlette(routes=routes)

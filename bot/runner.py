@@ -1,0 +1,122 @@
+"""Opsgate's lifecycle, by hand (as PTB's Starlette example does): start, serve, stop.
+
+Used alike by `opsgate run`, the demo and the end-to-end tests, so the tests start the bot
+exactly as production does.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+
+from telegram import BotCommand, Update
+
+from bot.app import all_commands, build_application
+from bot.http import create_http_app
+from bot.httpserver import BackgroundHTTPServer
+from config.opsfile import OpsConfig, load_ops_file
+from config.settings import Settings, UpdateMode
+from handlers.commands import Command
+from handlers.context import OpsApplication
+from services.container import Services
+from services.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Opsgate:
+    """One running opsgate: storage, the PTB Application and the HTTP side."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ops: OpsConfig | None = None,
+        extra_commands: Iterable[Command] = (),
+    ) -> None:
+        self.settings = settings
+        self._ops = ops
+        self._extra_commands = list(extra_commands)
+        self._application: OpsApplication | None = None
+        self._http: BackgroundHTTPServer | None = None
+        self._services: Services | None = None
+
+    @property
+    def application(self) -> OpsApplication:
+        if self._application is None:
+            raise RuntimeError("opsgate is not started")
+        return self._application
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("opsgate is not started")
+        return self._services
+
+    @property
+    def http_port(self) -> int:
+        if self._http is None:
+            raise RuntimeError("opsgate is not started")
+        return self._http.port
+
+    async def start(self) -> None:
+        settings = self.settings
+        ops = self._ops or load_ops_file(settings.config)
+        storage = await Storage(settings.db).open()
+        self._services = services = Services.create(ops, settings.config, storage)
+        commands = all_commands(self._extra_commands)
+        self._application = application = build_application(settings, services, commands)
+
+        await application.initialize()  # getMe: fails here on a wrong token or URL
+        await application.bot.set_my_commands(
+            [BotCommand(c.name, c.description) for c in commands.all()]
+        )
+        await application.start()
+
+        webhook = settings.mode is UpdateMode.WEBHOOK
+        secret = None
+        if webhook:
+            # Without a configured secret, a fresh random one still keeps strangers out.
+            secret = settings.webhook_secret.get_secret_value() or secrets.token_urlsafe(32)
+        http_app = create_http_app(application, services, secret, settings.webhook_url)
+        self._http = BackgroundHTTPServer(http_app, settings.http_host, settings.http_port)
+        await self._http.start()
+
+        if webhook:
+            await application.bot.set_webhook(
+                settings.webhook_url, secret_token=secret, allowed_updates=Update.ALL_TYPES
+            )
+        else:
+            assert application.updater is not None
+            await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        await services.audit.record(
+            "opsgate.started", actor="opsgate", data={"mode": settings.mode.value}
+        )
+        log.info(
+            "opsgate %s started as @%s (%s mode, HTTP on %s:%d)",
+            services.version,
+            application.bot.username,
+            settings.mode.value,
+            settings.http_host,
+            self._http.port,
+        )
+
+    async def stop(self) -> None:
+        """Stop taking updates, let running handlers finish, then close everything."""
+        application = self._application
+        updater = application.updater if application is not None else None
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        if application is not None:
+            if application.running:
+                await application.stop()
+            await application.shutdown()
+            self._application = None
+        if self._services is not None:
+            await self._services.audit.record("opsgate.stopped", actor="opsgate")
+            await self._services.storage.close()
+            self._services = None
+        log.info("opsgate stopped")

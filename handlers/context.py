@@ -1,0 +1,39 @@
+"""Typed access to opsgate's services from any handler, through PTB's custom ContextTypes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from services.container import Services
+
+if TYPE_CHECKING:
+    from handlers.commands import CommandRegistry
+
+
+class BotData:
+    """The Application's bot_data: holds the services container once start-up has opened it."""
+
+    def __init__(self) -> None:
+        self.services: Services | None = None
+        self.commands: CommandRegistry | None = None
+
+
+class OpsContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], BotData]):
+    @property
+    def services(self) -> Services:
+        services = self.bot_data.services
+        if services is None:
+            raise RuntimeError("services are not wired yet")
+        return services
+
+    @property
+    def commands(self) -> CommandRegistry:
+        commands = self.bot_data.commands
+        if commands is None:
+            raise RuntimeError("commands are not registered yet")
+        return commands
+
+
+OpsApplication = Application[Any, OpsContext, Any, Any, BotData, Any]

@@ -1,0 +1,40 @@
+"""The global error handler: log first with a reference, then tell the user that reference."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from telegram import Update
+from telegram.error import TelegramError
+
+from handlers.context import OpsContext
+from handlers.render import code
+
+log = logging.getLogger(__name__)
+
+
+def describe_update(update: object) -> str:
+    if isinstance(update, Update):
+        chat = update.effective_chat.id if update.effective_chat else None
+        user = update.effective_user.id if update.effective_user else None
+        return f"update {update.update_id} (chat {chat}, user {user})"
+    return type(update).__name__
+
+
+async def on_error(update: object, context: OpsContext) -> None:
+    """Logs the traceback under a short ref and answers "something went wrong (ref ...)"."""
+    ref = secrets.token_hex(4)
+    log.error(
+        "unhandled error, ref %s, in %s", ref, describe_update(update), exc_info=context.error
+    )
+    if not isinstance(update, Update) or update.effective_chat is None:
+        return
+    try:
+        await context.bot.send_message(
+            update.effective_chat.id,
+            f"⚠️ Something went wrong (ref {code(ref)}). Nothing more was done; "
+            "an admin can find the details in the log under that ref.",
+        )
+    except TelegramError as exc:
+        log.warning("could not tell chat about error ref %s: %s", ref, exc)

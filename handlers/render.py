@@ -1,0 +1,53 @@
+"""Small, pure helpers for chat text in HTML parse mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from html import escape
+
+# Telegram's limit is 4096 characters after entity parsing; raw HTML is never shorter than
+# what it renders to, so staying under the limit in raw HTML is always safe.
+MESSAGE_LIMIT = 4096
+
+
+def esc(value: object) -> str:
+    """Escape anything that came from a user, a command or a file."""
+    return escape(str(value), quote=False)
+
+
+def code(value: object) -> str:
+    return f"<code>{esc(value)}</code>"
+
+
+def join_lines(lines: Iterable[str], limit: int = MESSAGE_LIMIT) -> str:
+    """Join complete HTML lines, dropping whole lines at the end rather than cutting a tag."""
+    kept: list[str] = []
+    all_lines = list(lines)
+    size = 0
+    for index, line in enumerate(all_lines):
+        remaining = len(all_lines) - index
+        footer = f"… and {remaining} more line(s)"
+        if size + len(line) + 1 > limit - len(footer) - 1 and remaining > 1:
+            kept.append(footer)
+            break
+        if size + len(line) + 1 > limit:
+            kept.append(footer)
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)
+
+
+def duration(seconds: float) -> str:
+    """1d 2h, 3h 4m, 5m 6s, 7s: two units are enough for a person."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

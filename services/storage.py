@@ -1,0 +1,178 @@
+"""SQLite storage: one aiosqlite connection in WAL mode, versioned forward-only migrations.
+
+The schema version is SQLite's `PRAGMA user_version`. Migration N turns a version N-1
+database into a version N one; released migrations are never edited, only appended to.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "append-only events table: the audit trail of every feature",
+        """
+        CREATE TABLE events (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            at          TEXT    NOT NULL,
+            kind        TEXT    NOT NULL,
+            actor       TEXT    NOT NULL,
+            subject     TEXT    NOT NULL DEFAULT '',
+            data        TEXT    NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX events_subject ON events (subject, id);
+        CREATE INDEX events_kind ON events (kind, id);
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        """,
+    ),
+    Migration(
+        2,
+        "bot_state: small key/value facts the bot keeps across restarts",
+        """
+        CREATE TABLE bot_state (
+            key         TEXT PRIMARY KEY,
+            value       TEXT NOT NULL,
+            updated_at  TEXT NOT NULL
+        );
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",  # an acknowledged write survives power loss too
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+)
+
+
+class StorageError(Exception):
+    """The database cannot be used as it is (e.g. it is newer than this opsgate)."""
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(
+    db: aiosqlite.Connection,
+    target: int = LATEST_VERSION,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> int:
+    """Apply every migration above the current version up to `target`; returns the version."""
+    current = await schema_version(db)
+    if current > LATEST_VERSION:
+        raise StorageError(
+            f"database schema version {current} is newer than this opsgate ({LATEST_VERSION})"
+        )
+    for migration in migrations:
+        if current < migration.version <= target:
+            # One transaction per step, so a failed step leaves the previous version intact.
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_statements(migration.sql):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {int(migration.version)}")
+                await db.commit()
+            except BaseException:
+                await db.rollback()
+                raise
+            log.info(
+                "database migrated to version %d: %s", migration.version, migration.description
+            )
+            current = migration.version
+    return current
+
+
+def _split_statements(sql: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (BEGIN ... END;) whole."""
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+class Storage:
+    """Owns the connection; opened once at start-up, closed at shutdown."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StorageError("storage is not open")
+        return self._db
+
+    async def open(self) -> Storage:
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN ourselves, so multi-statement writes are atomic.
+        self._db = await aiosqlite.connect(str(self.path), isolation_level=None)
+        self._db.row_factory = aiosqlite.Row
+        try:
+            for pragma in _PRAGMAS:
+                await self._db.execute(pragma)
+            await migrate(self._db)
+        except BaseException:
+            await self.close()  # an open connection's thread would keep the process alive
+            raise
+        return self
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> Storage:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def is_writable(self) -> bool:
+        """A real write (and its rollback), for health checks and `opsgate doctor`."""
+        try:
+            await self.db.execute("BEGIN IMMEDIATE")
+            await self.db.execute("ROLLBACK")
+        except aiosqlite.Error:
+            return False
+        return True

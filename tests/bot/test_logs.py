@@ -1,0 +1,47 @@
+import io
+import logging
+import sys
+
+import pytest
+
+from bot.logs import REDACTED, RedactingFormatter, configure_logging, secret_variants
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+def test_variants_include_token_tail_longest_first() -> None:
+    assert secret_variants([TOKEN, ""]) == [TOKEN, TOKEN.split(":")[1]]
+
+
+def test_formatter_scrubs_message_args_and_traceback() -> None:
+    formatter = RedactingFormatter([TOKEN])
+    try:
+        raise RuntimeError(f"The token `{TOKEN}` was rejected by the server.")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "calling %s", (f"/bot{TOKEN}/getMe",), exc_info=True
+        )
+        record.exc_info = sys.exc_info()
+    text = formatter.format(record)
+    assert TOKEN not in text
+    assert TOKEN.split(":")[1] not in text
+    assert text.count(REDACTED) == 2
+
+
+def test_configure_logging_quiets_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("DEBUG", [TOKEN])
+        logging.getLogger("httpx").info("HTTP Request: POST https://x/bot%s/getMe", TOKEN)
+        logging.getLogger("telegram").debug("token %s", TOKEN)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("httpx").setLevel(logging.NOTSET)
+    output = stream.getvalue()
+    assert "HTTP Request" not in output  # httpx held at WARNING
+    assert f"token {REDACTED}" in output
+    assert TOKEN not in output
