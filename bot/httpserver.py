@@ -1,61 +1,83 @@
-"""uvicorn on the caller's event loop, started and stopped by hand, without signal handlers."""
+"""uvicorn on the caller's event loop, started and stopped by hand, without signal handlers.
+
+Shared by opsgate's HTTP side and the Bot API sandbox.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Iterator
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
 
 
-class _QuietServer(uvicorn.Server):
+class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The owner handles SIGTERM itself and stops us; uvicorn must not re-raise it.
-        yield
+    def capture_signals(self) -> Iterator[None]:
+        yield  # signals belong to the program embedding us; it stops us itself
 
 
 class BackgroundHTTPServer:
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
-        self._server = _QuietServer(config)
-        self._task: asyncio.Task[None] | None = None
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        lifespan: Literal["on", "off"] = "off",
+    ) -> None:
         self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._config = uvicorn.Config(
+            app,
+            log_config=None,  # leave the embedding program's logging alone
+            log_level="warning",
+            access_log=False,  # access lines would carry Bot API tokens in URLs
+            lifespan=lifespan,
+            timeout_graceful_shutdown=5,
+        )
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
-        """The bound port (useful when asked for port 0)."""
-        for server in self._server.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        raise RuntimeError("server is not listening")
+        """The bound port (known once started, also when port 0 was asked for)."""
+        if self._port is None:
+            raise RuntimeError("server is not listening")
+        return self._port
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._serve())
+        # Binding ourselves tells us the port before uvicorn starts, even for port 0.
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on such sockets, and without it
+        # every response waits ~40 ms for a delayed ACK.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self._requested_port))
+        except OSError:
+            sock.close()
+            raise
+        self._port = int(sock.getsockname()[1])
+        self._server = _EmbeddedServer(self._config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
-                self._task.result()  # re-raises why it could not start (e.g. port in use)
+                sock.close()
+                self._task.result()  # re-raises why it could not start
                 raise RuntimeError("HTTP server stopped during start-up")
             await asyncio.sleep(0.01)
 
-    async def _serve(self) -> None:
-        config = self._server.config
-        try:
-            await self._server.serve()
-        except SystemExit:  # uvicorn exits when it cannot bind; the caller wants an error
-            raise OSError(f"cannot listen on {config.host}:{config.port}") from None
-
     async def stop(self) -> None:
-        if self._task is None:
+        if self._server is None or self._task is None:
             return
         self._server.should_exit = True
         await self._task
-        self._task = None
+        self._server = self._task = None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -1,0 +1,111 @@
+"""The real bot over real HTTP: one Bot API sandbox per session, a fresh opsgate per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from bot.demo import seed_sandbox
+from bot.runner import Opsgate
+from bot.sandbox import SandboxClient, SandboxThread
+from config.opsfile import OpsConfig, parse_ops_text
+from config.settings import Settings, UpdateMode
+from handlers.commands import Command
+
+TOKEN = "7100000001:AAE2E-test-token-never-logged"
+
+ALICE, BOB, CAROL, STRANGER = 1001, 1002, 1003, 4242
+DEPLOYS, APPROVALS, UNLISTED = -100100, -100200, -100999
+
+OPS_TEXT = """
+[people]
+1001 = "alice"
+1002 = "bob"
+1003 = "carol"
+[roles]
+admin = [1001]
+sre = [1001, 1003]
+[chats]
+deploys = -100100
+approvals = -100200
+[environments.production]
+[services.web]
+environment = "production"
+unit = "web.service"
+health = { url = "http://127.0.0.1:18080/health" }
+[services.worker]
+environment = "production"
+unit = "worker.service"
+"""
+
+StartOpsgate = Callable[..., Awaitable[Opsgate]]
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxThread]:
+    with SandboxThread(TOKEN) as running:
+        yield running
+
+
+@pytest.fixture
+def ops_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ops.toml"
+    path.write_text(OPS_TEXT)
+    return path
+
+
+@pytest.fixture
+async def client(sandbox: SandboxThread) -> AsyncIterator[SandboxClient]:
+    async with SandboxClient(sandbox.control_url) as control:
+        await control.reset()
+        await seed_sandbox(control, parse_ops_text(OPS_TEXT))
+        await control.add_chat(UNLISTED, "supergroup", "Lobby")
+        await control.add_user(STRANGER, "Stranger")
+        yield control
+
+
+def make_settings(
+    sandbox: SandboxThread, ops_file: Path, tmp_path: Path, **extra: object
+) -> Settings:
+    values: dict[str, object] = {
+        "bot_token": SecretStr(TOKEN),
+        "bot_api_url": sandbox.base_url,
+        "config": ops_file,
+        "db": tmp_path / "opsgate.db",
+        "http_addr": "127.0.0.1:0",
+        "mode": UpdateMode.POLLING,
+    }
+    values.update(extra)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def start_opsgate(
+    sandbox: SandboxThread, client: SandboxClient, ops_file: Path, tmp_path: Path
+) -> AsyncIterator[StartOpsgate]:
+    """Starts opsgate exactly as `opsgate run` does; stops it after the test."""
+    started: list[Opsgate] = []
+
+    async def start(extra_commands: Iterable[Command] = (), **settings: object) -> Opsgate:
+        opsgate = Opsgate(
+            make_settings(sandbox, ops_file, tmp_path, **settings), extra_commands=extra_commands
+        )
+        started.append(opsgate)
+        await opsgate.start()
+        return opsgate
+
+    yield start
+    for opsgate in started:
+        await opsgate.stop()
+
+
+@pytest.fixture
+async def opsgate(start_opsgate: StartOpsgate) -> Opsgate:
+    return await start_opsgate()
+
+
+def ops_config(text: str = OPS_TEXT) -> OpsConfig:
+    return parse_ops_text(text)
