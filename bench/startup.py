@@ -1,0 +1,124 @@
+"""Cold start to first answered update, and idle memory, of `opsgate run` against the sandbox.
+
+Baseline, measured in the same run: a bare PTB Application with one CommandHandler (no
+storage, no HTTP side, no ops file) answering the same command. Run by hand:
+
+    .venv/bin/python bench/startup.py [--runs 5] [--idle 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bot.demo import demo_ops_path, seed_sandbox  # noqa: E402
+from bot.sandbox import SandboxClient, SandboxThread  # noqa: E402
+from config.opsfile import load_ops_file  # noqa: E402
+
+TOKEN = "7300000001:BENCH-startup-token"
+ALICE, DEPLOYS = 1001, -100100
+
+BASELINE = """
+import os
+from telegram.ext import ApplicationBuilder, CommandHandler
+async def status(update, context):
+    await update.message.reply_text("pong")
+app = ApplicationBuilder().token(os.environ["T"]).base_url(os.environ["U"]).build()
+app.add_handler(CommandHandler("status", status))
+app.run_polling()
+"""
+
+
+def opsgate_argv() -> list[str]:
+    return [sys.executable, "-m", "bot.cli", "run"]
+
+
+def baseline_argv() -> list[str]:
+    return [sys.executable, "-c", BASELINE]
+
+
+async def one_run(
+    client: SandboxClient, sandbox: SandboxThread, argv: list[str], workdir: Path, idle: float
+) -> tuple[float, int]:
+    """Seconds from spawn to the bot's answer, and RSS after `idle` seconds of idling."""
+    env = dict(os.environ)
+    env.update(
+        OPSGATE_BOT_TOKEN=TOKEN,
+        OPSGATE_BOT_API_URL=sandbox.base_url,
+        OPSGATE_CONFIG=str(demo_ops_path()),
+        OPSGATE_DB=str(workdir / f"bench-{time.monotonic_ns()}.db"),
+        OPSGATE_HTTP_ADDR="127.0.0.1:0",
+        OPSGATE_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(REPO),
+        T=TOKEN,
+        U=sandbox.base_url,
+    )
+    await client.reset()
+    await seed_sandbox(client, load_ops_file(demo_ops_path()))
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, cwd=workdir, stdout=asyncio.subprocess.DEVNULL
+    )
+    # Sent at once: it waits in the sandbox until the bot's first getUpdates takes it.
+    sent = await client.send(ALICE, DEPLOYS, "/status")
+    await client.wait_for(
+        DEPLOYS, lambda ms: any(m.from_bot and m.message_id > sent for m in ms), timeout=60
+    )
+    cold_start = time.perf_counter() - started
+    await asyncio.sleep(idle)
+    rss = psutil.Process(process.pid).memory_info().rss
+    process.terminate()
+    await process.wait()
+    return cold_start, rss
+
+
+def summary(label: str, values: list[float], unit: str) -> str:
+    return (
+        f"{label:<28} median {statistics.median(values):7.3f} {unit}"
+        f"  min {min(values):7.3f}  max {max(values):7.3f}"
+    )
+
+
+async def main(runs: int, idle: float) -> None:
+    before = psutil.Process().memory_info().rss
+    with SandboxThread(TOKEN) as sandbox, tempfile.TemporaryDirectory() as tmp:
+        sandbox_rss = psutil.Process().memory_info().rss - before
+        async with SandboxClient(sandbox.control_url) as client:
+            results: dict[str, list[tuple[float, int]]] = {"opsgate": [], "baseline": []}
+            for _ in range(runs):  # interleaved, so machine noise hits both alike
+                for name, argv in (("opsgate", opsgate_argv()), ("baseline", baseline_argv())):
+                    results[name].append(await one_run(client, sandbox, argv, Path(tmp), idle))
+    mib = 1024 * 1024
+    ops_start = [r[0] for r in results["opsgate"]]
+    base_start = [r[0] for r in results["baseline"]]
+    ops_rss = [r[1] / mib for r in results["opsgate"]]
+    base_rss = [r[1] / mib for r in results["baseline"]]
+    print(f"runs: {runs}, idle before RSS reading: {idle} s, cores: {os.cpu_count()}")
+    print(summary("opsgate cold start", ops_start, "s"))
+    print(summary("baseline cold start", base_start, "s"))
+    ratio = statistics.median(ops_start) / statistics.median(base_start)
+    print(f"{'ratio (median)':<28} {ratio:.2f}")
+    print(summary("opsgate idle RSS", ops_rss, "MiB"))
+    print(summary("baseline idle RSS", base_rss, "MiB"))
+    ratio = statistics.median(ops_rss) / statistics.median(base_rss)
+    print(f"{'ratio (median)':<28} {ratio:.2f}")
+    print(f"{'sandbox thread RSS added':<28} {sandbox_rss / mib:7.1f} MiB (bench process)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--idle", type=float, default=10.0)
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.idle))

@@ -1,0 +1,37 @@
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(CONFIG_DIR / "opsgate.example.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "OK (2 service(s), 2 environment(s), 3 people, 3 role(s))" in out
+
+
+def test_check_config_lists_every_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[services.web]\nenvironment = "production"\nunit = "web service"\n'
+        'health = { url = "nope" }\n'
+    )
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: 2 problem(s)" in err
+    assert "services.web.unit: not a valid systemd unit name" in err
+    assert "services.web.health.url: not a valid URL" in err
+
+
+def test_run_without_token_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPSGATE_BOT_TOKEN", raising=False)
+    assert main(["run"]) == 2
+    assert "OPSGATE_BOT_TOKEN is not set" in capsys.readouterr().err

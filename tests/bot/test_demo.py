@@ -1,0 +1,46 @@
+"""The scripted demo, run as a user would: a subprocess printing the transcript."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "demo", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_default_demo_prints_help_whoami_and_status_answered_by_the_bot() -> None:
+    result = run_demo()
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "[alice (private)] bot: Commands" in out
+    assert "/reload — re-read the ops file" in out
+    assert "[deploys] bot: You: 1002 = bob" in out
+    assert "[deploys] bot: opsgate 0.1.0, up" in out
+    assert "[deploys] bot: ⛔ /reload needs the role admin." in out
+    # The unlisted group gets an answer only to /whoami.
+    lobby = [line for line in out.splitlines() if line.startswith("[lobby] bot:")]
+    assert lobby == ["[lobby] bot: You: 1001 = alice"]
+
+
+def test_script_file_and_bad_script(tmp_path: Path) -> None:
+    script = tmp_path / "s.txt"
+    script.write_text("# two lines\ncarol@deploys> /status\n")
+    result = run_demo("--script", str(script))
+    assert result.returncode == 0, result.stderr
+    assert "[deploys] carol: /status" in result.stdout
+    assert "Services known: 1" in result.stdout
+
+    script.write_text("mallory> /status\n")
+    result = run_demo("--script", str(script))
+    assert result.returncode == 2
+    assert "unknown user 'mallory'" in result.stderr
