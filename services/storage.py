@@ -57,6 +57,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "confirmations: one row per confirm button (restart and other risky one-off actions)",
+        """
+        CREATE TABLE confirmations (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            action        TEXT    NOT NULL,
+            subject       TEXT    NOT NULL,
+            requested_by  INTEGER NOT NULL,
+            chat_id       INTEGER NOT NULL,
+            created_at    TEXT    NOT NULL,
+            expires_at    TEXT    NOT NULL,
+            state         TEXT    NOT NULL DEFAULT 'open',
+            decided_by    INTEGER,
+            decided_at    TEXT
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
