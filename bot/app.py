@@ -9,6 +9,7 @@ from telegram.constants import ParseMode
 from telegram.ext import (
     AIORateLimiter,
     ApplicationBuilder,
+    CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     Defaults,
@@ -20,6 +21,8 @@ from telegram.ext import (
 from config.settings import Settings, UpdateMode
 from handlers import basic
 from handlers.access import gate
+from handlers.buttons import ButtonRegistry, ButtonRoute
+from handlers.callbacks import pattern_for
 from handlers.commands import Command, CommandRegistry
 from handlers.context import BotData, OpsApplication, OpsContext
 from handlers.errors import on_error
@@ -37,6 +40,10 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
     return CommandRegistry([*basic.COMMANDS, *extra])
 
 
+def all_buttons(extra: Iterable[ButtonRoute] = ()) -> ButtonRegistry:
+    return ButtonRegistry([*extra])
+
+
 def file_url_for(bot_api_url: str) -> str:
     """https://api.telegram.org/bot -> https://api.telegram.org/file/bot (same for sandboxes)."""
     head, sep, _ = bot_api_url.rstrip("/").rpartition("/")
@@ -44,7 +51,7 @@ def file_url_for(bot_api_url: str) -> str:
 
 
 def build_application(
-    settings: Settings, services: Services, commands: CommandRegistry
+    settings: Settings, services: Services, commands: CommandRegistry, buttons: ButtonRegistry
 ) -> OpsApplication:
     context_types = ContextTypes(context=OpsContext, bot_data=BotData)
     builder = (
@@ -61,10 +68,14 @@ def build_application(
     application: OpsApplication = builder.build()
     application.bot_data.services = services
     application.bot_data.commands = commands
+    application.bot_data.buttons = buttons
 
     application.add_handler(TypeHandler(Update, gate), group=GROUP_GATE)
     for command in commands.all():
         application.add_handler(CommandHandler(command.name, command.callback), GROUP_COMMANDS)
+    for route in buttons.all():
+        handler = CallbackQueryHandler(route.callback, pattern=pattern_for(route.namespace))
+        application.add_handler(handler, GROUP_COMMANDS)
     application.add_handler(MessageHandler(filters.COMMAND, basic.unknown_command), GROUP_FALLBACK)
     application.add_error_handler(on_error)
     return application

@@ -12,11 +12,12 @@ from collections.abc import Iterable
 
 from telegram import BotCommand, Update
 
-from bot.app import all_commands, build_application
+from bot.app import all_buttons, all_commands, build_application
 from bot.http import create_http_app
 from bot.httpserver import BackgroundHTTPServer
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings, UpdateMode
+from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from handlers.context import OpsApplication
 from services.container import Services
@@ -33,10 +34,12 @@ class Opsgate:
         settings: Settings,
         ops: OpsConfig | None = None,
         extra_commands: Iterable[Command] = (),
+        extra_buttons: Iterable[ButtonRoute] = (),
     ) -> None:
         self.settings = settings
         self._ops = ops
         self._extra_commands = list(extra_commands)
+        self._extra_buttons = list(extra_buttons)
         self._application: OpsApplication | None = None
         self._http: BackgroundHTTPServer | None = None
         self._services: Services | None = None
@@ -65,7 +68,8 @@ class Opsgate:
         storage = await Storage(settings.db).open()
         self._services = services = Services.create(ops, settings.config, storage)
         commands = all_commands(self._extra_commands)
-        self._application = application = build_application(settings, services, commands)
+        buttons = all_buttons(self._extra_buttons)
+        self._application = application = build_application(settings, services, commands, buttons)
 
         await application.initialize()  # getMe: fails here on a wrong token or URL
         await application.bot.set_my_commands(

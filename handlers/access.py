@@ -11,6 +11,8 @@ import logging
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop
 
+from handlers.buttons import NO_LONGER_VALID
+from handlers.callbacks import CallbackData, InvalidCallback
 from handlers.commands import parse_command
 from handlers.context import OpsContext
 from handlers.render import code, esc
@@ -36,7 +38,12 @@ async def gate(update: Update, context: OpsContext) -> None:
     listed = ops.is_listed_chat(chat.id)
     if not listed and ops.bot.ignore_unlisted_chats and not (command and command.anywhere):
         log.info("ignored an update from unlisted chat %s", chat.id)
+        if update.callback_query is not None:
+            await update.callback_query.answer(NO_LONGER_VALID)
         raise ApplicationHandlerStop
+    if update.callback_query is not None:
+        await _gate_button(update, context)
+        return
     if message is None or parsed is None:
         return
     if message.text and len(message.text) > MAX_COMMAND_CHARS:
@@ -57,4 +64,27 @@ async def gate(update: Update, context: OpsContext) -> None:
             f"Ask an admin to add your id {code(user.id)} to "
             f"<code>roles.{esc(command.role)}</code> in the ops file."
         )
+        raise ApplicationHandlerStop
+
+
+async def _gate_button(update: Update, context: OpsContext) -> None:
+    """Refuse presses opsgate did not make, and presses by people without the route's role."""
+    query = update.callback_query
+    assert query is not None
+    try:
+        route = context.buttons.get(CallbackData.decode(query.data).namespace)
+    except InvalidCallback:
+        route = None
+    if route is None:
+        log.info("refused unknown callback data from user %s", query.from_user.id)
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        raise ApplicationHandlerStop
+    if route.role and route.role not in context.services.ops.roles_of(query.from_user.id):
+        await context.services.audit.record(
+            "button.refused",
+            actor=str(query.from_user.id),
+            subject=route.namespace,
+            data={"role_needed": route.role},
+        )
+        await query.answer(f"This needs the role {route.role}.", show_alert=True)
         raise ApplicationHandlerStop

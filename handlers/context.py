@@ -9,6 +9,7 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from services.container import Services
 
 if TYPE_CHECKING:
+    from handlers.buttons import ButtonRegistry
     from handlers.commands import CommandRegistry
 
 
@@ -18,6 +19,7 @@ class BotData:
     def __init__(self) -> None:
         self.services: Services | None = None
         self.commands: CommandRegistry | None = None
+        self.buttons: ButtonRegistry | None = None
 
 
 class OpsContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], BotData]):
@@ -34,6 +36,13 @@ class OpsContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Bo
         if commands is None:
             raise RuntimeError("commands are not registered yet")
         return commands
+
+    @property
+    def buttons(self) -> ButtonRegistry:
+        buttons = self.bot_data.buttons
+        if buttons is None:
+            raise RuntimeError("buttons are not registered yet")
+        return buttons
 
 
 OpsApplication = Application[Any, OpsContext, Any, Any, BotData, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from bot.runner import Opsgate
 from bot.sandbox import SandboxClient, SandboxThread
 from config.opsfile import OpsConfig, parse_ops_text
 from config.settings import Settings, UpdateMode
+from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 
 TOKEN = "7100000001:AAE2E-test-token-never-logged"
@@ -89,9 +91,15 @@ async def start_opsgate(
     """Starts opsgate exactly as `opsgate run` does; stops it after the test."""
     started: list[Opsgate] = []
 
-    async def start(extra_commands: Iterable[Command] = (), **settings: object) -> Opsgate:
+    async def start(
+        extra_commands: Iterable[Command] = (),
+        extra_buttons: Iterable[ButtonRoute] = (),
+        **settings: object,
+    ) -> Opsgate:
         opsgate = Opsgate(
-            make_settings(sandbox, ops_file, tmp_path, **settings), extra_commands=extra_commands
+            make_settings(sandbox, ops_file, tmp_path, **settings),
+            extra_commands=extra_commands,
+            extra_buttons=extra_buttons,
         )
         started.append(opsgate)
         await opsgate.start()
@@ -109,3 +117,14 @@ async def opsgate(start_opsgate: StartOpsgate) -> Opsgate:
 
 def ops_config(text: str = OPS_TEXT) -> OpsConfig:
     return parse_ops_text(text)
+
+
+async def callback_answer_text(client: SandboxClient, callback_id: str, timeout: float = 10) -> str:
+    """The text the bot answered a press with, once it has answered."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (answer := await client.callback_answer(callback_id)) is None:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise AssertionError(f"callback {callback_id} was never answered")
+        await client.wait_change(await client.version(), min(remaining, 1.0))
+    return str(answer.get("text"))
