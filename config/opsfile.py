@@ -61,11 +61,39 @@ class HttpHealth(_Strict):
     timeout_s: float = Field(default=5.0, gt=0, le=120)
 
 
+# Hosts: where a service's commands run. These patterns keep config text from ever being read as
+# an ssh option (a leading "-") or needing shell quoting.
+HOST_ADDRESS_PATTERN = r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]{2,45})$"
+SSH_USER_PATTERN = r"^[a-z_][a-z0-9_.-]{0,31}$"
+PREFIX_ARG_PATTERN = r"^[A-Za-z0-9_./:=@%+,-]{1,200}$"
+FILE_PATH_PATTERN = r"^/[A-Za-z0-9_./@+,-]{1,255}$"
+LOCAL_HOST = "local"
+
+HostAddress = Annotated[str, StringConstraints(pattern=HOST_ADDRESS_PATTERN)]
+SshUser = Annotated[str, StringConstraints(pattern=SSH_USER_PATTERN)]
+PrefixArg = Annotated[str, StringConstraints(pattern=PREFIX_ARG_PATTERN)]
+FilePath = Annotated[str, StringConstraints(pattern=FILE_PATH_PATTERN)]
+
+
+class HostConfig(_Strict):
+    # Without an address the host is this machine, usually behind a prefix (["sudo", "-n"]).
+    address: HostAddress | None = None
+    user: SshUser | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    identity_file: FilePath | None = None
+    known_hosts_file: FilePath | None = None
+    accept_new_host_keys: bool = False
+    connect_timeout_s: int = Field(default=10, ge=1, le=300)
+    multiplex: bool = True
+    prefix: list[PrefixArg] = []
+
+
 class Service(_Strict):
     environment: Name
     unit: UnitName
     description: str = ""
     health: HttpHealth | None = None
+    host: Name = LOCAL_HOST
 
 
 class OpsConfig(_Strict):
@@ -75,6 +103,7 @@ class OpsConfig(_Strict):
     chats: Chats = Chats()
     environments: dict[Name, Environment] = {}
     services: dict[Name, Service] = {}
+    hosts: dict[Name, HostConfig] = {}
 
     def roles_of(self, user_id: int) -> frozenset[str]:
         return frozenset(role for role, members in self.roles.items() if user_id in members)
@@ -135,6 +164,14 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     return path or "(top level)"
 
 
+_HOST_PATTERN_MESSAGES: dict[str, str] = {
+    HOST_ADDRESS_PATTERN: "not a valid host name or IP address",
+    SSH_USER_PATTERN: "not a valid user name",
+    PREFIX_ARG_PATTERN: "not a plain command word (letters, digits and _./:=@%+,-)",
+    FILE_PATH_PATTERN: "not an absolute path without spaces or special characters",
+}
+
+
 def _format_error(error: Any) -> str:
     kind = error["type"]
     loc = tuple(error["loc"])
@@ -142,6 +179,8 @@ def _format_error(error: Any) -> str:
         pattern = error.get("ctx", {}).get("pattern")
         if pattern == UNIT_PATTERN:
             message = "not a valid systemd unit name (e.g. web.service)"
+        elif pattern in _HOST_PATTERN_MESSAGES:
+            message = _HOST_PATTERN_MESSAGES[pattern]
         else:
             message = "not a valid name (lowercase letters, digits, - and _, at most 32)"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -165,6 +204,28 @@ def _check_references(config: OpsConfig) -> list[str]:
             problems.append(
                 f"services.{name}.environment: unknown environment {service.environment!r}"
                 f" (known: {', '.join(known_envs)})"
+            )
+    problems.extend(_check_hosts(config))
+    return problems
+
+
+def _check_hosts(config: OpsConfig) -> list[str]:
+    problems: list[str] = []
+    ssh_only = ("user", "identity_file", "known_hosts_file")
+    for name, host in config.hosts.items():
+        if name == LOCAL_HOST:
+            problems.append(f"hosts.{name}: the name {LOCAL_HOST!r} is reserved for this machine")
+        if host.address is None:
+            problems.extend(
+                f"hosts.{name}.{key}: only used over ssh (set address)"
+                for key in ssh_only
+                if getattr(host, key) is not None
+            )
+    known_hosts = ", ".join(sorted({LOCAL_HOST, *config.hosts}))
+    for name, service in config.services.items():
+        if service.host != LOCAL_HOST and service.host not in config.hosts:
+            problems.append(
+                f"services.{name}.host: unknown host {service.host!r} (known: {known_hosts})"
             )
     return problems
 

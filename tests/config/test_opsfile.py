@@ -130,3 +130,71 @@ def test_missing_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 )
 def test_name_validation(text: str, ok: bool) -> None:
     assert is_valid_name(text) is ok
+
+
+HOSTS = """
+[hosts.web1]
+address = "10.0.0.5"
+user = "deploy"
+port = 2222
+identity_file = "/etc/opsgate/id_ed25519"
+known_hosts_file = "/etc/opsgate/known_hosts"
+prefix = ["sudo", "-n"]
+[hosts.box]
+prefix = ["nsenter", "-t", "1", "-m", "-p"]
+[services.web]
+environment = "production"
+unit = "web.service"
+host = "web1"
+[services.worker]
+environment = "production"
+unit = "worker.service"
+"""
+
+
+def test_hosts_and_service_host_are_parsed() -> None:
+    config = parse_ops_text(HOSTS)
+    web1 = config.hosts["web1"]
+    assert (web1.address, web1.user, web1.port) == ("10.0.0.5", "deploy", 2222)
+    assert web1.prefix == ["sudo", "-n"]
+    assert web1.multiplex and not web1.accept_new_host_keys
+    assert config.hosts["box"].address is None  # this machine, behind a prefix
+    assert config.services["web"].host == "web1"
+    assert config.services["worker"].host == "local"  # the default
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ('address = "-oProxyCommand=x"', "hosts.h.address: not a valid host name or IP address"),
+        ('address = "a b"', "hosts.h.address: not a valid host name or IP address"),
+        ('address = "h"\nuser = "Root;x"', "hosts.h.user: not a valid user name"),
+        ('prefix = ["sudo", "a b"]', "hosts.h.prefix[1]: not a plain command word"),
+        ('address = "h"\nidentity_file = "key"', "hosts.h.identity_file: not an absolute path"),
+        ('address = "h"\nport = 0', "hosts.h.port: input should be greater than or equal to 1"),
+        ('address = "h"\nshell = "bash"', "hosts.h.shell: unknown key"),
+        ('user = "deploy"', "hosts.h.user: only used over ssh (set address)"),
+    ],
+)
+def test_host_errors_name_their_path(snippet: str, expected: str) -> None:
+    problems = problems_of("[hosts.h]\n" + snippet)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_service_host_must_exist_and_local_is_reserved() -> None:
+    problems = problems_of(
+        """
+[hosts.local]
+address = "10.0.0.9"
+[hosts.web1]
+address = "10.0.0.5"
+[services.web]
+environment = "production"
+unit = "web.service"
+host = "web2"
+"""
+    )
+    assert problems == [
+        "hosts.local: the name 'local' is reserved for this machine",
+        "services.web.host: unknown host 'web2' (known: local, web1)",
+    ]
