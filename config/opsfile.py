@@ -9,28 +9,28 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    HttpUrl,
-    StringConstraints,
-    ValidationError,
+from pydantic import Field, ValidationError
+
+from config.inventory import (
+    FILE_PATH_PATTERN,
+    HOST_ADDRESS_PATTERN,
+    HOST_PORT_PATTERN,
+    NAME_PATTERN,
+    PREFIX_ARG_PATTERN,
+    PROGRAM_PATTERN,
+    SSH_USER_PATTERN,
+    UNIT_PATTERN,
+    ChatId,
+    HostConfig,
+    Name,
+    Service,
+    UserId,
+    _Strict,
+    check_hosts,
+    check_services,
 )
-
-NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
-UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|target|timer)$"
-
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-UnitName = Annotated[str, StringConstraints(pattern=UNIT_PATTERN)]
-ChatId = int
-UserId = Annotated[int, Field(gt=0)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BotOptions(_Strict):
@@ -55,55 +55,14 @@ class Environment(_Strict):
     description: str = ""
 
 
-class HttpHealth(_Strict):
-    url: HttpUrl
-    expect_status: int = Field(default=200, ge=100, le=599)
-    timeout_s: float = Field(default=5.0, gt=0, le=120)
-
-
-# Hosts: where a service's commands run. These patterns keep config text from ever being read as
-# an ssh option (a leading "-") or needing shell quoting.
-HOST_ADDRESS_PATTERN = r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]{2,45})$"
-SSH_USER_PATTERN = r"^[a-z_][a-z0-9_.-]{0,31}$"
-PREFIX_ARG_PATTERN = r"^[A-Za-z0-9_./:=@%+,-]{1,200}$"
-FILE_PATH_PATTERN = r"^/[A-Za-z0-9_./@+,-]{1,255}$"
-LOCAL_HOST = "local"
-
-HostAddress = Annotated[str, StringConstraints(pattern=HOST_ADDRESS_PATTERN)]
-SshUser = Annotated[str, StringConstraints(pattern=SSH_USER_PATTERN)]
-PrefixArg = Annotated[str, StringConstraints(pattern=PREFIX_ARG_PATTERN)]
-FilePath = Annotated[str, StringConstraints(pattern=FILE_PATH_PATTERN)]
-
-
-class HostConfig(_Strict):
-    # Without an address the host is this machine, usually behind a prefix (["sudo", "-n"]).
-    address: HostAddress | None = None
-    user: SshUser | None = None
-    port: int = Field(default=22, ge=1, le=65535)
-    identity_file: FilePath | None = None
-    known_hosts_file: FilePath | None = None
-    accept_new_host_keys: bool = False
-    connect_timeout_s: int = Field(default=10, ge=1, le=300)
-    multiplex: bool = True
-    prefix: list[PrefixArg] = []
-
-
-class Service(_Strict):
-    environment: Name
-    unit: UnitName
-    description: str = ""
-    health: HttpHealth | None = None
-    host: Name = LOCAL_HOST
-
-
 class OpsConfig(_Strict):
     bot: BotOptions = BotOptions()
-    people: dict[UserId, Name] = {}
-    roles: dict[Name, list[UserId]] = {}
+    people: dict[UserId, Name] = Field(default_factory=dict)
+    roles: dict[Name, list[UserId]] = Field(default_factory=dict)
     chats: Chats = Chats()
-    environments: dict[Name, Environment] = {}
-    services: dict[Name, Service] = {}
-    hosts: dict[Name, HostConfig] = {}
+    environments: dict[Name, Environment] = Field(default_factory=dict)
+    services: dict[Name, Service] = Field(default_factory=dict)
+    hosts: dict[Name, HostConfig] = Field(default_factory=dict)
 
     def roles_of(self, user_id: int) -> frozenset[str]:
         return frozenset(role for role, members in self.roles.items() if user_id in members)
@@ -179,6 +138,10 @@ def _format_error(error: Any) -> str:
         pattern = error.get("ctx", {}).get("pattern")
         if pattern == UNIT_PATTERN:
             message = "not a valid systemd unit name (e.g. web.service)"
+        elif pattern == HOST_PORT_PATTERN:
+            message = "not host:port"
+        elif pattern == PROGRAM_PATTERN:
+            message = "not a valid supervisord program name"
         elif pattern in _HOST_PATTERN_MESSAGES:
             message = _HOST_PATTERN_MESSAGES[pattern]
         else:
@@ -205,28 +168,8 @@ def _check_references(config: OpsConfig) -> list[str]:
                 f"services.{name}.environment: unknown environment {service.environment!r}"
                 f" (known: {', '.join(known_envs)})"
             )
-    problems.extend(_check_hosts(config))
-    return problems
-
-
-def _check_hosts(config: OpsConfig) -> list[str]:
-    problems: list[str] = []
-    ssh_only = ("user", "identity_file", "known_hosts_file")
-    for name, host in config.hosts.items():
-        if name == LOCAL_HOST:
-            problems.append(f"hosts.{name}: the name {LOCAL_HOST!r} is reserved for this machine")
-        if host.address is None:
-            problems.extend(
-                f"hosts.{name}.{key}: only used over ssh (set address)"
-                for key in ssh_only
-                if getattr(host, key) is not None
-            )
-    known_hosts = ", ".join(sorted({LOCAL_HOST, *config.hosts}))
-    for name, service in config.services.items():
-        if service.host != LOCAL_HOST and service.host not in config.hosts:
-            problems.append(
-                f"services.{name}.host: unknown host {service.host!r} (known: {known_hosts})"
-            )
+    problems.extend(check_hosts(config.services, config.hosts))
+    problems.extend(check_services(config.services))
     return problems
 
 

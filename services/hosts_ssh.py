@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from config.opsfile import HOST_ADDRESS_PATTERN, LOCAL_HOST, SSH_USER_PATTERN, HostConfig
+from config.inventory import HOST_ADDRESS_PATTERN, LOCAL_HOST, SSH_USER_PATTERN, HostConfig
 from services.hosts import (
     CommandResult,
     Host,

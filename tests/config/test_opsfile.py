@@ -198,3 +198,59 @@ host = "web2"
         "hosts.local: the name 'local' is reserved for this machine",
         "services.web.host: unknown host 'web2' (known: local, web1)",
     ]
+
+
+def test_service_managers_and_health_probes() -> None:
+    config = parse_ops_text(
+        """
+[services.api]
+environment = "production"
+manager = "supervisor"
+program = "api"
+supervisor_config = "/etc/supervisor/supervisord.conf"
+health = { tcp = "127.0.0.1:9000", attempts = 5 }
+[services.web]
+environment = "production"
+unit = "web.service"
+health = { url = "http://127.0.0.1:8080/health", expect_json = { status = "healthy" } }
+"""
+    )
+    assert config.services["api"].control_name == "api"
+    assert config.services["web"].control_name == "web.service"
+    web_health = config.services["web"].health
+    assert web_health is not None and web_health.expect_json == {"status": "healthy"}
+
+
+def test_manager_needs_its_names_and_health_one_probe() -> None:
+    problems = problems_of(
+        """
+[services.api]
+environment = "production"
+manager = "supervisor"
+health = { url = "http://x/health", tcp = "x:1" }
+[services.web]
+environment = "production"
+health = { tcp = "no-port" }
+[services.job]
+environment = "production"
+manager = "cron"
+"""
+    )
+    assert any(p.startswith("services.web.health.tcp: not host:port") for p in problems)
+    assert any(p.startswith("services.job.manager") for p in problems)
+    problems = problems_of(
+        """
+[services.api]
+environment = "production"
+manager = "supervisor"
+health = { url = "http://x/health", tcp = "x:1" }
+[services.web]
+environment = "production"
+"""
+    )
+    assert problems == [
+        "services.api.program: required when manager is supervisor",
+        "services.api.supervisor_config: required when manager is supervisor",
+        "services.api.health: give exactly one of url, tcp, command",
+        "services.web.unit: required when manager is systemd",
+    ]

@@ -1,0 +1,132 @@
+"""Where things run and how they are checked: hosts, services and their health probes.
+
+Patterns here are strict on purpose: config text must never turn into a command-line option
+(a leading "-") or need shell quoting on its way to a host.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|target|timer)$"
+
+HOST_PORT_PATTERN = r"^[A-Za-z0-9.:\[\]-]{1,253}:[0-9]{1,5}$"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+HostPort = Annotated[str, StringConstraints(pattern=HOST_PORT_PATTERN)]
+UnitName = Annotated[str, StringConstraints(pattern=UNIT_PATTERN)]
+PROGRAM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ProgramName = Annotated[str, StringConstraints(pattern=PROGRAM_PATTERN)]
+ChatId = int
+UserId = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HealthConfig(_Strict):
+    """Exactly one probe (url, tcp or command), and how patient to be with it."""
+
+    url: HttpUrl | None = None
+    tcp: HostPort | None = None
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] | None = None
+    expect_status: int = Field(default=200, ge=100, le=599)
+    # Top-level JSON fields the answer must carry, e.g. { status = "healthy" }.
+    expect_json: dict[str, str | int | bool] = {}
+    latency_limit_s: float | None = Field(default=None, gt=0, le=120)
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    attempts: int = Field(default=3, ge=1, le=20)
+    interval_s: float = Field(default=1.0, ge=0, le=60)
+    # After a restart: healthy this many times in a row, within this long.
+    consecutive: int = Field(default=2, ge=1, le=50)
+    within_s: float = Field(default=30.0, gt=0, le=600)
+
+    def probes(self) -> list[str]:
+        return [k for k in ("url", "tcp", "command") if getattr(self, k) is not None]
+
+
+# Hosts: where a service's commands run. These patterns keep config text from ever being read as
+# an ssh option (a leading "-") or needing shell quoting.
+HOST_ADDRESS_PATTERN = r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]{2,45})$"
+SSH_USER_PATTERN = r"^[a-z_][a-z0-9_.-]{0,31}$"
+PREFIX_ARG_PATTERN = r"^[A-Za-z0-9_./:=@%+,-]{1,200}$"
+FILE_PATH_PATTERN = r"^/[A-Za-z0-9_./@+,-]{1,255}$"
+LOCAL_HOST = "local"
+
+HostAddress = Annotated[str, StringConstraints(pattern=HOST_ADDRESS_PATTERN)]
+SshUser = Annotated[str, StringConstraints(pattern=SSH_USER_PATTERN)]
+PrefixArg = Annotated[str, StringConstraints(pattern=PREFIX_ARG_PATTERN)]
+FilePath = Annotated[str, StringConstraints(pattern=FILE_PATH_PATTERN)]
+
+
+class HostConfig(_Strict):
+    # Without an address the host is this machine, usually behind a prefix (["sudo", "-n"]).
+    address: HostAddress | None = None
+    user: SshUser | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    identity_file: FilePath | None = None
+    known_hosts_file: FilePath | None = None
+    accept_new_host_keys: bool = False
+    connect_timeout_s: int = Field(default=10, ge=1, le=300)
+    multiplex: bool = True
+    prefix: list[PrefixArg] = []
+
+
+class Service(_Strict):
+    environment: Name
+    description: str = ""
+    host: Name = LOCAL_HOST
+    # systemd (unit, optionally the --user manager) or supervisord (program + its config).
+    manager: Literal["systemd", "supervisor"] = "systemd"
+    unit: UnitName | None = None
+    user_manager: bool = False
+    program: ProgramName | None = None
+    supervisor_config: FilePath | None = None
+    health: HealthConfig | None = None
+
+    @property
+    def control_name(self) -> str:
+        """The unit or program name the manager knows this service by."""
+        name = self.unit if self.manager == "systemd" else self.program
+        assert name is not None  # guaranteed by _check_services
+        return name
+
+
+def check_services(services: dict[str, Service]) -> list[str]:
+    problems: list[str] = []
+    for name, service in services.items():
+        path = f"services.{name}"
+        if service.manager == "systemd" and service.unit is None:
+            problems.append(f"{path}.unit: required when manager is systemd")
+        if service.manager == "supervisor":
+            for key in ("program", "supervisor_config"):
+                if getattr(service, key) is None:
+                    problems.append(f"{path}.{key}: required when manager is supervisor")
+        if service.health is not None and len(service.health.probes()) != 1:
+            problems.append(f"{path}.health: give exactly one of url, tcp, command")
+    return problems
+
+
+def check_hosts(services: dict[str, Service], hosts: dict[str, HostConfig]) -> list[str]:
+    problems: list[str] = []
+    ssh_only = ("user", "identity_file", "known_hosts_file")
+    for name, host in hosts.items():
+        if name == LOCAL_HOST:
+            problems.append(f"hosts.{name}: the name {LOCAL_HOST!r} is reserved for this machine")
+        if host.address is None:
+            problems.extend(
+                f"hosts.{name}.{key}: only used over ssh (set address)"
+                for key in ssh_only
+                if getattr(host, key) is not None
+            )
+    known_hosts = ", ".join(sorted({LOCAL_HOST, *hosts}))
+    for name, service in services.items():
+        if service.host != LOCAL_HOST and service.host not in hosts:
+            problems.append(
+                f"services.{name}.host: unknown host {service.host!r} (known: {known_hosts})"
+            )
+    return problems
