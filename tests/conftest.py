@@ -1,0 +1,27 @@
+"""Session fixtures shared by test packages: a real systemd and a real supervisord."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.supervisord_sandbox import SupervisordSandbox, running
+from tests.systemd_sandbox import SystemdSandbox, booted
+
+
+@pytest.fixture(scope="session")
+def systemd_sandbox() -> Iterator[SystemdSandbox]:
+    """systemd booted once per session in its own namespaces; `.host` runs argv inside.
+
+    Skips where it cannot boot (not root, no unshare); under CI=true it fails instead.
+    """
+    with booted() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def supervisord_sandbox() -> Iterator[SupervisordSandbox]:
+    """A private supervisord for the session; `.manager()` gives a SupervisorManager."""
+    with running() as sandbox:
+        yield sandbox
