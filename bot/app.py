@@ -19,7 +19,7 @@ from telegram.ext import (
 )
 
 from config.settings import Settings, UpdateMode
-from handlers import basic
+from handlers import basic, services_chat
 from handlers.access import gate
 from handlers.buttons import ButtonRegistry, ButtonRoute
 from handlers.callbacks import pattern_for
@@ -37,11 +37,11 @@ _NO_PREVIEWS = LinkPreviewOptions(is_disabled=True)
 
 
 def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
-    return CommandRegistry([*basic.COMMANDS, *extra])
+    return CommandRegistry([*basic.COMMANDS, *services_chat.COMMANDS, *extra])
 
 
 def all_buttons(extra: Iterable[ButtonRoute] = ()) -> ButtonRegistry:
-    return ButtonRegistry([*extra])
+    return ButtonRegistry([*services_chat.BUTTONS, *extra])
 
 
 def file_url_for(bot_api_url: str) -> str:

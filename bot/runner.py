@@ -121,6 +121,6 @@ class Opsgate:
             self._application = None
         if self._services is not None:
             await self._services.audit.record("opsgate.stopped", actor="opsgate")
-            await self._services.storage.close()
+            await self._services.aclose()
             self._services = None
         log.info("opsgate stopped")

@@ -86,6 +86,7 @@ class Service(_Strict):
     user_manager: bool = False
     program: ProgramName | None = None
     supervisor_config: FilePath | None = None
+    supervisorctl: PrefixArg = "supervisorctl"  # or an absolute path, e.g. inside a venv
     health: HealthConfig | None = None
 
     @property

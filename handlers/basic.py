@@ -80,7 +80,7 @@ async def reload(update: Update, context: OpsContext) -> None:
         header = f"⚠️ Kept the old ops file: {code(path)} has {len(problems)} problem(s)."
         await update.effective_message.reply_text(join_lines([header, *problems]))
         return
-    services.ops = new_ops
+    await services.replace_ops(new_ops)
     await services.audit.record("config.reloaded", actor=str(update.effective_user.id))
     await update.effective_message.reply_text(
         f"✅ Reloaded {code(path)}: {len(new_ops.services)} service(s), "

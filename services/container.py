@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import httpx
+
 from config.opsfile import OpsConfig
 from services.audit import AuditLog, utc_now
+from services.confirmations import Confirmations
+from services.hosts_ssh import Hosts, hosts_from_config
+from services.metrics import MetricsSampler
+from services.servicectl import ServiceController
 from services.storage import Storage
 
 VERSION = "0.1.0"
@@ -15,16 +23,50 @@ VERSION = "0.1.0"
 
 @dataclass
 class Services:
-    ops: OpsConfig  # replaced whole on /reload, never mutated in place
+    ops: OpsConfig  # replaced whole by replace_ops, never mutated in place
     ops_path: Path
     storage: Storage
     audit: AuditLog
+    confirmations: Confirmations
+    hosts: Hosts
+    http: httpx.AsyncClient  # one pool for every health check
+    sampler: MetricsSampler
+    control_dir: Path  # private, short: ssh ControlPath sockets must fit in ~90 bytes
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION
 
     @classmethod
     def create(cls, ops: OpsConfig, ops_path: Path, storage: Storage) -> Services:
-        return cls(ops=ops, ops_path=ops_path, storage=storage, audit=AuditLog(storage))
+        audit = AuditLog(storage)
+        control_dir = Path(tempfile.mkdtemp(prefix="og-"))
+        return cls(
+            ops=ops,
+            ops_path=ops_path,
+            storage=storage,
+            audit=audit,
+            confirmations=Confirmations(storage, audit),
+            hosts=hosts_from_config(ops.hosts, control_dir=str(control_dir)),
+            http=httpx.AsyncClient(follow_redirects=False),
+            sampler=MetricsSampler(),
+            control_dir=control_dir,
+        )
+
+    def controller(self) -> ServiceController:
+        """A controller over the current ops file (cheap: it holds no state of its own)."""
+        return ServiceController(self.ops, self.hosts, self.http, self.sampler)
+
+    async def replace_ops(self, ops: OpsConfig) -> None:
+        """Swap in a new ops file; hosts are rebuilt so their changes apply at once."""
+        old_hosts = self.hosts
+        self.hosts = hosts_from_config(ops.hosts, control_dir=str(self.control_dir))
+        self.ops = ops
+        await old_hosts.aclose()
 
     def uptime_seconds(self) -> float:
         return (utc_now() - self.started_at).total_seconds()
+
+    async def aclose(self) -> None:
+        await self.hosts.aclose()
+        await self.http.aclose()
+        await self.storage.close()
+        shutil.rmtree(self.control_dir, ignore_errors=True)

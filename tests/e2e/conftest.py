@@ -122,9 +122,13 @@ def ops_config(text: str = OPS_TEXT) -> OpsConfig:
 async def callback_answer_text(client: SandboxClient, callback_id: str, timeout: float = 10) -> str:
     """The text the bot answered a press with, once it has answered."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while (answer := await client.callback_answer(callback_id)) is None:
+    while True:
+        version = await client.version()  # read before looking, so no change slips between
+        answer = await client.callback_answer(callback_id)
+        if answer is not None:
+            break
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise AssertionError(f"callback {callback_id} was never answered")
-        await client.wait_change(await client.version(), min(remaining, 1.0))
+        await client.wait_change(version, min(remaining, 1.0))
     return str(answer.get("text"))

@@ -40,13 +40,22 @@ async def test_start_and_help_depend_on_roles(opsgate: Opsgate, client: SandboxC
     bob_help = await client.reply_after(BOB, BOB, "/help")
     assert "/reload" not in bob_help.text
     assert "/whoami" in bob_help.text
-    assert "1 more command(s) need a role you do not have" in bob_help.text
+    assert "2 more command(s) need a role you do not have" in bob_help.text
 
 
 async def test_commands_menu_is_set_at_start(opsgate: Opsgate, client: SandboxClient) -> None:
     # Read back over the Bot API itself, as Telegram's clients would see the menu.
     names = [c.command for c in await opsgate.application.bot.get_my_commands()]
-    assert names == ["start", "help", "whoami", "status", "reload"]
+    assert names == [
+        "start",
+        "help",
+        "whoami",
+        "status",
+        "reload",
+        "services",
+        "service",
+        "restart",
+    ]
 
 
 async def test_whoami_gives_ids_and_roles(opsgate: Opsgate, client: SandboxClient) -> None:

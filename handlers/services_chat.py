@@ -1,0 +1,160 @@
+"""/services, /service NAME and /restart NAME (confirmed by a button, progress by edits)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+
+from config.opsfile import is_valid_name
+from handlers.buttons import NO_LONGER_VALID, ButtonRoute
+from handlers.callbacks import CallbackData
+from handlers.commands import Command
+from handlers.context import OpsContext
+from handlers.progress import ProgressMessage
+from handlers.render import code, esc
+from handlers.services_render import render_details, render_overview, restart_footer
+from services.confirmations import ConfirmationState, StaleConfirmation
+from services.progress import Progress
+from services.servicectl import UnknownService
+
+log = logging.getLogger(__name__)
+
+RESTART_ROLE = "sre"
+RESTART_NS = "rs"
+CONFIRM_TTL = timedelta(minutes=5)
+
+
+def service_name_problem(args: str, known: list[str]) -> str | None:
+    """Why `args` is not one known service name, as a chat reply; None when it is one."""
+    if not args:
+        return "Give a service name, e.g. <code>/service web</code>."
+    if not is_valid_name(args) or args not in known:
+        shown = esc(args[:40]) + ("…" if len(args) > 40 else "")
+        return f"Unknown service <code>{shown}</code>. Known: {esc(', '.join(known) or 'none')}."
+    return None
+
+
+async def services_overview(update: Update, context: OpsContext) -> None:
+    """State, health and latency of every service."""
+    if update.effective_message is None:
+        return
+    states = await context.services.controller().overview()
+    await update.effective_message.reply_text(render_overview(states))
+
+
+async def service_details(update: Update, context: OpsContext) -> None:
+    """One service in detail, with the last lines of its log."""
+    message = update.effective_message
+    if message is None:
+        return
+    name = " ".join(context.args or [])
+    problem = service_name_problem(name, sorted(context.services.ops.services))
+    if problem:
+        await message.reply_text(problem)
+        return
+    details = await context.services.controller().details(name)
+    await message.reply_text(render_details(details))
+
+
+async def restart_request(update: Update, context: OpsContext) -> None:
+    """Asks for confirmation with buttons; the restart itself starts on the press."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    services = context.services
+    name = " ".join(context.args or [])
+    problem = service_name_problem(name, sorted(services.ops.services))
+    if problem:
+        await message.reply_text(problem)
+        return
+    service = services.ops.services[name]
+    confirmation = await services.confirmations.open(
+        "restart", name, user.id, message.chat_id, CONFIRM_TTL
+    )
+    buttons = [
+        InlineKeyboardButton(
+            f"🔁 Restart {name}",
+            callback_data=CallbackData(RESTART_NS, "ok", confirmation.id).encode(),
+        ),
+        InlineKeyboardButton(
+            "Cancel", callback_data=CallbackData(RESTART_NS, "no", confirmation.id).encode()
+        ),
+    ]
+    await message.reply_text(
+        f"Restart <b>{esc(name)}</b> ({esc(service.environment)}, {code(service.control_name)})?"
+        f"\nSomeone with the role <b>{RESTART_ROLE}</b> confirms within "
+        f"{int(CONFIRM_TTL.total_seconds() // 60)} minutes.",
+        reply_markup=InlineKeyboardMarkup([buttons]),
+    )
+
+
+async def restart_pressed(update: Update, context: OpsContext) -> None:
+    """Confirm or cancel: honoured once, re-checked against its row."""
+    query = update.callback_query
+    if query is None or not isinstance(query.message, Message):
+        return
+    data = CallbackData.decode(query.data)  # well-formed: the gate and the pattern saw to it
+    decision = {"ok": ConfirmationState.CONFIRMED, "no": ConfirmationState.CANCELLED}.get(
+        data.action
+    )
+    try:
+        if decision is None:
+            raise StaleConfirmation(f"unknown action {data.action!r}")
+        confirmation = await context.services.confirmations.decide(
+            data.row_id, "restart", decision, query.from_user.id
+        )
+    except StaleConfirmation:
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        return
+    who = esc(context.services.ops.name_of(query.from_user.id) or query.from_user.first_name)
+    name = confirmation.subject
+    if decision is ConfirmationState.CANCELLED:
+        await query.answer("Cancelled.")
+        await query.message.edit_text(f"Restart of <b>{esc(name)}</b> cancelled by {who}.")
+        return
+    await query.answer(f"Restarting {name}…")
+    progress = ProgressMessage(query.message, f"🔁 Restarting <b>{esc(name)}</b> for {who}")
+    await progress([])
+    # Tracked by the Application: errors reach the error handler, shutdown waits for it.
+    context.application.create_task(
+        _run_restart(context, name, query.from_user.id, progress), update=update
+    )
+
+
+async def _run_restart(
+    context: OpsContext, name: str, user_id: int, progress: ProgressMessage
+) -> None:
+    services = context.services
+    started = time.monotonic()
+    try:
+        outcome = await services.controller().restart(name, Progress(progress))
+    except UnknownService:
+        await progress.finish(f"⚠️ {esc(name)} is no longer in the ops file; nothing was done.")
+        return
+    elapsed = time.monotonic() - started
+    await services.audit.record(
+        "restart.finished",
+        str(user_id),
+        name,
+        {
+            "ok": outcome.ok,
+            "old_pid": outcome.old_pid,
+            "new_pid": outcome.new_pid,
+            "error": outcome.error,
+            "seconds": round(elapsed, 3),
+        },
+    )
+    await progress.finish(restart_footer(name, outcome, elapsed))
+
+
+COMMANDS = [
+    Command("services", "state and health of every service", services_overview),
+    Command("service", "one service in detail, with its last log lines", service_details),
+    Command(
+        "restart", "restart a service (asks for confirmation)", restart_request, role=RESTART_ROLE
+    ),
+]
+BUTTONS = [ButtonRoute(RESTART_NS, restart_pressed, role=RESTART_ROLE)]
