@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 WORK_ROOT = REPO / ".pytest-work"
 SYSTEMD = "/lib/systemd/systemd"
 UNIT_DIR_INSIDE = "/etc/systemd/system"
+PARKING = "/mnt"  # an empty mount point outside the private tmpfs dirs
 BOOT_TIMEOUT = 30.0
 UNSHARE = ("unshare", "--pid", "--mount", "--fork", "--mount-proc")
 
@@ -217,8 +218,17 @@ def inside(unit_dir: str) -> None:
         subprocess.run(argv, check=True)
 
     run("mount", "--make-rprivate", "/")
-    for path in ("/run", "/tmp", "/var/tmp"):
+    # A checkout under /tmp (a CI clone, say) would vanish under the tmpfs, and with it the
+    # venv and files the units run: park it on /mnt and move it back on top of the tmpfs.
+    private = ("/run", "/tmp", "/var/tmp")
+    keep_repo = any(REPO.is_relative_to(path) for path in private)
+    if keep_repo:
+        run("mount", "--rbind", str(REPO), PARKING)
+    for path in private:
         run("mount", "-t", "tmpfs", "tmpfs", path)
+    if keep_repo:
+        REPO.mkdir(parents=True, exist_ok=True)
+        run("mount", "--move", PARKING, str(REPO))
     run("mount", "--bind", unit_dir, UNIT_DIR_INSIDE)
     runtime_units = Path("/run/systemd/system")
     runtime_units.mkdir(parents=True)
