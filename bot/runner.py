@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from telegram import BotCommand, Update
 
 from bot.app import all_buttons, all_commands, build_application
-from bot.http import create_http_app
+from bot.httpapp import create_http_app
 from bot.httpserver import BackgroundHTTPServer
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings, UpdateMode

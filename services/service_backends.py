@@ -9,7 +9,7 @@ from typing import Protocol
 from config.inventory import Service
 from services.hosts import Host
 from services.supervisor import SupervisorManager
-from services.systemd import SystemdManager
+from services.systemd import SystemdManager, UnitStatus
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,10 @@ class SystemdBackend:
         self._unit = unit
 
     async def status(self) -> BackendStatus:
-        unit = await self._manager.show(self._unit)
+        return self._from_unit(await self._manager.show(self._unit))
+
+    @staticmethod
+    def _from_unit(unit: UnitStatus) -> BackendStatus:
         return BackendStatus(
             state=f"{unit.active_state}/{unit.sub_state}",
             running=unit.active,
@@ -47,8 +50,7 @@ class SystemdBackend:
         await self._manager.restart(self._unit)
 
     async def wait_running(self, timeout: float) -> BackendStatus:
-        await self._manager.wait_active(self._unit, timeout)
-        return await self.status()
+        return self._from_unit(await self._manager.wait_active(self._unit, timeout))
 
     async def log_tail(self, lines: int) -> str:
         return await self._manager.journal_tail(self._unit, lines)

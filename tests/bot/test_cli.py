@@ -1,3 +1,5 @@
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -5,6 +7,16 @@ import pytest
 from bot.cli import main
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`run` installs its own handler on captured stderr; later tests must not log into it."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
 
 
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:

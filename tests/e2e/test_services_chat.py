@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from bot import demo_web as testservice
 from bot.runner import Opsgate
 from bot.sandbox import SandboxClient, SandboxMessage
 from services.supervisor import program_section
 from services.systemd import SystemdManager
-from tests import testservice
 from tests.e2e.conftest import (
     ALICE,
     BOB,
@@ -138,7 +138,7 @@ async def test_service_details_show_pid_and_journal(
     reply = await client.reply_after(BOB, DEPLOYS, "/service web", timeout=30)
     assert "systemd t-web.service" in reply.text
     assert "State: active/running" in reply.text
-    assert "testservice pid" in reply.text  # its own line, from the journal
+    assert "demo-web pid" in reply.text  # its own line, from the journal
     supervised = await client.reply_after(BOB, DEPLOYS, "/service api", timeout=30)
     assert "supervisor t-api" in supervised.text
     assert "listening on 127.0.0.1" in supervised.text

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot import demo_web as testservice
 from services.hosts import LocalHost, PrefixHost
 from services.supervisor import (
     ProgramState,
@@ -26,7 +27,6 @@ from services.units import (
     ServiceControlError,
     UnitNotFound,
 )
-from tests import testservice
 from tests.services.test_units import HOSTILE_NAMES
 from tests.supervisord_sandbox import SupervisordSandbox
 

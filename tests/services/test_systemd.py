@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot import demo_web as testservice
 from services.hosts import CommandResult, Host, LocalHost, PrefixHost
 from services.systemd import SystemdManager, parse_timestamp, quote_exec
 from services.units import (
@@ -24,7 +25,6 @@ from services.units import (
     ServiceControlError,
     UnitNotFound,
 )
-from tests import testservice
 from tests.services.test_units import HOSTILE_NAMES
 from tests.systemd_sandbox import SystemdSandbox
 
@@ -35,7 +35,7 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 def service_unit(
     *args: str, kind: str = "notify", service: Sequence[str] = (), unit: Sequence[str] = ()
 ) -> str:
-    """A unit for tests/testservice.py; Type=notify: started means listening."""
+    """A unit for bot/demo_web.py; Type=notify: started means listening."""
     exec_start = f"ExecStart={quote_exec([*SERVICE, *args])}"
     head = ["[Unit]", "Description=opsgate test service", *unit]
     return "\n".join([*head, "[Service]", f"Type={kind}", exec_start, *service])

@@ -1,6 +1,6 @@
 """A tiny stdlib HTTP service for tests of systemd and supervisord control.
 
-    python3 tests/testservice.py --port N [--fail-after S] [--exit-code C] [--unhealthy]
+    python3 bot/demo_web.py --port N [--fail-after S] [--exit-code C] [--unhealthy]
 
 GET /health answers {"status": "healthy"} (503 and "unhealthy" with --unhealthy). A startup
 line goes to stdout so the journal or the supervisord log has something to show.
@@ -77,24 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.exit_code is not None and args.fail_after is None:
-        say(f"testservice pid {os.getpid()} failing at startup with exit code {args.exit_code}")
+        say(f"demo-web pid {os.getpid()} failing at startup with exit code {args.exit_code}")
         return int(args.exit_code)
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(not args.unhealthy))
-    say(f"testservice pid {os.getpid()} listening on 127.0.0.1:{args.port}")
+    say(f"demo-web pid {os.getpid()} listening on 127.0.0.1:{args.port}")
     notify_ready()
 
     exit_code = 0
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        say(f"testservice got signal {signum}, stopping")
+        say(f"demo-web got signal {signum}, stopping")
         # shutdown() waits for serve_forever, which runs on this very thread: hand it off.
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     def fail() -> None:
         nonlocal exit_code
         exit_code = 1 if args.exit_code is None else args.exit_code
-        say(f"testservice failing after {args.fail_after}s with exit code {exit_code}")
+        say(f"demo-web failing after {args.fail_after}s with exit code {exit_code}")
         server.shutdown()
 
     signal.signal(signal.SIGTERM, stop)
