@@ -5,6 +5,7 @@ Script lines (and interactive input) look like this:
     alice> /help              alice, in her private chat with the bot
     bob@deploys> /status      bob, in the group the ops file calls `deploys`
     carol@approvals> [2]      carol presses button 2 of the newest message with buttons there
+    :wait                     wait until the bot has been quiet for a few seconds
     # a comment
 
 Interactively, `:as NAME` and `:in CHAT` change who and where, `:quit` leaves.
@@ -22,6 +23,7 @@ from typing import TextIO
 from bot.sandbox import SandboxClient, SandboxMessage
 
 PRIVATE = "private"
+WAIT_QUIET = 2.5  # `:wait`: seconds without any change that mean the bot is done
 _LINE_RE = re.compile(
     r"^(?P<user>[a-z][a-z0-9_-]*)(?:@(?P<chat>[a-z][a-z0-9_-]*))?>\s?(?P<text>.*)$"
 )
@@ -76,9 +78,12 @@ class TerminalChat:
             message = await self._newest_with_buttons(where.chat_id)
             if message is None:
                 raise ScriptError(f"no message with buttons in {where.name}")
+            index = int(press.group(1))
             await self._client.press_button(
-                self._people[user], where.chat_id, message.message_id, int(press.group(1))
+                self._people[user], where.chat_id, message.message_id, index
             )
+            label = [b.text for row in message.buttons for b in row][index - 1]
+            print(f"[{where.name}] {user} pressed [{index}] {label}", file=self._out)
         else:
             await self._client.send(self._people[user], where.chat_id, text)
         await self._client.wait_idle(quiet=self._quiet, timeout=30)
@@ -133,6 +138,10 @@ class TerminalChat:
         for number, raw in enumerate(lines, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
+                continue
+            if line == ":wait":  # long work (a restart) edits its message for a while
+                await self._client.wait_idle(quiet=WAIT_QUIET, timeout=120)
+                await self.show_changes()
                 continue
             match = _LINE_RE.match(line)
             if match is None:

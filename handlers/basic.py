@@ -63,7 +63,8 @@ async def status(update: Update, context: OpsContext) -> None:
         f"Services known: {len(services.ops.services)}",
     ]
     for name, service in sorted(services.ops.services.items()):
-        lines.append(f"• <b>{esc(name)}</b> ({esc(service.environment)}) {code(service.unit)}")
+        where = f"{esc(service.manager)} {code(service.control_name)}"
+        lines.append(f"• <b>{esc(name)}</b> ({esc(service.environment)}) {where}")
     await update.effective_message.reply_text(join_lines(lines))
 
 

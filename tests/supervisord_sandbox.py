@@ -1,20 +1,8 @@
-"""A private supervisord for the tests, in the foreground (recipe: supervisord.md).
-
-supervisor comes from PyPI into the venv (`pip install supervisor==4.3.0`), next to this
-interpreter; it needs nothing from /etc or /var. Its directory is a short one under /tmp:
-the control socket's path must fit in 108 bytes, which deep pytest dirs and checkouts
-can exceed. Tests add their own programs with `SupervisorManager.add_program`.
-"""
+"""The tests' private supervisord: bot/supervisord_local.py, skipped or failed when missing."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,34 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.supervisord_local import private_supervisord, unavailable_reason
 from services.hosts import LocalHost
 from services.supervisor import SupervisorManager
-
-BIN = Path(sys.executable).parent
-START_TIMEOUT = 15.0
-SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the trailing NUL
-
-CONFIG = """\
-[unix_http_server]
-file=%(here)s/s.sock
-chmod=0700
-
-[supervisord]
-logfile=%(here)s/supervisord.log
-pidfile=%(here)s/supervisord.pid
-childlogdir=%(here)s
-nodaemon=true
-user=root
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://%(here)s/s.sock
-
-[include]
-files = %(here)s/conf.d/*.conf
-"""
 
 
 @dataclass(frozen=True)
@@ -71,60 +34,20 @@ class SupervisordSandbox:
         )
 
 
-def _ready(config: Path) -> bool:
-    probe = subprocess.run(
-        [str(BIN / "supervisorctl"), "-c", str(config), "pid"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return probe.returncode == 0 and probe.stdout.strip().isdigit()
-
-
 @contextmanager
 def running() -> Iterator[SupervisordSandbox]:
     """Start supervisord once, yield, SIGTERM it. Skips without supervisor; CI fails."""
-    if not (BIN / "supervisord").exists():
-        reason = f"supervisor is not installed next to {sys.executable} (pip install supervisor)"
+    reason = unavailable_reason()
+    if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    directory = Path(tempfile.mkdtemp(prefix="opsgate-sv-", dir="/tmp"))
-    # 0755 rather than mkdtemp's 0700: the permission test runs supervisorctl as nobody,
-    # who must reach the socket (chmod 0700) to be refused by it.
-    directory.chmod(0o755)
-    assert len(str(directory / "s.sock")) <= SOCKET_PATH_MAX
-    config = directory / "supervisord.conf"
-    config.write_text(CONFIG)
-    (directory / "conf.d").mkdir()
-    with (directory / "supervisord.out").open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "supervisord"), "-c", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _ready(config):
-            if process.poll() is not None or time.monotonic() > deadline:
-                log = (directory / "supervisord.out").read_text()
-                raise RuntimeError(f"supervisord did not start:\n{log[-3000:]}")
-            time.sleep(0.05)  # fixture code, before any event loop
+    with private_supervisord() as sv:
         yield SupervisordSandbox(
-            pid=process.pid,
-            directory=directory,
-            config_path=config,
-            conf_dir=directory / "conf.d",
-            supervisorctl=str(BIN / "supervisorctl"),
+            pid=sv.pid,
+            directory=sv.directory,
+            config_path=sv.config_path,
+            conf_dir=sv.conf_dir,
+            supervisorctl=sv.supervisorctl,
             host=LocalHost(name="supervisord-sandbox"),
         )
-    finally:
-        process.send_signal(signal.SIGTERM)  # stops its children too
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        shutil.rmtree(directory, ignore_errors=True)

@@ -27,6 +27,11 @@ def test_default_demo_prints_help_whoami_and_status_answered_by_the_bot() -> Non
     assert "[deploys] bot: You: 1002 = bob" in out
     assert "[deploys] bot: opsgate 0.1.0, up" in out
     assert "[deploys] bot: ⛔ /reload needs the role admin." in out
+    # The supervised demo service: listed, detailed, restarted after a confirm press.
+    assert "🟢 web (production) RUNNING · pid" in out
+    assert "demo-web pid" in out and "listening on 127.0.0.1:" in out
+    assert "[deploys] alice pressed [1] 🔁 Restart web" in out
+    assert "✅ web restarted and healthy (pid" in out
     # The unlisted group gets an answer only to /whoami.
     lobby = [line for line in out.splitlines() if line.startswith("[lobby] bot:")]
     assert lobby == ["[lobby] bot: You: 1001 = alice"]
@@ -39,6 +44,7 @@ def test_script_file_and_bad_script(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "[deploys] carol: /status" in result.stdout
     assert "Services known: 1" in result.stdout
+    assert "web (production) supervisor demo-web" in result.stdout
 
     script.write_text("mallory> /status\n")
     result = run_demo("--script", str(script))

@@ -69,8 +69,8 @@ async def test_status_lists_services(opsgate: Opsgate, client: SandboxClient) ->
     reply = await client.reply_after(BOB, DEPLOYS, "/status")
     assert re.search(r"opsgate \d+\.\d+\.\d+, up \d+s", reply.text)
     assert "Services known: 2" in reply.text
-    assert "web (production) web.service" in reply.text
-    assert "worker (production) worker.service" in reply.text
+    assert "web (production) systemd web.service" in reply.text
+    assert "worker (production) systemd worker.service" in reply.text
 
 
 async def test_command_without_role_is_refused_and_audited(
