@@ -52,17 +52,19 @@ async def gate(update: Update, context: OpsContext) -> None:
             f"{MAX_COMMAND_CHARS}). Nothing was done."
         )
         raise ApplicationHandlerStop
-    if command is not None and command.role and command.role not in ops.roles_of(user.id):
+    role = command.role_needed(parsed.args) if command is not None else None
+    if command is not None and role and role not in ops.roles_of(user.id):
         await context.services.audit.record(
             "command.refused",
             actor=str(user.id),
             subject=f"/{command.name}",
-            data={"chat_id": chat.id, "role_needed": command.role},
+            data={"chat_id": chat.id, "role_needed": role},
         )
+        what = f"/{esc(command.name)}" if command.role else f"That /{esc(command.name)} change"
         await message.reply_text(
-            f"⛔ /{esc(command.name)} needs the role <b>{esc(command.role)}</b>. "
+            f"⛔ {what} needs the role <b>{esc(role)}</b>. "
             f"Ask an admin to add your id {code(user.id)} to "
-            f"<code>roles.{esc(command.role)}</code> in the ops file."
+            f"<code>roles.{esc(role)}</code> in the ops file."
         )
         raise ApplicationHandlerStop
 

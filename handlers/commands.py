@@ -27,6 +27,13 @@ class Command:
     callback: CommandCallback
     role: str | None = None  # None: anyone who may talk to the bot in this chat
     anywhere: bool = False  # also answers in chats the ops file does not list
+    # For commands whose arguments decide (`/flag KEY` reads, `/flag KEY 25` changes).
+    role_for: Callable[[str], str | None] | None = None
+
+    def role_needed(self, args: str) -> str | None:
+        if self.role is not None:
+            return self.role
+        return self.role_for(args) if self.role_for is not None else None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,83 @@
+"""`/flag` arguments -> a small command object. Pure: no Telegram, no I/O.
+
+/flag KEY                               show
+/flag KEY 25 | 2.5                      set the rollout percentage
+/flag KEY on | off                      enable / disable
+/flag KEY kill | unkill                 emergency switch
+/flag KEY exclude chat ID | user ID     never on there
+/flag KEY plan 5,25,50,100 every 1h     staged plan
+/flag KEY pause | resume | abort        control the plan
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from services.flags.plans import PlanError, parse_duration
+from services.flags.types import is_valid_flag_key
+
+_PERCENT_RE = re.compile(r"(100(\.0)?|[0-9]{1,2}(\.[0-9])?)")
+_ID_RE = re.compile(r"-?[0-9]{1,19}")
+WORDS = ("on", "off", "kill", "unkill", "pause", "resume", "abort")
+USAGE = (
+    "Usage: /flag KEY [25 | on | off | kill | unkill | exclude chat|user ID | "
+    "plan 5,25,50,100 every 1h | pause | resume | abort]"
+)
+
+
+class FlagCommandError(ValueError):
+    """Arguments that do not make a /flag command; the text is fit for chat (plain)."""
+
+
+@dataclass(frozen=True)
+class FlagCommand:
+    key: str
+    action: str  # show, percent, on, off, kill, unkill, exclude, plan, pause, resume, abort
+    percent: float | None = None
+    target_kind: str | None = None  # chat | user
+    target_id: str | None = None
+    steps: tuple[float, ...] = ()
+    every: timedelta | None = None
+
+    @property
+    def changes_something(self) -> bool:
+        return self.action != "show"
+
+
+def parse_percent(text: str) -> float:
+    """0 to 100 in steps of 0.1: `25`, `2.5`, `100`; not -1, 101, abc or 25.55."""
+    if not _PERCENT_RE.fullmatch(text):
+        raise FlagCommandError(f"not a percentage from 0 to 100 in steps of 0.1: {text[:20]!r}")
+    return float(text)
+
+
+def parse_flag_command(args: str) -> FlagCommand:
+    words = args.split()
+    if not words:
+        raise FlagCommandError(USAGE)
+    key, rest = words[0], words[1:]
+    if not is_valid_flag_key(key):
+        raise FlagCommandError(
+            f"not a flag key: {key[:40]!r} (lowercase letters, digits, _ - and dots)"
+        )
+    if not rest:
+        return FlagCommand(key, "show")
+    verb = rest[0].lower()
+    if len(rest) == 1 and verb in WORDS:
+        return FlagCommand(key, verb)
+    if len(rest) == 1:
+        return FlagCommand(key, "percent", percent=parse_percent(verb.rstrip("%")))
+    if verb == "exclude" and len(rest) == 3 and rest[1] in ("chat", "user"):
+        if not _ID_RE.fullmatch(rest[2]):
+            raise FlagCommandError(f"not a Telegram id: {rest[2][:20]!r}")
+        return FlagCommand(key, "exclude", target_kind=rest[1], target_id=rest[2])
+    if verb == "plan" and len(rest) == 4 and rest[2].lower() == "every":
+        steps = tuple(parse_percent(step) for step in rest[1].split(",") if step)
+        try:
+            every = parse_duration(rest[3])
+        except PlanError as exc:
+            raise FlagCommandError(str(exc)) from None
+        return FlagCommand(key, "plan", steps=steps, every=every)
+    raise FlagCommandError(USAGE)
