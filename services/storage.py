@@ -75,6 +75,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        4,
+        "feature flags: current definitions, and an append-only trail of every field change",
+        """
+        CREATE TABLE flags (
+            key         TEXT    PRIMARY KEY,
+            definition  TEXT    NOT NULL,
+            version     INTEGER NOT NULL,
+            created_at  TEXT    NOT NULL,
+            updated_at  TEXT    NOT NULL,
+            updated_by  TEXT    NOT NULL
+        );
+        CREATE TABLE flag_changes (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            flag_key    TEXT    NOT NULL REFERENCES flags (key),
+            version     INTEGER NOT NULL,
+            at          TEXT    NOT NULL,
+            actor       TEXT    NOT NULL,
+            field       TEXT    NOT NULL,
+            from_value  TEXT    NOT NULL,
+            to_value    TEXT    NOT NULL,
+            note        TEXT    NOT NULL DEFAULT ''
+        );
+        CREATE INDEX flag_changes_key ON flag_changes (flag_key, id);
+        CREATE TRIGGER flag_changes_no_update BEFORE UPDATE ON flag_changes
+        BEGIN SELECT RAISE(ABORT, 'flag changes are append-only'); END;
+        CREATE TRIGGER flag_changes_no_delete BEFORE DELETE ON flag_changes
+        BEGIN SELECT RAISE(ABORT, 'flag changes are append-only'); END;
+        """,
+    ),
+    Migration(
+        5,
+        "flag_plans: staged rollout plans, advanced by the bot while their gates hold",
+        """
+        CREATE TABLE flag_plans (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            flag_key    TEXT    NOT NULL,
+            steps       TEXT    NOT NULL,
+            every_s     REAL    NOT NULL,
+            step_index  INTEGER NOT NULL,
+            state       TEXT    NOT NULL,
+            next_at     TEXT,
+            reason      TEXT    NOT NULL DEFAULT '',
+            created_by  TEXT    NOT NULL,
+            created_at  TEXT    NOT NULL
+        );
+        CREATE INDEX flag_plans_key ON flag_plans (flag_key, id);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,1 @@
+"""Feature flags: percentage rollouts with sticky bucketing, targeting, staged plans."""
