@@ -39,13 +39,11 @@ class AuditLog:
     ) -> Event:
         at = utc_now()
         payload = json.dumps(data or {}, sort_keys=True, default=str)
-        db = self._storage.db
-        cursor = await db.execute(
+        written = await self._storage.write(
             "INSERT INTO events (at, kind, actor, subject, data) VALUES (?, ?, ?, ?, ?)",
             (at.isoformat(), kind, actor, subject, payload),
         )
-        event_id = cursor.lastrowid
-        await cursor.close()
+        event_id = written.lastrowid
         assert event_id is not None
         return Event(event_id, at, kind, actor, subject, json.loads(payload))
 

@@ -42,13 +42,12 @@ class Confirmations:
         self, action: str, subject: str, requested_by: int, chat_id: int, ttl: timedelta
     ) -> Confirmation:
         now = utc_now()
-        cursor = await self._storage.db.execute(
+        written = await self._storage.write(
             "INSERT INTO confirmations (action, subject, requested_by, chat_id, created_at,"
             " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
             (action, subject, requested_by, chat_id, now.isoformat(), (now + ttl).isoformat()),
         )
-        row_id = cursor.lastrowid
-        await cursor.close()
+        row_id = written.lastrowid
         assert row_id is not None
         await self._audit.record(
             f"{action}.requested", str(requested_by), subject, {"confirmation": row_id}
@@ -80,13 +79,12 @@ class Confirmations:
         """Move an open, unexpired confirmation of `action` to `decision`, exactly once."""
         now = utc_now()
         # One conditional UPDATE: of two presses racing, only one changes the row.
-        cursor = await self._storage.db.execute(
+        written = await self._storage.write(
             "UPDATE confirmations SET state = ?, decided_by = ?, decided_at = ?"
             " WHERE id = ? AND action = ? AND state = 'open' AND expires_at > ?",
             (decision.value, by, now.isoformat(), confirmation_id, action, now.isoformat()),
         )
-        changed = cursor.rowcount
-        await cursor.close()
+        changed = written.rowcount
         if changed != 1:
             raise StaleConfirmation(f"confirmation {confirmation_id} is no longer open")
         confirmation = await self.get(confirmation_id)

@@ -6,9 +6,11 @@ database into a version N one; released migrations are never edited, only append
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -136,6 +138,12 @@ _PRAGMAS = (
 )
 
 
+@dataclass(frozen=True)
+class WriteResult:
+    lastrowid: int | None
+    rowcount: int
+
+
 class StorageError(Exception):
     """The database cannot be used as it is (e.g. it is newer than this opsgate)."""
 
@@ -197,6 +205,11 @@ class Storage:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path) if str(path) != ":memory:" else path
         self._db: aiosqlite.Connection | None = None
+        # One connection is shared by every coroutine: a transaction must not take in another
+        # coroutine's statements, nor be rolled back with them. So every write takes this lock,
+        # except writes made by the task that holds an open transaction (they belong to it).
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[object] | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -235,11 +248,43 @@ class Storage:
     ) -> None:
         await self.close()
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on any error), alone on the connection."""
+        if self._owner is not None and self._owner is asyncio.current_task():
+            raise StorageError("a transaction is already open in this task")
+        async with self._lock:
+            self._owner = asyncio.current_task()
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    await self.db.rollback()
+                    raise
+                await self.db.commit()
+            finally:
+                self._owner = None
+
+    async def write(self, sql: str, params: Sequence[object] = ()) -> WriteResult:
+        """One statement, committed on return (or part of this task's open transaction)."""
+        if self._owner is not None and self._owner is asyncio.current_task():
+            return await self._execute(sql, params)
+        async with self._lock:
+            return await self._execute(sql, params)
+
+    async def _execute(self, sql: str, params: Sequence[object]) -> WriteResult:
+        cursor = await self.db.execute(sql, params)
+        result = WriteResult(cursor.lastrowid, cursor.rowcount)
+        await cursor.close()
+        return result
+
     async def is_writable(self) -> bool:
-        """A real write (and its rollback), for health checks and `opsgate doctor`."""
+        """A real write lock taken (and released), for health checks and `opsgate doctor`."""
         try:
-            await self.db.execute("BEGIN IMMEDIATE")
-            await self.db.execute("ROLLBACK")
+            async with self._lock:
+                await self.db.execute("BEGIN IMMEDIATE")
+                await self.db.execute("ROLLBACK")
         except aiosqlite.Error:
             return False
         return True

@@ -1,3 +1,4 @@
+import asyncio
 from pathlib import Path
 
 import aiosqlite
@@ -82,3 +83,27 @@ async def test_failed_migration_keeps_previous_version(tmp_path: Path) -> None:
         assert await schema_version(db) == LATEST_VERSION
         rows = await db.execute_fetchall("SELECT name FROM sqlite_master WHERE name = 't'")
         assert list(rows) == []
+
+
+async def test_a_failed_transaction_never_takes_another_coroutines_write(tmp_path: Path) -> None:
+    async with Storage(tmp_path / "t.db") as storage:
+        inside = asyncio.Event()
+
+        async def failing_transaction() -> None:
+            async with storage.transaction() as db:
+                await db.execute("INSERT INTO events (at, kind, actor) VALUES ('t', 'tx', 'a')")
+                inside.set()
+                await asyncio.sleep(0.05)  # another coroutine writes meanwhile
+                raise RuntimeError("boom")
+
+        async def plain_write() -> None:
+            await inside.wait()
+            await storage.write("INSERT INTO events (at, kind, actor) VALUES ('t', 'other', 'b')")
+
+        results = await asyncio.gather(failing_transaction(), plain_write(), return_exceptions=True)
+        assert isinstance(results[0], RuntimeError) and results[1] is None
+        rows = await storage.db.execute_fetchall("SELECT kind FROM events")
+        assert [r[0] for r in rows] == ["other"]
+        with pytest.raises(StorageError, match="already open"):
+            async with storage.transaction(), storage.transaction():
+                pass
