@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from telegram import Update
 
+from bot.ofrep import ofrep_routes
 from handlers.context import OpsApplication
 from services.container import Services
 
@@ -33,8 +34,12 @@ def create_http_app(
     services: Services,
     webhook_secret: str | None = None,
     webhook_url: str = "",
+    api_token: str = "",
 ) -> Starlette:
-    """`webhook_secret` set means webhook mode: updates are accepted only with that header."""
+    """`webhook_secret` set means webhook mode: updates are accepted only with that header.
+
+    OFREP answers only with `api_token` as its bearer token; without one it refuses all.
+    """
 
     async def health(request: Request) -> JSONResponse:
         writable = await services.storage.is_writable()
@@ -63,7 +68,8 @@ def create_http_app(
         await application.update_queue.put(update)
         return Response(status_code=200)
 
-    routes = [Route("/health", health, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
+    routes += ofrep_routes(services.flag_source, api_token)
     if webhook_secret is not None:
         routes.append(Route(webhook_path(webhook_url), telegram_webhook, methods=["POST"]))
     return Starlette(routes=routes)

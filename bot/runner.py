@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from telegram import BotCommand, Update
 
@@ -20,6 +21,8 @@ from config.settings import Settings, UpdateMode
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from handlers.context import OpsApplication
+from handlers.flags_chat import run_plan_tick
+from services.audit import utc_now
 from services.container import Services
 from services.storage import Storage
 
@@ -35,11 +38,13 @@ class Opsgate:
         ops: OpsConfig | None = None,
         extra_commands: Iterable[Command] = (),
         extra_buttons: Iterable[ButtonRoute] = (),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self._ops = ops
         self._extra_commands = list(extra_commands)
         self._extra_buttons = list(extra_buttons)
+        self._clock = clock  # tests drive staged plans through hours with their own
         self._application: OpsApplication | None = None
         self._http: BackgroundHTTPServer | None = None
         self._services: Services | None = None
@@ -66,7 +71,8 @@ class Opsgate:
         settings = self.settings
         ops = self._ops or load_ops_file(settings.config)
         storage = await Storage(settings.db).open()
-        self._services = services = Services.create(ops, settings.config, storage)
+        self._services = services = Services.create(ops, settings.config, storage, self._clock)
+        await services.open()
         commands = all_commands(self._extra_commands)
         buttons = all_buttons(self._extra_buttons)
         self._application = application = build_application(settings, services, commands, buttons)
@@ -76,13 +82,26 @@ class Opsgate:
             [BotCommand(c.name, c.description) for c in commands.all()]
         )
         await application.start()
+        assert application.job_queue is not None  # the job-queue extra is a dependency
+        application.job_queue.run_repeating(
+            run_plan_tick,
+            interval=ops.bot.plan_check_s,
+            first=ops.bot.plan_check_s,
+            name="flag-plans",
+        )
 
         webhook = settings.mode is UpdateMode.WEBHOOK
         secret = None
         if webhook:
             # Without a configured secret, a fresh random one still keeps strangers out.
             secret = settings.webhook_secret.get_secret_value() or secrets.token_urlsafe(32)
-        http_app = create_http_app(application, services, secret, settings.webhook_url)
+        http_app = create_http_app(
+            application,
+            services,
+            secret,
+            settings.webhook_url,
+            settings.api_token.get_secret_value(),
+        )
         self._http = BackgroundHTTPServer(http_app, settings.http_host, settings.http_port)
         await self._http.start()
 

@@ -28,6 +28,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Feature-flag keys: the OFREP provider puts them into URL paths unencoded, so no `/`, no
+# `..`, nothing that needs escaping. Lowercase, digits, `_`, `-`, dots between parts.
+FLAG_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}(\.[a-z0-9_-]{1,62}){0,3}$"
+FlagKey = Annotated[str, StringConstraints(pattern=FLAG_KEY_PATTERN, max_length=128)]
+
+
+class FlagDecl(_Strict):
+    """A flag the ops file declares; its live state (rollout, targeting) is in the database."""
+
+    description: str = ""
+    service: Name | None = None  # whose health gates this flag's staged plans
+
+
 class HealthConfig(_Strict):
     """Exactly one probe (url, tcp or command), and how patient to be with it."""
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import BeforeValidator, Field, StringConstraints, ValidationError
 
 from config.inventory import (
     FILE_PATH_PATTERN,
+    FLAG_KEY_PATTERN,
     HOST_ADDRESS_PATTERN,
     HOST_PORT_PATTERN,
     NAME_PATTERN,
@@ -23,6 +24,8 @@ from config.inventory import (
     SSH_USER_PATTERN,
     UNIT_PATTERN,
     ChatId,
+    FlagDecl,
+    FlagKey,
     HostConfig,
     Name,
     Service,
@@ -33,10 +36,22 @@ from config.inventory import (
 )
 
 
+def _member_text(value: object) -> object:
+    # User ids are whole numbers in TOML; the flag engine compares targeting keys as text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+SegmentMember = Annotated[
+    str, StringConstraints(min_length=1, max_length=256), BeforeValidator(_member_text)
+]
+
+
 class BotOptions(_Strict):
     # Chats not named in [chats] and private chats of people not in [people] get no answer,
     # except /whoami, which only tells the asker their own ids.
     ignore_unlisted_chats: bool = True
+    # How often staged flag plans are checked (gates) and advanced when due.
+    plan_check_s: float = Field(default=15.0, ge=0.05, le=3600)
 
 
 class AlertChats(_Strict):
@@ -63,6 +78,9 @@ class OpsConfig(_Strict):
     environments: dict[Name, Environment] = Field(default_factory=dict)
     services: dict[Name, Service] = Field(default_factory=dict)
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
+    # Feature-flag segments: name -> members' targeting keys (user ids or other keys).
+    segments: dict[Name, list[SegmentMember]] = Field(default_factory=dict)
+    flags: dict[FlagKey, FlagDecl] = Field(default_factory=dict)
 
     def roles_of(self, user_id: int) -> frozenset[str]:
         return frozenset(role for role, members in self.roles.items() if user_id in members)
@@ -138,6 +156,8 @@ def _format_error(error: Any) -> str:
         pattern = error.get("ctx", {}).get("pattern")
         if pattern == UNIT_PATTERN:
             message = "not a valid systemd unit name (e.g. web.service)"
+        elif pattern == FLAG_KEY_PATTERN:
+            message = "not a valid flag key (lowercase letters, digits, _ - and dots)"
         elif pattern == HOST_PORT_PATTERN:
             message = "not host:port"
         elif pattern == PROGRAM_PATTERN:
@@ -170,6 +190,11 @@ def _check_references(config: OpsConfig) -> list[str]:
             )
     problems.extend(check_hosts(config.services, config.hosts))
     problems.extend(check_services(config.services))
+    problems.extend(
+        f"flags.{key}.service: unknown service {decl.service!r}"
+        for key, decl in config.flags.items()
+        if decl.service is not None and decl.service not in config.services
+    )
     return problems
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from services.flags.plans import PlanError, parse_duration
-from services.flags.types import is_valid_flag_key
+from services.flags.store import parse_percentage
+from services.flags.types import InvalidPercentage, is_valid_flag_key
 
-_PERCENT_RE = re.compile(r"(100(\.0)?|[0-9]{1,2}(\.[0-9])?)")
 _ID_RE = re.compile(r"-?[0-9]{1,19}")
 WORDS = ("on", "off", "kill", "unkill", "pause", "resume", "abort")
 USAGE = (
@@ -36,7 +37,7 @@ class FlagCommand:
     key: str
     action: str  # show, percent, on, off, kill, unkill, exclude, plan, pause, resume, abort
     percent: float | None = None
-    target_kind: str | None = None  # chat | user
+    target_kind: Literal["chat", "user"] | None = None
     target_id: str | None = None
     steps: tuple[float, ...] = ()
     every: timedelta | None = None
@@ -47,10 +48,11 @@ class FlagCommand:
 
 
 def parse_percent(text: str) -> float:
-    """0 to 100 in steps of 0.1: `25`, `2.5`, `100`; not -1, 101, abc or 25.55."""
-    if not _PERCENT_RE.fullmatch(text):
-        raise FlagCommandError(f"not a percentage from 0 to 100 in steps of 0.1: {text[:20]!r}")
-    return float(text)
+    """0 to 100 in steps of 0.1: `25`, `2.5`, `25%`; not -1, 101, abc or 25.55."""
+    try:
+        return parse_percentage(text)
+    except InvalidPercentage as exc:
+        raise FlagCommandError(str(exc)) from None
 
 
 def parse_flag_command(args: str) -> FlagCommand:
@@ -68,11 +70,12 @@ def parse_flag_command(args: str) -> FlagCommand:
     if len(rest) == 1 and verb in WORDS:
         return FlagCommand(key, verb)
     if len(rest) == 1:
-        return FlagCommand(key, "percent", percent=parse_percent(verb.rstrip("%")))
+        return FlagCommand(key, "percent", percent=parse_percent(verb))
     if verb == "exclude" and len(rest) == 3 and rest[1] in ("chat", "user"):
         if not _ID_RE.fullmatch(rest[2]):
             raise FlagCommandError(f"not a Telegram id: {rest[2][:20]!r}")
-        return FlagCommand(key, "exclude", target_kind=rest[1], target_id=rest[2])
+        kind: Literal["chat", "user"] = "chat" if rest[1] == "chat" else "user"
+        return FlagCommand(key, "exclude", target_kind=kind, target_id=rest[2])
     if verb == "plan" and len(rest) == 4 and rest[2].lower() == "every":
         steps = tuple(parse_percent(step) for step in rest[1].split(",") if step)
         try:

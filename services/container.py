@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,9 @@ import httpx
 from config.opsfile import OpsConfig
 from services.audit import AuditLog, utc_now
 from services.confirmations import Confirmations
+from services.flags.plans import PlanService
+from services.flags.serving import LiveFlagSource, ServiceHealthGate
+from services.flags.store import FlagStore
 from services.hosts_ssh import Hosts, hosts_from_config
 from services.metrics import MetricsSampler
 from services.servicectl import ServiceController
@@ -32,14 +36,27 @@ class Services:
     http: httpx.AsyncClient  # one pool for every health check
     sampler: MetricsSampler
     control_dir: Path  # private, short: ssh ControlPath sockets must fit in ~90 bytes
+    flags: FlagStore
+    plans: PlanService
+    flag_source: LiveFlagSource  # what OFREP serves
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION
 
     @classmethod
-    def create(cls, ops: OpsConfig, ops_path: Path, storage: Storage) -> Services:
+    def create(
+        cls,
+        ops: OpsConfig,
+        ops_path: Path,
+        storage: Storage,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> Services:
+        """Wire everything; `await open()` then loads what lives in the database."""
         audit = AuditLog(storage)
         control_dir = Path(tempfile.mkdtemp(prefix="og-"))
-        return cls(
+        flags = FlagStore(storage, audit)
+        services: Services
+        gate = ServiceHealthGate(lambda: services.ops, lambda: services.controller())
+        services = cls(
             ops=ops,
             ops_path=ops_path,
             storage=storage,
@@ -49,7 +66,21 @@ class Services:
             http=httpx.AsyncClient(follow_redirects=False),
             sampler=MetricsSampler(),
             control_dir=control_dir,
+            flags=flags,
+            plans=PlanService(storage, audit, flags, gate, clock),
+            flag_source=LiveFlagSource(flags, lambda: services.ops),
         )
+        return services
+
+    async def open(self) -> None:
+        await self.flags.load()
+        await self.sync_declared_flags()
+
+    async def sync_declared_flags(self) -> None:
+        """Create flags the ops file declares and the database does not know yet (off, 0%)."""
+        for key, declared in self.ops.flags.items():
+            if await self.flags.get(key) is None:
+                await self.flags.create(key, declared.description, "opsfile")
 
     def controller(self) -> ServiceController:
         """A controller over the current ops file (cheap: it holds no state of its own)."""
@@ -61,6 +92,7 @@ class Services:
         self.hosts = hosts_from_config(ops.hosts, control_dir=str(self.control_dir))
         self.ops = ops
         await old_hosts.aclose()
+        await self.sync_declared_flags()
 
     def uptime_seconds(self) -> float:
         return (utc_now() - self.started_at).total_seconds()

@@ -123,7 +123,7 @@ class PlanService:
             raise PlanError(f"{key} already has a plan: pause, resume or abort it first")
         now = self._clock()
         await self._flags.set_rollout(key, steps[0], actor, note="plan step 1")
-        cursor = await self._storage.db.execute(
+        await self._storage.write(
             "INSERT INTO flag_plans (flag_key, steps, every_s, step_index, state, next_at,"
             " reason, created_by, created_at) VALUES (?, ?, ?, 0, 'active', ?, '', ?, ?)",
             (
@@ -135,7 +135,6 @@ class PlanService:
                 now.isoformat(),
             ),
         )
-        await cursor.close()
         await self._audit.record("flag.plan.started", actor, key, {"steps": list(steps)})
         plan = await self.current(key)
         assert plan is not None
@@ -221,7 +220,7 @@ class PlanService:
         reason: str,
         actor: str,
     ) -> Plan:
-        await self._storage.db.execute(
+        await self._storage.write(
             "UPDATE flag_plans SET state = ?, next_at = ?, step_index = ?, reason = ? WHERE id = ?",
             (state.value, next_at.isoformat() if next_at else None, index, reason, plan.id),
         )

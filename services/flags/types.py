@@ -1,10 +1,22 @@
 """The flag model and evaluation results, shared by the engine, the store and OFREP.
 
 Reasons and error codes are the OpenFeature / OFREP ones, spelled as the spec spells them.
+Errors raised by flag operations (the store's, mostly):
+
+    FlagError
+    ├── UnknownFlag          no flag with that key
+    ├── FlagExists           create() with a key already taken
+    ├── StaleFlag            the flag moved past the version the caller saw
+    ├── NotLoaded            a snapshot asked for before the store was loaded
+    └── InvalidFlagInput     bad input (also a ValueError); the message is fit for chat
+        ├── InvalidFlagKey
+        ├── InvalidPercentage
+        └── InvalidTargeting
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,6 +98,12 @@ class Evaluation:
     metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
 
 
+# Telegram's chat types: the values of a flag's chat-type targeting and of `chat_type`.
+CHAT_TYPES = frozenset({"private", "group", "supergroup", "channel"})
+_CHAT_ID_RE = re.compile(r"-?[0-9]{1,19}")
+
+MAX_TEXT = 500  # descriptions, notes and kill reasons
+
 # Longest targeting key an evaluation accepts: ids and e-mail addresses fit with room to spare,
 # and a bound keeps hashing and exclusion lookups cheap whatever a client sends.
 MAX_TARGETING_KEY_LENGTH = 256
@@ -118,3 +136,90 @@ class FlagSnapshot:
 
     def get(self, key: str) -> Flag | None:
         return self.flags.get(key)
+
+
+class FlagError(Exception):
+    """A flag operation that cannot be carried out."""
+
+
+class UnknownFlag(FlagError):
+    pass
+
+
+class FlagExists(FlagError):
+    pass
+
+
+class StaleFlag(FlagError):
+    pass
+
+
+class NotLoaded(FlagError):
+    pass
+
+
+class InvalidFlagInput(FlagError, ValueError):
+    pass
+
+
+class InvalidFlagKey(InvalidFlagInput):
+    pass
+
+
+class InvalidPercentage(InvalidFlagInput):
+    pass
+
+
+class InvalidTargeting(InvalidFlagInput):
+    pass
+
+
+def check_percentage(value: float) -> float:
+    """A rollout percentage as stored: 0 to 100, a multiple of 0.1, without float dust."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidPercentage(f"{value!r} is not a percentage")
+    if not 0 <= value <= 100:
+        raise InvalidPercentage(f"{value!r}: a percentage is between 0 and 100")
+    tenths = round(value * 10)
+    if abs(value * 10 - tenths) > 1e-6:
+        raise InvalidPercentage(f"{value!r}: at most one decimal (steps of 0.1)")
+    return tenths / 10
+
+
+def format_percent(value: float) -> str:
+    """25.0 -> "25", 2.5 -> "2.5"."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def check_flag_key(key: str) -> str:
+    if not isinstance(key, str) or not is_valid_flag_key(key):
+        raise InvalidFlagKey(
+            f"{str(key)[:40]!r} is not a flag key: lowercase letters, digits, '_' and '-',"
+            " starting with a letter, optionally in dot-separated parts"
+        )
+    return key
+
+
+def check_ident(kind: str, ident: str | int) -> str:
+    """A chat id (one spelling per chat: "-01" is "-1") or a user id / targeting key, as text."""
+    text = "\0" if isinstance(ident, bool) or not isinstance(ident, str | int) else str(ident)
+    if kind == "chat":
+        if _CHAT_ID_RE.fullmatch(text.strip()) is None:
+            raise InvalidTargeting(f"{text[:30]!r} is not a chat id (e.g. -1001234567890)")
+        return str(int(text))
+    if kind != "user":
+        raise InvalidTargeting(f"{str(kind)[:20]!r}: say 'chat' or 'user'")
+    ok = 0 < len(text) <= MAX_TARGETING_KEY_LENGTH and text.isprintable()
+    if not ok or text != text.strip():
+        raise InvalidTargeting(f"{text[:30]!r} is not a user id or targeting key")
+    return text
+
+
+def check_text(text: str, what: str, required: bool = False) -> str:
+    """One line of free text (a description, note or reason), stripped."""
+    text = text.strip() if isinstance(text, str) else "\0"
+    if required and not text:
+        raise InvalidFlagInput(f"a {what} is required")
+    if len(text) > MAX_TEXT or not text.isprintable():
+        raise InvalidFlagInput(f"a {what} is one line of at most {MAX_TEXT} characters")
+    return text

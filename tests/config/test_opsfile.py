@@ -254,3 +254,23 @@ environment = "production"
         "services.api.health: give exactly one of url, tcp, command",
         "services.web.unit: required when manager is systemd",
     ]
+
+
+def test_segments_hold_targeting_keys_as_text() -> None:
+    config = parse_ops_text('[segments]\nbeta = [111, "alice@example.com"]\nstaff = []\n')
+    assert config.segments == {"beta": ["111", "alice@example.com"], "staff": []}
+    assert parse_ops_text(VALID).segments == {}
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ('Beta = ["1"]', "segments.Beta: not a valid name"),
+        ('beta = [""]', "segments.beta[0]: String should have at least 1 character"),
+        ("beta = [true]", "segments.beta[0]: not a text value"),
+        ('beta = "111"', "segments.beta: not a list"),
+    ],
+)
+def test_segment_errors_name_their_path(snippet: str, expected: str) -> None:
+    problems = problems_of("[segments]\n" + snippet)
+    assert any(p.startswith(expected) for p in problems), problems

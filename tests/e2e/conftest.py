@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from config.opsfile import OpsConfig, parse_ops_text
 from config.settings import Settings, UpdateMode
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
+from services.audit import utc_now
 
 TOKEN = "7100000001:AAE2E-test-token-never-logged"
 
@@ -94,12 +96,14 @@ async def start_opsgate(
     async def start(
         extra_commands: Iterable[Command] = (),
         extra_buttons: Iterable[ButtonRoute] = (),
+        clock: Callable[[], datetime] = utc_now,
         **settings: object,
     ) -> Opsgate:
         opsgate = Opsgate(
             make_settings(sandbox, ops_file, tmp_path, **settings),
             extra_commands=extra_commands,
             extra_buttons=extra_buttons,
+            clock=clock,
         )
         started.append(opsgate)
         await opsgate.start()

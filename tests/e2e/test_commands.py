@@ -55,6 +55,8 @@ async def test_commands_menu_is_set_at_start(opsgate: Opsgate, client: SandboxCl
         "services",
         "service",
         "restart",
+        "flags",
+        "flag",
     ]
 
 

@@ -1,0 +1,127 @@
+"""/flags and /flag KEY ...: rollouts, targeting, the kill switch and staged plans."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+
+from handlers.commands import Command
+from handlers.context import OpsContext
+from handlers.flags_parse import FlagCommand, FlagCommandError, parse_flag_command
+from handlers.flags_render import render_flag, render_flags, render_plan_event
+from handlers.render import esc
+from services.flags.plans import PlanError
+from services.flags.types import Flag, FlagError
+
+log = logging.getLogger(__name__)
+
+FLAG_ROLE = "sre"
+
+
+def role_for_flag(args: str) -> str | None:
+    """Reading a flag is open to all; any change needs the role (the gate enforces it)."""
+    try:
+        return FLAG_ROLE if parse_flag_command(args).changes_something else None
+    except FlagCommandError:
+        return None  # the handler explains what is wrong; nothing will change
+
+
+async def flags_overview(update: Update, context: OpsContext) -> None:
+    """Every flag with its rollout and plan."""
+    if update.effective_message is None:
+        return
+    services = context.services
+    flags = await services.flags.all()
+    plans = {f.key: await services.plans.current(f.key) for f in flags}
+    await update.effective_message.reply_text(render_flags(flags, plans))
+
+
+async def flag_command(update: Update, context: OpsContext) -> None:
+    """Show or change one flag; every change is recorded with who, when, from and to."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or message.text is None:
+        return
+    args = message.text.partition(" ")[2]
+    try:
+        command = parse_flag_command(args)
+        text = await _apply(command, str(user.id), context)
+    except (FlagCommandError, FlagError, PlanError) as exc:
+        text = f"⚠️ {esc(exc)} Nothing was changed."
+    await message.reply_text(text)
+
+
+async def _apply(command: FlagCommand, actor: str, context: OpsContext) -> str:
+    services = context.services
+    key = command.key
+    before = await services.flags.get(key)
+    if before is None:
+        known = ", ".join(sorted(f.key for f in await services.flags.all())) or "none"
+        return f"Unknown flag <code>{esc(key)}</code>. Known: {esc(known)}."
+    if command.action == "show":
+        plan = await services.plans.latest(key)
+        return render_flag(before, plan, await services.flags.changes(key, limit=5))
+    after = await _change(command, actor, context)
+    if after.version == before.version and command.action not in ("pause", "resume"):
+        return f"🚩 <b>{esc(key)}</b> is already {_summary(after)}; nothing changed."
+    who = esc(services.ops.name_of(int(actor)) or actor)
+    return f"🚩 <b>{esc(key)}</b>: {_summary(before)} → {_summary(after)} (by {who})"
+
+
+async def _change(command: FlagCommand, actor: str, context: OpsContext) -> Flag:
+    flags, plans, key = context.services.flags, context.services.plans, command.key
+    match command.action:
+        case "percent":
+            assert command.percent is not None
+            return await flags.set_rollout(key, command.percent, actor)
+        case "on" | "off":
+            return await flags.set_enabled(key, command.action == "on", actor)
+        case "kill":
+            return await flags.kill(key, actor, "killed from chat")
+        case "unkill":
+            return await flags.unkill(key, actor)
+        case "exclude":
+            assert command.target_kind is not None and command.target_id is not None
+            return await flags.exclude(key, command.target_kind, command.target_id, actor)
+        case "plan":
+            assert command.every is not None
+            await plans.start(key, command.steps, command.every, actor)
+        case "pause":
+            await plans.pause(key, actor)
+        case "resume":
+            await plans.resume(key, actor)
+        case "abort":
+            await plans.abort(key, actor)
+    flag = await flags.get(key)
+    assert flag is not None
+    return flag
+
+
+def _summary(flag: Flag) -> str:
+    if flag.killed:
+        return "killed"
+    if not flag.enabled:
+        return "off"
+    return f"{flag.rollout_percent:g}%"
+
+
+async def run_plan_tick(context: OpsContext) -> None:
+    """The repeating job: advance due plans, halt breached ones, tell the deploys chat."""
+    services = context.services
+    events = await services.plans.tick()
+    chat_id = services.ops.chats.deploys
+    for event in events:
+        log.info("flag plan %s: %s at %s%%", event.plan.flag_key, event.kind, event.percent)
+        if chat_id is not None:
+            await context.bot.send_message(chat_id, render_plan_event(event))
+
+
+COMMANDS = [
+    Command("flags", "every feature flag and its rollout", flags_overview),
+    Command(
+        "flag",
+        "show or change a flag: KEY [25|on|off|kill|exclude|plan|pause|resume|abort]",
+        flag_command,
+        role_for=role_for_flag,
+    ),
+]

@@ -1,0 +1,66 @@
+"""What the HTTP side and the plans need from the flags, built from the running services.
+
+`LiveFlagSource` evaluates from the store's in-memory snapshot and the ops file's segments;
+`ServiceHealthGate` holds a plan while the flag's service runs and answers healthy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from config.opsfile import OpsConfig
+from services.flags import engine
+from services.flags.plans import GateVerdict
+from services.flags.store import FlagStore
+from services.flags.types import Evaluation, EvaluationContext
+from services.servicectl import ServiceController
+
+
+class LiveFlagSource:
+    """The OFREP FlagSource over the live store; segments come from the current ops file."""
+
+    def __init__(self, store: FlagStore, ops: Callable[[], OpsConfig]) -> None:
+        self._store = store
+        self._ops = ops
+
+    def _segments(self) -> engine.Segments:
+        return engine.segment_sets(self._ops().segments)
+
+    def etag(self) -> str:
+        # Segments change with /reload, and they change evaluations as much as flags do.
+        segments = sorted((k, sorted(v)) for k, v in self._ops().segments.items())
+        digest = hashlib.sha256(repr(segments).encode()).hexdigest()[:12]
+        return f"{self._store.snapshot().etag}-{digest}"
+
+    def evaluate(self, key: str, ctx: EvaluationContext) -> Evaluation:
+        flag = self._store.snapshot().get(key)
+        return engine.evaluate(flag, key, ctx, self._segments())
+
+    def evaluate_all(self, ctx: EvaluationContext) -> list[Evaluation]:
+        flags = self._store.snapshot().flags.values()
+        return engine.evaluate_all(flags, ctx, self._segments())
+
+
+class ServiceHealthGate:
+    """A plan's gate: the flag's service (from the ops file) is running and healthy."""
+
+    def __init__(
+        self, ops: Callable[[], OpsConfig], controller: Callable[[], ServiceController]
+    ) -> None:
+        self._ops = ops
+        self._controller = controller
+
+    async def __call__(self, flag_key: str) -> GateVerdict:
+        declared = self._ops().flags.get(flag_key)
+        if declared is None or declared.service is None:
+            return GateVerdict(True)  # nothing to watch: the plan runs on its schedule
+        name = declared.service
+        state = await self._controller().state(name)
+        if state.error is not None:
+            return GateVerdict(False, f"{name}: {state.error}")
+        if not state.running:
+            return GateVerdict(False, f"{name} is {state.state}")
+        if state.health is not None and not state.health.ok:
+            return GateVerdict(False, f"{name} health: {state.health.reason}")
+        return GateVerdict(True)
