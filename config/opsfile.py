@@ -24,6 +24,7 @@ from config.inventory import (
     SSH_USER_PATTERN,
     UNIT_PATTERN,
     ChatId,
+    FilePath,
     FlagDecl,
     FlagKey,
     HostConfig,
@@ -52,6 +53,8 @@ class BotOptions(_Strict):
     ignore_unlisted_chats: bool = True
     # How often staged flag plans are checked (gates) and advanced when due.
     plan_check_s: float = Field(default=15.0, ge=0.05, le=3600)
+    # Where to keep a flagd flag-definition file of all flags, for teams that run flagd.
+    flagd_file: FilePath | None = None
 
 
 class AlertChats(_Strict):

@@ -106,9 +106,11 @@ def _summary(flag: Flag) -> str:
 
 
 async def run_plan_tick(context: OpsContext) -> None:
-    """The repeating job: advance due plans, halt breached ones, tell the deploys chat."""
+    """The repeating job: advance due plans, halt breached ones, tell the deploys chat;
+    and keep the flagd export in step with the flags."""
     services = context.services
     events = await services.plans.tick()
+    await services.flagd.export_if_changed()
     chat_id = services.ops.chats.deploys
     for event in events:
         log.info("flag plan %s: %s at %s%%", event.plan.flag_key, event.kind, event.percent)

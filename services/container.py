@@ -15,7 +15,7 @@ from config.opsfile import OpsConfig
 from services.audit import AuditLog, utc_now
 from services.confirmations import Confirmations
 from services.flags.plans import PlanService
-from services.flags.serving import LiveFlagSource, ServiceHealthGate
+from services.flags.serving import FlagdExporter, LiveFlagSource, ServiceHealthGate
 from services.flags.store import FlagStore
 from services.hosts_ssh import Hosts, hosts_from_config
 from services.metrics import MetricsSampler
@@ -39,6 +39,7 @@ class Services:
     flags: FlagStore
     plans: PlanService
     flag_source: LiveFlagSource  # what OFREP serves
+    flagd: FlagdExporter
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION
 
@@ -69,6 +70,7 @@ class Services:
             flags=flags,
             plans=PlanService(storage, audit, flags, gate, clock),
             flag_source=LiveFlagSource(flags, lambda: services.ops),
+            flagd=FlagdExporter(flags, lambda: services.ops),
         )
         return services
 

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 from config.opsfile import OpsConfig
 from services.flags import engine
+from services.flags.flagd import export_flagd, write_flagd_file
 from services.flags.plans import GateVerdict
 from services.flags.store import FlagStore
 from services.flags.types import Evaluation, EvaluationContext
@@ -40,6 +43,30 @@ class LiveFlagSource:
     def evaluate_all(self, ctx: EvaluationContext) -> list[Evaluation]:
         flags = self._store.snapshot().flags.values()
         return engine.evaluate_all(flags, ctx, self._segments())
+
+
+class FlagdExporter:
+    """Keeps the ops file's `flagd_file` in step with the flags (written atomically)."""
+
+    def __init__(self, store: FlagStore, ops: Callable[[], OpsConfig]) -> None:
+        self._store = store
+        self._ops = ops
+        self._written: tuple[str, str] | None = None  # (path, etag) last written
+
+    async def export_if_changed(self) -> Path | None:
+        """Write the file when the flags or segments changed since the last write."""
+        ops = self._ops()
+        if ops.bot.flagd_file is None:
+            return None
+        path = Path(ops.bot.flagd_file)
+        etag = LiveFlagSource(self._store, self._ops).etag()
+        if self._written == (str(path), etag):
+            return None
+        flags = self._store.snapshot().flags.values()
+        document = export_flagd(flags, ops.segments)
+        await asyncio.to_thread(write_flagd_file, path, document)  # fsyncs: off the loop
+        self._written = (str(path), etag)
+        return path
 
 
 class ServiceHealthGate:

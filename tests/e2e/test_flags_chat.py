@@ -3,6 +3,8 @@ advanced and halted by the bot's own job with a clock the test controls."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ API_TOKEN = "ofrep-token-for-tests"
 FLAGS = """
 [bot]
 plan_check_s = 0.1
+flagd_file = "{flagd_file}"
 [segments]
 beta = ["1002"]
 [flags.checkout_v2]
@@ -36,7 +39,7 @@ class Clock:
 
 @pytest.fixture
 async def flagged(start_opsgate: StartOpsgate, ops_file: Path) -> tuple[Opsgate, Clock]:
-    ops_file.write_text(FLAGS + OPS_TEXT)
+    ops_file.write_text(FLAGS.format(flagd_file=ops_file.parent / "flagd.json") + OPS_TEXT)
     clock = Clock()
     opsgate = await start_opsgate(api_token=API_TOKEN, clock=clock)
     return opsgate, clock
@@ -139,3 +142,20 @@ async def test_plan_halts_when_its_service_is_not_healthy(
     assert flag is not None and flag.rollout_percent == 0
     pause = await client.reply_after(CAROL, DEPLOYS, "/flag checkout_v2 pause")
     assert pause.text.startswith("⚠️ checkout_v2 has no active plan")
+
+
+async def test_flagd_file_follows_the_flags(
+    flagged: tuple[Opsgate, Clock], client: SandboxClient, ops_file: Path
+) -> None:
+    exported = ops_file.parent / "flagd.json"
+    await client.reply_after(CAROL, DEPLOYS, "/flag checkout_v2 25")
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        document = json.loads(exported.read_text()) if exported.exists() else {}
+        rule = json.dumps(document.get("flags", {}).get("checkout_v2", {}).get("targeting"))
+        if '["on", 250]' in rule or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert document["$schema"] == "https://flagd.dev/schema/v0/flags.json"
+    assert '["on", 250], ["off", 750]' in rule
+    assert document["flags"]["dark_mode"]["state"] == "ENABLED"
