@@ -34,11 +34,27 @@ FLAG_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}(\.[a-z0-9_-]{1,62}){0,3}$"
 FlagKey = Annotated[str, StringConstraints(pattern=FLAG_KEY_PATTERN, max_length=128)]
 
 
+METRIC_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$"
+Metric = Annotated[str, StringConstraints(pattern=METRIC_PATTERN)]
+
+
+class ErrorRateGate(_Strict):
+    """Errors over requests, from a Prometheus-format endpoint, between two plan checks."""
+
+    url: HttpUrl
+    errors: Metric  # e.g. http_requests_total, narrowed by errors_match
+    total: Metric
+    errors_match: dict[str, str] = {}  # label -> regex, e.g. { code = "5.." }
+    max_ratio: float = Field(default=0.05, gt=0, le=1)  # the seeds' 5% error threshold
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
 class FlagDecl(_Strict):
     """A flag the ops file declares; its live state (rollout, targeting) is in the database."""
 
     description: str = ""
     service: Name | None = None  # whose health gates this flag's staged plans
+    error_rate: ErrorRateGate | None = None
 
 
 class HealthConfig(_Strict):

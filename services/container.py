@@ -14,8 +14,9 @@ import httpx
 from config.opsfile import OpsConfig
 from services.audit import AuditLog, utc_now
 from services.confirmations import Confirmations
+from services.flags.gates import FlagGate
 from services.flags.plans import PlanService
-from services.flags.serving import FlagdExporter, LiveFlagSource, ServiceHealthGate
+from services.flags.serving import FlagdExporter, LiveFlagSource
 from services.flags.store import FlagStore
 from services.hosts_ssh import Hosts, hosts_from_config
 from services.metrics import MetricsSampler
@@ -55,8 +56,9 @@ class Services:
         audit = AuditLog(storage)
         control_dir = Path(tempfile.mkdtemp(prefix="og-"))
         flags = FlagStore(storage, audit)
+        http = httpx.AsyncClient(follow_redirects=False)
         services: Services
-        gate = ServiceHealthGate(lambda: services.ops, lambda: services.controller())
+        gate = FlagGate(lambda: services.ops, lambda: services.controller(), http)
         services = cls(
             ops=ops,
             ops_path=ops_path,
@@ -64,7 +66,7 @@ class Services:
             audit=audit,
             confirmations=Confirmations(storage, audit),
             hosts=hosts_from_config(ops.hosts, control_dir=str(control_dir)),
-            http=httpx.AsyncClient(follow_redirects=False),
+            http=http,
             sampler=MetricsSampler(),
             control_dir=control_dir,
             flags=flags,

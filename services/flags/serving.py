@@ -1,7 +1,7 @@
 """What the HTTP side and the plans need from the flags, built from the running services.
 
 `LiveFlagSource` evaluates from the store's in-memory snapshot and the ops file's segments;
-`ServiceHealthGate` holds a plan while the flag's service runs and answers healthy.
+`FlagdExporter` keeps a flagd flag-definition file in step with them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from pathlib import Path
 from config.opsfile import OpsConfig
 from services.flags import engine
 from services.flags.flagd import export_flagd, write_flagd_file
-from services.flags.plans import GateVerdict
 from services.flags.store import FlagStore
 from services.flags.types import Evaluation, EvaluationContext
-from services.servicectl import ServiceController
 
 
 class LiveFlagSource:
@@ -67,27 +65,3 @@ class FlagdExporter:
         await asyncio.to_thread(write_flagd_file, path, document)  # fsyncs: off the loop
         self._written = (str(path), etag)
         return path
-
-
-class ServiceHealthGate:
-    """A plan's gate: the flag's service (from the ops file) is running and healthy."""
-
-    def __init__(
-        self, ops: Callable[[], OpsConfig], controller: Callable[[], ServiceController]
-    ) -> None:
-        self._ops = ops
-        self._controller = controller
-
-    async def __call__(self, flag_key: str) -> GateVerdict:
-        declared = self._ops().flags.get(flag_key)
-        if declared is None or declared.service is None:
-            return GateVerdict(True)  # nothing to watch: the plan runs on its schedule
-        name = declared.service
-        state = await self._controller().state(name)
-        if state.error is not None:
-            return GateVerdict(False, f"{name}: {state.error}")
-        if not state.running:
-            return GateVerdict(False, f"{name} is {state.state}")
-        if state.health is not None and not state.health.ok:
-            return GateVerdict(False, f"{name} health: {state.health.reason}")
-        return GateVerdict(True)

@@ -1,0 +1,98 @@
+"""What a staged plan must see before it may go on: the flag's service running and healthy,
+and, when configured, an error rate under its threshold.
+
+Not yet here: "no firing critical alert for the service" arrives with the alert engine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from config.inventory import ErrorRateGate
+from config.opsfile import OpsConfig
+from services.flags.plans import GateVerdict
+from services.servicectl import ServiceController
+
+
+def sum_samples(text: str, name: str, match: dict[str, str] | None = None) -> float:
+    """The sum of every sample called `name` whose labels fullmatch the given regexes."""
+    patterns = {label: re.compile(regex) for label, regex in (match or {}).items()}
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != name:
+                continue
+            if all(p.fullmatch(sample.labels.get(k, "")) for k, p in patterns.items()):
+                total += sample.value
+    return total
+
+
+class ErrorRateWatch:
+    """Counters are totals since start: the rate is the change between two readings."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+        self._last: dict[str, tuple[float, float]] = {}  # flag -> (errors, total)
+
+    async def check(self, flag_key: str, gate: ErrorRateGate) -> GateVerdict:
+        try:
+            response = await self._http.get(str(gate.url), timeout=gate.timeout_s)
+            response.raise_for_status()
+            errors = sum_samples(response.text, gate.errors, gate.errors_match)
+            total = sum_samples(response.text, gate.total)
+        except (httpx.HTTPError, ValueError) as exc:
+            return GateVerdict(False, f"metrics unreadable at {gate.url}: {exc}")
+        previous = self._last.get(flag_key)
+        self._last[flag_key] = (errors, total)
+        if previous is None:
+            return GateVerdict(True)  # the first reading is only a baseline
+        d_errors, d_total = errors - previous[0], total - previous[1]
+        if d_total <= 0 or d_errors < 0:  # no traffic, or the service restarted its counters
+            return GateVerdict(True)
+        ratio = d_errors / d_total
+        if ratio > gate.max_ratio:
+            return GateVerdict(
+                False,
+                f"error rate {ratio:.1%} over {gate.max_ratio:.0%} ({d_errors:g}/{d_total:g})",
+            )
+        return GateVerdict(True)
+
+
+class FlagGate:
+    """The gate PlanService asks before each step and at every check in between."""
+
+    def __init__(
+        self,
+        ops: Callable[[], OpsConfig],
+        controller: Callable[[], ServiceController],
+        http: httpx.AsyncClient,
+    ) -> None:
+        self._ops = ops
+        self._controller = controller
+        self._errors = ErrorRateWatch(http)
+
+    async def __call__(self, flag_key: str) -> GateVerdict:
+        declared = self._ops().flags.get(flag_key)
+        if declared is None:
+            return GateVerdict(True)  # nothing to watch: the plan runs on its schedule
+        if declared.service is not None:
+            verdict = await self._service(declared.service)
+            if not verdict.ok:
+                return verdict
+        if declared.error_rate is not None:
+            return await self._errors.check(flag_key, declared.error_rate)
+        return GateVerdict(True)
+
+    async def _service(self, name: str) -> GateVerdict:
+        state = await self._controller().state(name)
+        if state.error is not None:
+            return GateVerdict(False, f"{name}: {state.error}")
+        if not state.running:
+            return GateVerdict(False, f"{name} is {state.state}")
+        if state.health is not None and not state.health.ok:
+            return GateVerdict(False, f"{name} health: {state.health.reason}")
+        return GateVerdict(True)
