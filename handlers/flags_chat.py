@@ -60,7 +60,8 @@ async def _apply(command: FlagCommand, actor: str, context: OpsContext) -> str:
         return f"Unknown flag <code>{esc(key)}</code>. Known: {esc(known)}."
     if command.action == "show":
         plan = await services.plans.latest(key)
-        return render_flag(before, plan, await services.flags.changes(key, limit=5))
+        names = {str(user_id): name for user_id, name in services.ops.people.items()}
+        return render_flag(before, plan, await services.flags.changes(key, limit=5), names)
     after = await _change(command, actor, context)
     if after.version == before.version and command.action not in ("pause", "resume"):
         return f"🚩 <b>{esc(key)}</b> is already {_summary(after)}; nothing changed."

@@ -51,7 +51,13 @@ def _ids(label: str, values: frozenset[str] | tuple[str, ...]) -> str | None:
     return f"{label}: {esc(', '.join(sorted(values)))}" if values else None
 
 
-def render_flag(flag: Flag, plan: Plan | None, changes: Sequence[FlagChange]) -> str:
+def render_flag(
+    flag: Flag,
+    plan: Plan | None,
+    changes: Sequence[FlagChange],
+    names: Mapping[str, str] | None = None,
+) -> str:
+    """`names` maps actors (user ids as text) to the ops file's names."""
     targeting = flag.targeting
     lines = [f"{_state(flag)} <b>{esc(flag.key)}</b> (version {flag.version})"]
     if flag.description:
@@ -70,11 +76,14 @@ def render_flag(flag: Flag, plan: Plan | None, changes: Sequence[FlagChange]) ->
         lines.append("<b>Last changes</b>")
         for change in changes:
             when = change.at.strftime("%Y-%m-%d %H:%M")
+            who = esc((names or {}).get(change.actor, change.actor))
             note = f" ({esc(change.note)})" if change.note else ""
-            lines.append(
-                f"{when} {esc(change.actor)}: {esc(change.field)} "
-                f"{code(change.from_value)} → {code(change.to_value)}{note}"
+            what = (
+                "created"
+                if change.field == "created"
+                else f"{esc(change.field)} {code(change.from_value)} → {code(change.to_value)}"
             )
+            lines.append(f"{when} {who}: {what}{note}")
     return join_lines(lines)
 
 

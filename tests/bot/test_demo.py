@@ -32,6 +32,11 @@ def test_default_demo_prints_help_whoami_and_status_answered_by_the_bot() -> Non
     assert "demo-web pid" in out and "listening on 127.0.0.1:" in out
     assert "[deploys] alice pressed [1] 🔁 Restart web" in out
     assert "✅ web restarted and healthy (pid" in out
+    # Feature flags: role-gated changes, a staged plan, the change trail with names.
+    assert "[deploys] bot: ⛔ That /flag change needs the role sre." in out
+    assert "[deploys] bot: 🚩 checkout_v2: 0% → 25% (by carol)" in out
+    assert "plan 5 → 25 → 50 → 100 every 1h 0m, active" in out
+    assert "carol: rollout_percent 25 → 5 (plan step 1)" in out
     # The unlisted group gets an answer only to /whoami.
     lobby = [line for line in out.splitlines() if line.startswith("[lobby] bot:")]
     assert lobby == ["[lobby] bot: You: 1001 = alice"]
