@@ -24,15 +24,23 @@ class LiveFlagSource:
     def __init__(self, store: FlagStore, ops: Callable[[], OpsConfig]) -> None:
         self._store = store
         self._ops = ops
+        # Segment sets and their digest, per ops file: /reload replaces the OpsConfig whole.
+        self._cached: tuple[OpsConfig, engine.Segments, str] | None = None
+
+    def _segments_and_digest(self) -> tuple[engine.Segments, str]:
+        ops = self._ops()
+        if self._cached is None or self._cached[0] is not ops:
+            members = sorted((k, sorted(v)) for k, v in ops.segments.items())
+            digest = hashlib.sha256(repr(members).encode()).hexdigest()[:12]
+            self._cached = (ops, engine.segment_sets(ops.segments), digest)
+        return self._cached[1], self._cached[2]
 
     def _segments(self) -> engine.Segments:
-        return engine.segment_sets(self._ops().segments)
+        return self._segments_and_digest()[0]
 
     def etag(self) -> str:
         # Segments change with /reload, and they change evaluations as much as flags do.
-        segments = sorted((k, sorted(v)) for k, v in self._ops().segments.items())
-        digest = hashlib.sha256(repr(segments).encode()).hexdigest()[:12]
-        return f"{self._store.snapshot().etag}-{digest}"
+        return f"{self._store.snapshot().etag}-{self._segments_and_digest()[1]}"
 
     def evaluate(self, key: str, ctx: EvaluationContext) -> Evaluation:
         flag = self._store.snapshot().get(key)
