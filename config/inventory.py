@@ -49,6 +49,16 @@ class ErrorRateGate(_Strict):
     timeout_s: float = Field(default=5.0, gt=0, le=60)
 
 
+class AlertmanagerConfig(_Strict):
+    """The team's Alertmanager: staged plans hold while it has a critical alert firing for the
+    flag's service (matched on these labels)."""
+
+    url: HttpUrl
+    service_label: str = "service"
+    severity_label: str = "severity"
+    critical: str = "critical"
+
+
 class FlagDecl(_Strict):
     """A flag the ops file declares; its live state (rollout, targeting) is in the database."""
 

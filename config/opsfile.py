@@ -23,6 +23,7 @@ from config.inventory import (
     PROGRAM_PATTERN,
     SSH_USER_PATTERN,
     UNIT_PATTERN,
+    AlertmanagerConfig,
     ChatId,
     FilePath,
     FlagDecl,
@@ -84,6 +85,7 @@ class OpsConfig(_Strict):
     # Feature-flag segments: name -> members' targeting keys (user ids or other keys).
     segments: dict[Name, list[SegmentMember]] = Field(default_factory=dict)
     flags: dict[FlagKey, FlagDecl] = Field(default_factory=dict)
+    alertmanager: AlertmanagerConfig | None = None
 
     def roles_of(self, user_id: int) -> frozenset[str]:
         return frozenset(role for role, members in self.roles.items() if user_id in members)

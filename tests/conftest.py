@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.alertmanager import Alertmanager
+from tests.alertmanager import running as running_alertmanager
 from tests.supervisord_sandbox import SupervisordSandbox, running
 from tests.systemd_sandbox import SystemdSandbox, booted
 
@@ -25,3 +27,10 @@ def supervisord_sandbox() -> Iterator[SupervisordSandbox]:
     """A private supervisord for the session; `.manager()` gives a SupervisorManager."""
     with running() as sandbox:
         yield sandbox
+
+
+@pytest.fixture(scope="session")
+def alertmanager() -> Iterator[Alertmanager]:
+    """A private Alertmanager on loopback; skips without the Debian package (CI: fails)."""
+    with running_alertmanager() as am:
+        yield am

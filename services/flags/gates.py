@@ -1,7 +1,8 @@
 """What a staged plan must see before it may go on: the flag's service running and healthy,
 and, when configured, an error rate under its threshold.
 
-Not yet here: "no firing critical alert for the service" arrives with the alert engine.
+A critical alert for the service firing in the team's Alertmanager holds the plan too;
+opsgate's own alerts join this gate when its alert engine lands.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.inventory import ErrorRateGate
 from config.opsfile import OpsConfig
+from services.alertmanager import AlertmanagerClient, AlertmanagerUnavailable
 from services.flags.plans import GateVerdict
 from services.servicectl import ServiceController
 
@@ -73,6 +75,7 @@ class FlagGate:
     ) -> None:
         self._ops = ops
         self._controller = controller
+        self._http = http
         self._errors = ErrorRateWatch(http)
 
     async def __call__(self, flag_key: str) -> GateVerdict:
@@ -80,11 +83,27 @@ class FlagGate:
         if declared is None:
             return GateVerdict(True)  # nothing to watch: the plan runs on its schedule
         if declared.service is not None:
-            verdict = await self._service(declared.service)
-            if not verdict.ok:
-                return verdict
+            for check in (self._alerts, self._service):
+                verdict = await check(declared.service)
+                if not verdict.ok:
+                    return verdict
         if declared.error_rate is not None:
             return await self._errors.check(flag_key, declared.error_rate)
+        return GateVerdict(True)
+
+    async def _alerts(self, name: str) -> GateVerdict:
+        config = self._ops().alertmanager
+        if config is None:
+            return GateVerdict(True)
+        client = AlertmanagerClient(self._http, str(config.url))
+        labels = {config.service_label: name, config.severity_label: config.critical}
+        try:
+            firing = await client.firing(labels)
+        except AlertmanagerUnavailable as exc:
+            return GateVerdict(False, str(exc))  # unknown is not healthy: hold the plan
+        if firing:
+            names = ", ".join(sorted({alert.name for alert in firing}))
+            return GateVerdict(False, f"critical alert firing for {name}: {names}")
         return GateVerdict(True)
 
     async def _service(self, name: str) -> GateVerdict:
