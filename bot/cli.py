@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bot.logs import configure_logging, redact, secret_variants
+from bot.logs import configure_logging
 from bot.runner import Opsgate
 from config.opsfile import OpsFileError, load_ops_file
 from config.settings import Settings
@@ -100,10 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.script)
     parser.error(f"unknown command {args.command}")
     return EXIT_ERROR
-
-
-def scrub(text: str, settings: Settings) -> str:
-    return redact(text, secret_variants(settings.secrets()))
 
 
 if __name__ == "__main__":
