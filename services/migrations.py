@@ -1,0 +1,159 @@
+"""The schema's history: migration N turns a version N-1 database into a version N one.
+
+Released migrations are never edited, only appended to; the version is SQLite's
+`PRAGMA user_version` (see services/storage.py, which applies them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "append-only events table: the audit trail of every feature",
+        """
+        CREATE TABLE events (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            at          TEXT    NOT NULL,
+            kind        TEXT    NOT NULL,
+            actor       TEXT    NOT NULL,
+            subject     TEXT    NOT NULL DEFAULT '',
+            data        TEXT    NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX events_subject ON events (subject, id);
+        CREATE INDEX events_kind ON events (kind, id);
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        """,
+    ),
+    Migration(
+        2,
+        "bot_state: small key/value facts the bot keeps across restarts",
+        """
+        CREATE TABLE bot_state (
+            key         TEXT PRIMARY KEY,
+            value       TEXT NOT NULL,
+            updated_at  TEXT NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        3,
+        "confirmations: one row per confirm button (restart and other risky one-off actions)",
+        """
+        CREATE TABLE confirmations (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            action        TEXT    NOT NULL,
+            subject       TEXT    NOT NULL,
+            requested_by  INTEGER NOT NULL,
+            chat_id       INTEGER NOT NULL,
+            created_at    TEXT    NOT NULL,
+            expires_at    TEXT    NOT NULL,
+            state         TEXT    NOT NULL DEFAULT 'open',
+            decided_by    INTEGER,
+            decided_at    TEXT
+        );
+        """,
+    ),
+    Migration(
+        4,
+        "feature flags: current definitions, and an append-only trail of every field change",
+        """
+        CREATE TABLE flags (
+            key         TEXT    PRIMARY KEY,
+            definition  TEXT    NOT NULL,
+            version     INTEGER NOT NULL,
+            created_at  TEXT    NOT NULL,
+            updated_at  TEXT    NOT NULL,
+            updated_by  TEXT    NOT NULL
+        );
+        CREATE TABLE flag_changes (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            flag_key    TEXT    NOT NULL REFERENCES flags (key),
+            version     INTEGER NOT NULL,
+            at          TEXT    NOT NULL,
+            actor       TEXT    NOT NULL,
+            field       TEXT    NOT NULL,
+            from_value  TEXT    NOT NULL,
+            to_value    TEXT    NOT NULL,
+            note        TEXT    NOT NULL DEFAULT ''
+        );
+        CREATE INDEX flag_changes_key ON flag_changes (flag_key, id);
+        CREATE TRIGGER flag_changes_no_update BEFORE UPDATE ON flag_changes
+        BEGIN SELECT RAISE(ABORT, 'flag changes are append-only'); END;
+        CREATE TRIGGER flag_changes_no_delete BEFORE DELETE ON flag_changes
+        BEGIN SELECT RAISE(ABORT, 'flag changes are append-only'); END;
+        """,
+    ),
+    Migration(
+        5,
+        "flag_plans: staged rollout plans, advanced by the bot while their gates hold",
+        """
+        CREATE TABLE flag_plans (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            flag_key    TEXT    NOT NULL,
+            steps       TEXT    NOT NULL,
+            every_s     REAL    NOT NULL,
+            step_index  INTEGER NOT NULL,
+            state       TEXT    NOT NULL,
+            next_at     TEXT,
+            reason      TEXT    NOT NULL DEFAULT '',
+            created_by  TEXT    NOT NULL,
+            created_at  TEXT    NOT NULL
+        );
+        CREATE INDEX flag_plans_key ON flag_plans (flag_key, id);
+        """,
+    ),
+    Migration(
+        6,
+        "deployments: the pipeline's rows, one-active-deployment locks, manual environment locks",
+        """
+        CREATE TABLE deployments (
+            id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+            service              TEXT    NOT NULL,
+            environment          TEXT    NOT NULL,
+            version              TEXT    NOT NULL,
+            previous_version     TEXT,
+            kind                 TEXT    NOT NULL,
+            state                TEXT    NOT NULL,
+            requested_by         TEXT    NOT NULL,
+            emergency            INTEGER NOT NULL DEFAULT 0,
+            dry_run              INTEGER NOT NULL DEFAULT 0,
+            created_at           TEXT    NOT NULL,
+            updated_at           TEXT    NOT NULL,
+            finished_at          TEXT,
+            error                TEXT    NOT NULL DEFAULT '',
+            progress_chat_id     INTEGER,
+            progress_message_id  INTEGER
+        );
+        CREATE INDEX deployments_service ON deployments (service, id);
+        CREATE INDEX deployments_in_flight ON deployments (id) WHERE finished_at IS NULL;
+        CREATE TABLE deployment_locks (
+            service        TEXT    NOT NULL,
+            environment    TEXT    NOT NULL,
+            deployment_id  INTEGER NOT NULL UNIQUE REFERENCES deployments (id),
+            acquired_at    TEXT    NOT NULL,
+            PRIMARY KEY (service, environment)
+        );
+        CREATE TABLE env_locks (
+            environment  TEXT PRIMARY KEY,
+            locked_by    TEXT NOT NULL,
+            reason       TEXT NOT NULL,
+            since        TEXT NOT NULL
+        );
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
