@@ -19,7 +19,7 @@ from telegram.ext import (
 )
 
 from config.settings import Settings, UpdateMode
-from handlers import basic, flags_chat, services_chat
+from handlers import basic, flags_chat, locks_chat, services_chat
 from handlers.access import gate
 from handlers.buttons import ButtonRegistry, ButtonRoute
 from handlers.callbacks import pattern_for
@@ -37,7 +37,8 @@ _NO_PREVIEWS = LinkPreviewOptions(is_disabled=True)
 
 
 def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
-    return CommandRegistry([*basic.COMMANDS, *services_chat.COMMANDS, *flags_chat.COMMANDS, *extra])
+    handler_modules = (basic, services_chat, flags_chat, locks_chat)
+    return CommandRegistry([c for m in handler_modules for c in m.COMMANDS] + list(extra))
 
 
 def all_buttons(extra: Iterable[ButtonRoute] = ()) -> ButtonRegistry:

@@ -14,6 +14,8 @@ import httpx
 from config.opsfile import OpsConfig
 from services.audit import AuditLog, utc_now
 from services.confirmations import Confirmations
+from services.deployments import Deployments
+from services.env_locks import EnvironmentLocks
 from services.flags.gates import FlagGate
 from services.flags.plans import PlanService
 from services.flags.serving import FlagdExporter, LiveFlagSource
@@ -41,6 +43,8 @@ class Services:
     plans: PlanService
     flag_source: LiveFlagSource  # what OFREP serves
     flagd: FlagdExporter
+    deployments: Deployments
+    env_locks: EnvironmentLocks
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION
 
@@ -73,6 +77,8 @@ class Services:
             plans=PlanService(storage, audit, flags, gate, clock),
             flag_source=LiveFlagSource(flags, lambda: services.ops),
             flagd=FlagdExporter(flags, lambda: services.ops),
+            deployments=Deployments(storage, audit, clock),
+            env_locks=EnvironmentLocks(storage, audit),
         )
         return services
 
