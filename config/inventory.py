@@ -115,6 +115,27 @@ class HostConfig(_Strict):
     prefix: list[PrefixArg] = []
 
 
+class DeployConfig(_Strict):
+    """How a service is released: where, from what, how it is built and how it is watched."""
+
+    root: FilePath  # holds releases/<version>, current, previous, rollback/
+    git: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    ref: Annotated[str, StringConstraints(max_length=100)] | None = None  # default: the version
+    # A local directory or tarball per version; `{version}` is replaced.
+    artifact: (
+        Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./@+,{}-]{1,255}$")] | None
+    ) = None
+    build: list[list[Annotated[str, StringConstraints(min_length=1, max_length=500)]]] = []
+    build_timeout_s: float = Field(default=600, gt=0, le=7200)
+    keep: int = Field(default=5, ge=2, le=100)
+    config_files: list[FilePath] = []  # copied into every rollback point
+    sqlite_db: FilePath | None = None  # backed up (online) into every rollback point
+    watch_s: float = Field(default=60, ge=0, le=3600)  # after verifying: watch this long
+    watch_interval_s: float = Field(default=5, gt=0, le=300)
+    max_failed_checks: int = Field(default=3, ge=1, le=100)  # in a row, during the watch
+    max_restarts: int = Field(default=0, ge=0, le=100)  # NRestarts growth allowed in the watch
+
+
 class Service(_Strict):
     environment: Name
     description: str = ""
@@ -127,6 +148,7 @@ class Service(_Strict):
     supervisor_config: FilePath | None = None
     supervisorctl: PrefixArg = "supervisorctl"  # or an absolute path, e.g. inside a venv
     health: HealthConfig | None = None
+    deploy: DeployConfig | None = None
 
     @property
     def control_name(self) -> str:
@@ -140,6 +162,10 @@ def check_services(services: dict[str, Service]) -> list[str]:
     problems: list[str] = []
     for name, service in services.items():
         path = f"services.{name}"
+        if service.deploy is not None and (service.deploy.git is None) == (
+            service.deploy.artifact is None
+        ):
+            problems.append(f"{path}.deploy: give exactly one of git, artifact")
         if service.manager == "systemd" and service.unit is None:
             problems.append(f"{path}.unit: required when manager is systemd")
         if service.manager == "supervisor":

@@ -72,6 +72,8 @@ class Chats(_Strict):
 
 class Environment(_Strict):
     description: str = ""
+    # Until role checklists land, an approver (role admin) presses Approve on the request.
+    requires_approval: bool = False
 
 
 class OpsConfig(_Strict):
