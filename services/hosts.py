@@ -111,14 +111,18 @@ def validate_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return dict(env or {})
 
 
-def env_command(argv: tuple[str, ...], env: Mapping[str, str] | None) -> list[str]:
-    """`env -- K=V... PROGRAM ARGS`: past a prefix that resets the environment (sudo), or remotely.
+def env_command(
+    argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None = None
+) -> list[str]:
+    """`env [-C DIR] -- K=V... PROGRAM ARGS`: past a prefix that resets the environment (sudo)
+    or the working directory (nsenter -m enters the other namespace's root), or remotely.
 
     env(1) runs the program itself, so no shell builtin or function can stand in for it.
     """
     if "=" in argv[0]:  # env(1) would take the program for one more assignment
         raise ValueError(f"argv[0] contains '=', which cannot follow env: {argv[0]!r}")
-    return ["env", "--", *(f"{k}={v}" for k, v in validate_env(env).items()), *argv]
+    chdir = ["-C", cwd] if cwd is not None else []
+    return ["env", *chdir, "--", *(f"{k}={v}" for k, v in validate_env(env).items()), *argv]
 
 
 class _Tail:
@@ -288,9 +292,11 @@ class PrefixHost:
         output_limit: int = 64 * 1024,
     ) -> CommandResult:
         args = validate_argv(argv)
-        full = (*self.prefix, *(env_command(args, env) if env else args))
+        # The directory is changed after the prefix: a prefix such as `nsenter -m` would
+        # otherwise start the command in its own root, whatever directory it was given.
+        wrapped = env_command(args, env, cwd) if env or cwd else list(args)
         result = await self.inner.run(
-            full, timeout=timeout, cwd=cwd, input=input, output_limit=output_limit
+            (*self.prefix, *wrapped), timeout=timeout, input=input, output_limit=output_limit
         )
         return replace(result, argv=args, host=self.name)
 

@@ -17,6 +17,7 @@ from services.hosts import (
     validate_argv,
     validate_env,
 )
+from tests.systemd_sandbox import SystemdSandbox
 
 SH = "/bin/sh"
 
@@ -228,3 +229,14 @@ def test_prefix_must_be_a_valid_argv() -> None:
         PrefixHost([])
     with pytest.raises(ValueError):
         PrefixHost("sudo -n")
+
+
+async def test_prefix_host_keeps_cwd_past_nsenter(systemd_sandbox: SystemdSandbox) -> None:
+    # nsenter -m starts in the other namespace's root; the directory must be set after it.
+    work = str(systemd_sandbox.work_dir)
+    result = await systemd_sandbox.host.run(["pwd"], cwd=work)
+    assert result.stdout == f"{work}\n"
+    env_and_cwd = await systemd_sandbox.host.run(["printenv", "X"], cwd=work, env={"X": "1"})
+    assert env_and_cwd.stdout == "1\n"
+    missing = await systemd_sandbox.host.run(["pwd"], cwd=f"{work}/missing")
+    assert not missing.ok
