@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from telegram import Message
+from telegram import InlineKeyboardMarkup, Message
 from telegram.error import BadRequest
 
 from handlers.render import esc, join_lines
@@ -51,14 +51,14 @@ class ProgressMessage:
         if time.monotonic() - self._last_edit >= self._min_interval:
             await self._edit(render_steps(self._title, steps))
 
-    async def finish(self, footer: str) -> None:
-        await self._edit(render_steps(self._title, self._steps, footer))
+    async def finish(self, footer: str, reply_markup: InlineKeyboardMarkup | None = None) -> None:
+        await self._edit(render_steps(self._title, self._steps, footer), reply_markup)
 
-    async def _edit(self, text: str) -> None:
-        if text == self._sent:
+    async def _edit(self, text: str, reply_markup: InlineKeyboardMarkup | None = None) -> None:
+        if text == self._sent and reply_markup is None:
             return
         try:
-            await self._message.edit_text(text)
+            await self._message.edit_text(text, reply_markup=reply_markup)
         except BadRequest as exc:
             if "not modified" not in str(exc):
                 raise

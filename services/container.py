@@ -22,6 +22,8 @@ from services.flags.serving import FlagdExporter, LiveFlagSource
 from services.flags.store import FlagStore
 from services.hosts_ssh import Hosts, hosts_from_config
 from services.metrics import MetricsSampler
+from services.pipeline import DeployPipeline
+from services.release_queries import ReleaseQueries
 from services.servicectl import ServiceController
 from services.storage import Storage
 
@@ -45,6 +47,8 @@ class Services:
     flagd: FlagdExporter
     deployments: Deployments
     env_locks: EnvironmentLocks
+    releases: ReleaseQueries
+    pipeline: DeployPipeline
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION
 
@@ -60,8 +64,13 @@ class Services:
         audit = AuditLog(storage)
         control_dir = Path(tempfile.mkdtemp(prefix="og-"))
         flags = FlagStore(storage, audit)
+        deployments = Deployments(storage, audit, clock)
         http = httpx.AsyncClient(follow_redirects=False)
         services: Services
+
+        def services_controller() -> ServiceController:
+            return services.controller()
+
         gate = FlagGate(lambda: services.ops, lambda: services.controller(), http)
         services = cls(
             ops=ops,
@@ -77,8 +86,12 @@ class Services:
             plans=PlanService(storage, audit, flags, gate, clock),
             flag_source=LiveFlagSource(flags, lambda: services.ops),
             flagd=FlagdExporter(flags, lambda: services.ops),
-            deployments=Deployments(storage, audit, clock),
+            deployments=deployments,
             env_locks=EnvironmentLocks(storage, audit),
+            releases=ReleaseQueries(lambda: services.ops, lambda: services.hosts),
+            pipeline=DeployPipeline(
+                lambda: services.ops, lambda: services.hosts, deployments, services_controller
+            ),
         )
         return services
 

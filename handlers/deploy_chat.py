@@ -1,0 +1,259 @@
+"""/deploy SERVICE VERSION [--dry-run], /rollback SERVICE [VERSION], /releases, /history.
+
+A deploy into an environment that requires approval waits for an admin's Approve button
+(the role checklists of the approvals issue replace that step); the pipeline then runs as a
+task the Application tracks, editing one progress message, which ends with a Roll back
+button.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+
+from handlers.buttons import NO_LONGER_VALID, ButtonRoute
+from handlers.callbacks import CallbackData
+from handlers.commands import Command
+from handlers.context import OpsContext
+from handlers.deploy_render import (
+    render_dry_run,
+    render_history,
+    render_outcome,
+    render_releases,
+)
+from handlers.progress import ProgressMessage
+from handlers.render import code, esc
+from handlers.services_chat import service_name_problem
+from services.deployment_model import Deployment, DeploymentError, DeploymentKind
+from services.deployment_model import DeploymentState as S
+from services.progress import Progress
+from services.release_build import InvalidVersion, validate_version
+
+log = logging.getLogger(__name__)
+
+DEPLOY_ROLE = "sre"
+APPROVE_ROLE = "admin"
+NS_APPROVAL, NS_ROLLBACK = "dp", "rb"
+
+
+def _deployable(name: str, context: OpsContext) -> str | None:
+    """Why `name` cannot be deployed, as a chat reply; None when it can."""
+    problem = service_name_problem(name, sorted(context.services.ops.services))
+    if problem is None and context.services.ops.services[name].deploy is None:
+        problem = f"<b>{esc(name)}</b> has no <code>deploy</code> section in the ops file."
+    return problem
+
+
+async def deploy(update: Update, context: OpsContext) -> None:
+    """Requests a deployment; runs it at once or after an admin approves."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    args = context.args or []
+    dry_run = "--dry-run" in args
+    words = [a for a in args if a != "--dry-run"]
+    if len(words) != 2:
+        await message.reply_text("Usage: /deploy SERVICE VERSION [--dry-run]")
+        return
+    name, version = words
+    problem = _deployable(name, context)
+    if problem:
+        await message.reply_text(problem)
+        return
+    try:
+        validate_version(version)
+    except InvalidVersion as exc:
+        await message.reply_text(f"⚠️ {esc(exc)} Nothing was done.")
+        return
+    services = context.services
+    service = services.ops.services[name]
+    if dry_run:
+        await services.audit.record("deploy.dry_run", str(user.id), name, {"version": version})
+        await message.reply_text(render_dry_run(name, version, service))
+        return
+    try:
+        requested = await services.deployments.request(
+            name, service.environment, version, str(user.id)
+        )
+    except DeploymentError as exc:
+        await message.reply_text(f"⛔ {esc(exc)}")
+        return
+    environment = services.ops.environments.get(service.environment)
+    if environment is not None and environment.requires_approval:
+        await _ask_approval(message, requested, context)
+        return
+    await services.deployments.advance(requested.id, S.APPROVED, str(user.id), "no approval needed")
+    await _start(message, requested, context, reply=True)
+
+
+async def _ask_approval(message: Message, deployment: Deployment, context: OpsContext) -> None:
+    await context.services.deployments.advance(deployment.id, S.AWAITING_APPROVAL, "opsgate")
+    buttons = [
+        InlineKeyboardButton("✅ Approve", callback_data=_data(NS_APPROVAL, "ok", deployment)),
+        InlineKeyboardButton("✖ Reject", callback_data=_data(NS_APPROVAL, "no", deployment)),
+    ]
+    await message.reply_text(
+        f"🚀 Deploy #{deployment.id}: <b>{esc(deployment.service)}</b> {code(deployment.version)} "
+        f"to {esc(deployment.environment)} waits for approval by someone with the role "
+        f"<b>{APPROVE_ROLE}</b> (not the requester).",
+        reply_markup=InlineKeyboardMarkup([buttons]),
+    )
+
+
+def _data(namespace: str, action: str, deployment: Deployment) -> str:
+    return CallbackData(namespace, action, deployment.id).encode()
+
+
+async def approval_pressed(update: Update, context: OpsContext) -> None:
+    """Approve or reject a waiting deployment; re-checked against its row."""
+    query = update.callback_query
+    if query is None or not isinstance(query.message, Message):
+        return
+    data = CallbackData.decode(query.data)
+    deployments = context.services.deployments
+    try:
+        deployment = await deployments.get(data.row_id)
+    except DeploymentError:
+        deployment = None
+    if deployment is None or deployment.state is not S.AWAITING_APPROVAL:
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        return
+    actor = str(query.from_user.id)
+    if data.action == "ok" and actor == deployment.requested_by:
+        await query.answer("You requested it: someone else approves.", show_alert=True)
+        return
+    if data.action == "no":
+        await deployments.cancel(deployment.id, actor, "rejected")
+        await query.answer("Rejected.")
+        await query.message.edit_text(f"✖ Deploy #{deployment.id} rejected; nothing was changed.")
+        return
+    await deployments.advance(deployment.id, S.APPROVED, actor, "approved by button")
+    await query.answer("Approved.")
+    await _start(query.message, deployment, context, reply=False)
+
+
+async def rollback(update: Update, context: OpsContext) -> None:
+    """Rolls back to the given release, or to the newest good one before the current."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    args = context.args or []
+    if len(args) not in (1, 2):
+        await message.reply_text("Usage: /rollback SERVICE [VERSION]")
+        return
+    problem = _deployable(args[0], context)
+    if problem:
+        await message.reply_text(problem)
+        return
+    version = args[1] if len(args) == 2 else None
+    await _request_rollback(message, args[0], version, str(user.id), context)
+
+
+async def _request_rollback(
+    message: Message, name: str, version: str | None, actor: str, context: OpsContext
+) -> None:
+    services = context.services
+    try:
+        target = await services.releases.rollback_target(name, version)
+        environment = services.ops.services[name].environment
+        requested = await services.deployments.request(
+            name, environment, target, actor, kind=DeploymentKind.ROLLBACK
+        )
+    except (DeploymentError, InvalidVersion, LookupError) as exc:
+        await message.reply_text(f"⛔ {esc(exc)}")
+        return
+    await services.deployments.advance(requested.id, S.APPROVED, "opsgate", "rollback")
+    await _start(message, requested, context, reply=True)
+
+
+async def rollback_pressed(update: Update, context: OpsContext) -> None:
+    """The Roll back button on a finished deploy's card."""
+    query = update.callback_query
+    if query is None or not isinstance(query.message, Message):
+        return
+    data = CallbackData.decode(query.data)
+    try:
+        deployment = await context.services.deployments.get(data.row_id)
+    except DeploymentError:
+        deployment = None
+    if deployment is None or deployment.state is not S.SUCCEEDED or not deployment.previous_version:
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        return
+    await query.answer(f"Rolling back to {deployment.previous_version}…")
+    await query.message.edit_reply_markup(None)
+    await _request_rollback(
+        query.message,
+        deployment.service,
+        deployment.previous_version,
+        str(query.from_user.id),
+        context,
+    )
+
+
+async def _start(
+    message: Message, deployment: Deployment, context: OpsContext, *, reply: bool
+) -> None:
+    verb = "Rolling back" if deployment.kind is DeploymentKind.ROLLBACK else "Deploying"
+    title = (
+        f"🚀 #{deployment.id} {verb} <b>{esc(deployment.service)}</b> "
+        f"{code(deployment.version)} to {esc(deployment.environment)}"
+    )
+    card = await message.reply_text(title) if reply else message
+    await context.services.deployments.set_progress_message(
+        deployment.id, card.chat_id, card.message_id
+    )
+    progress = ProgressMessage(card, title)
+    context.application.create_task(_run(context, deployment, progress))
+
+
+async def _run(context: OpsContext, deployment: Deployment, progress: ProgressMessage) -> None:
+    pipeline = context.services.pipeline
+    steps = Progress(progress)
+    if deployment.kind is DeploymentKind.ROLLBACK:
+        outcome = await pipeline.rollback(deployment.id, steps)
+    else:
+        outcome = await pipeline.run(deployment.id, steps)
+    footer, offer_rollback = render_outcome(deployment, outcome)
+    markup = None
+    if offer_rollback:
+        data = _data(NS_ROLLBACK, "go", deployment)
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton("↩️ Roll back", callback_data=data)]])
+    await progress.finish(footer, markup)
+
+
+async def releases(update: Update, context: OpsContext) -> None:
+    """The releases kept on the host, current and bad ones marked."""
+    message = update.effective_message
+    if message is None:
+        return
+    name = " ".join(context.args or [])
+    problem = _deployable(name, context)
+    if problem:
+        await message.reply_text(problem)
+        return
+    await message.reply_text(render_releases(name, await context.services.releases.releases(name)))
+
+
+async def history(update: Update, context: OpsContext) -> None:
+    """The last deployments, of one service or all."""
+    message = update.effective_message
+    if message is None:
+        return
+    name = " ".join(context.args or []) or None
+    if name is not None and (problem := _deployable(name, context)):
+        await message.reply_text(problem)
+        return
+    await message.reply_text(render_history(await context.services.deployments.history(name, 15)))
+
+
+COMMANDS = [
+    Command("deploy", "deploy a release: SERVICE VERSION [--dry-run]", deploy, role=DEPLOY_ROLE),
+    Command("rollback", "roll back: SERVICE [VERSION]", rollback, role=DEPLOY_ROLE),
+    Command("releases", "releases kept for a service", releases),
+    Command("history", "recent deployments [SERVICE]", history),
+]
+BUTTONS = [
+    ButtonRoute(NS_APPROVAL, approval_pressed, role=APPROVE_ROLE),
+    ButtonRoute(NS_ROLLBACK, rollback_pressed, role=DEPLOY_ROLE),
+]

@@ -1,0 +1,47 @@
+"""Questions about a service's releases that the chat asks: what is kept, where to roll back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from config.opsfile import OpsConfig
+from services.hosts_ssh import Hosts
+from services.release_build import validate_version
+from services.releases import ReleaseInfo, ReleaseLayout
+
+
+class NoRollbackTarget(LookupError):
+    """There is no release to roll back to, or the one asked for cannot be used."""
+
+
+class ReleaseQueries:
+    def __init__(self, ops: Callable[[], OpsConfig], hosts: Callable[[], Hosts]) -> None:
+        self._ops = ops
+        self._hosts = hosts
+
+    def layout(self, name: str) -> ReleaseLayout:
+        service = self._ops().services[name]
+        if service.deploy is None:
+            raise NoRollbackTarget(f"{name} has no deploy section in the ops file")
+        return ReleaseLayout(self._hosts().get(service.host), service.deploy.root)
+
+    async def releases(self, name: str) -> list[ReleaseInfo]:
+        return await self.layout(name).releases()
+
+    async def rollback_target(self, name: str, version: str | None) -> str:
+        """The asked-for release if it exists and is not bad; else the newest good earlier one."""
+        layout = self.layout(name)
+        if version is None:
+            target = await layout.previous_good()
+            if target is None:
+                raise NoRollbackTarget(f"{name} has no earlier good release to roll back to")
+            return target
+        version = validate_version(version)
+        if not await layout.exists(version):
+            raise NoRollbackTarget(f"{name} has no release {version} on its host")
+        if await layout.is_bad(version):
+            reason = await layout.bad_reason(version) or "marked bad"
+            raise NoRollbackTarget(f"{name} {version} is marked bad ({reason}); pick another")
+        if version == await layout.current():
+            raise NoRollbackTarget(f"{name} {version} is already the current release")
+        return version

@@ -1,0 +1,149 @@
+"""/deploy, the approval button, automatic rollback, /rollback, /releases and /history, through
+the real bot, against the real systemd sandbox and a git repository the test creates."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot import demo_web
+from bot.sandbox import SandboxClient, SandboxMessage
+from services.systemd import SystemdManager, quote_exec
+from tests.e2e.conftest import (
+    ALICE,
+    BOB,
+    CAROL,
+    DEPLOYS,
+    OPS_TEXT,
+    StartOpsgate,
+    callback_answer_text,
+)
+from tests.gitrepo import app_argv, make_app_repo
+from tests.systemd_sandbox import SystemdSandbox
+
+# carol is an admin here too, so that an admin's own request meets the requester rule.
+PEOPLE_AND_CHATS = OPS_TEXT.split("[environments.production]")[0].replace(
+    "admin = [1001]", "admin = [1001, 1003]"
+)
+
+
+@pytest.fixture
+async def app(
+    systemd_sandbox: SystemdSandbox, tmp_path: Path, ops_file: Path
+) -> AsyncIterator[tuple[Path, int]]:
+    """t-deploy.service runs ROOT/current/app.py; the repository has v1, v2 and v3 (unhealthy)."""
+    base = systemd_sandbox.work_dir / f"deploy-{tmp_path.name}"
+    repo = make_app_repo(base / "repo")
+    root = base / "app"
+    port = demo_web.free_port()
+    manager = SystemdManager(systemd_sandbox.host)
+    argv = app_argv(root / "current", port, python=sys.executable)
+    unit = "\n".join(
+        [
+            "[Unit]",
+            "Description=deploy test app",
+            "StartLimitIntervalSec=0",
+            "[Service]",
+            "Type=notify",
+            f"ExecStart={quote_exec(argv)}",
+        ]
+    )
+    await manager.install_unit("t-deploy.service", unit)
+    ops_file.write_text(
+        PEOPLE_AND_CHATS
+        + f"""
+[environments.production]
+[environments.staging]
+requires_approval = true
+[hosts.sandbox]
+prefix = ["nsenter", "-t", "{systemd_sandbox.pid}", "-m", "-p"]
+[services.app]
+environment = "staging"
+host = "sandbox"
+unit = "t-deploy.service"
+[services.app.health]
+url = "http://127.0.0.1:{port}/health"
+consecutive = 2
+within_s = 5
+interval_s = 0.1
+[services.app.deploy]
+root = "{root}"
+git = "{repo.url}"
+keep = 3
+watch_s = 0.5
+watch_interval_s = 0.1
+"""
+    )
+    yield root, port
+    await manager.stop("t-deploy.service")
+    await manager.remove_unit("t-deploy.service")
+
+
+def card(messages: list[SandboxMessage], marker: str) -> SandboxMessage | None:
+    return next((m for m in reversed(messages) if m.from_bot and marker in m.text), None)
+
+
+async def deploy_and_wait(
+    client: SandboxClient, user: int, text: str, approver: int | None = None
+) -> SandboxMessage:
+    reply = await client.reply_after(user, DEPLOYS, text, timeout=30)
+    if approver is not None:
+        assert "waits for approval" in reply.text, reply.text
+        pressed = await client.press_button(approver, DEPLOYS, reply.message_id, 1)
+        assert await callback_answer_text(client, pressed) == "Approved."
+    message_id = reply.message_id
+
+    def finished(messages: list[SandboxMessage]) -> SandboxMessage | None:
+        done = [m for m in messages if m.from_bot and m.message_id >= message_id]
+        return next(
+            (m for m in done if any(s in m.text for s in ("runs ", "failed", "Nothing was"))),
+            None,
+        )
+
+    return await client.wait_for(DEPLOYS, finished, timeout=90)
+
+
+async def test_deploy_rollback_story(
+    app: tuple[Path, int], start_opsgate: StartOpsgate, client: SandboxClient
+) -> None:
+    root, _ = app
+    await start_opsgate()
+    bad = await client.reply_after(CAROL, DEPLOYS, "/deploy app ../v1")
+    assert bad.text.startswith("⚠️") and "Nothing was done" in bad.text
+    dry = await client.reply_after(CAROL, DEPLOYS, "/deploy app v1 --dry-run")
+    assert dry.text.startswith("🧪 Dry run: deploy app v1 to staging")
+    assert not (root / "current").exists()
+
+    own = await client.reply_after(CAROL, DEPLOYS, "/deploy app v1")
+    pressed = await client.press_button(CAROL, DEPLOYS, own.message_id, 1)
+    assert await callback_answer_text(client, pressed) == "You requested it: someone else approves."
+    refused = await client.press_button(BOB, DEPLOYS, own.message_id, 1)
+    assert await callback_answer_text(client, refused) == "This needs the role admin."
+    pressed = await client.press_button(ALICE, DEPLOYS, own.message_id, 1)
+    assert await callback_answer_text(client, pressed) == "Approved."
+    v1 = await client.wait_for(DEPLOYS, lambda ms: card(ms, "runs v1"), timeout=90)
+    assert "✅ app runs v1." in v1.text
+
+    v2 = await deploy_and_wait(client, CAROL, "/deploy app v2", approver=ALICE)
+    assert "✅ app runs v2 (was v1)." in v2.text
+    assert [b.text for row in v2.buttons for b in row] == ["↩️ Roll back"]
+
+    v3 = await deploy_and_wait(client, CAROL, "/deploy app v3", approver=ALICE)
+    assert "v3 failed" in v3.text
+    assert "Rolled back: app runs v2 again; v3 is marked bad." in v3.text
+    assert (root / "current").resolve().name == "v2"
+
+    back = await client.reply_after(CAROL, DEPLOYS, "/rollback app v3")
+    assert "marked bad" in back.text
+    done = await deploy_and_wait(client, CAROL, "/rollback app v1")
+    assert "✅ app runs v1 (was v2)." in done.text
+    assert (root / "current").resolve().name == "v1"
+
+    releases = await client.reply_after(BOB, DEPLOYS, "/releases app")
+    assert "v1" in releases.text and "current" in releases.text and "bad" in releases.text
+    history = await client.reply_after(BOB, DEPLOYS, "/history app")
+    lines = history.text.splitlines()[1:]
+    assert [line.split()[0] for line in lines[:4]] == ["✅", "↩️", "✅", "✅"]

@@ -1,0 +1,212 @@
+"""DeployPipeline on the real systemd sandbox: real git, a real unit, real HTTP health checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.demo_web import free_port
+from config.opsfile import parse_ops_text
+from services.audit import AuditLog
+from services.deployments import DeploymentKind, Deployments, DeploymentState
+from services.hosts_ssh import hosts_from_config
+from services.pipeline import DeployOutcome, DeployPipeline
+from services.progress import Progress, StepStatus
+from services.releases import ReleaseLayout
+from services.rollback_points import RollbackPoints
+from services.servicectl import ServiceController
+from services.storage import Storage
+from services.systemd import quote_exec
+from tests.gitrepo import app_argv, make_app_repo
+from tests.systemd_sandbox import SystemdSandbox
+
+S = DeploymentState
+UNIT = "t-app.service"
+# Fails the build of v2 only, so a first deploy (v1) succeeds with the same config.
+NOT_V2 = "import json, sys; v = json.load(open('release.json'))['version']; sys.exit(v == 'v2')"
+CHECK_APP = [["test", "-f", "app.py"]]
+
+OPS = """
+[environments.staging]
+[hosts.sandbox]
+prefix = ["nsenter", "-t", "{pid}", "-m", "-p"]
+[services.app]
+environment = "staging"
+host = "sandbox"
+unit = "{unit}"
+[services.app.health]
+url = "http://127.0.0.1:{port}/health"
+timeout_s = 2
+attempts = 1
+interval_s = 0.2
+consecutive = 2
+within_s = 3
+[services.app.deploy]
+root = "{root}"
+git = "{git}"
+build = {build}
+keep = 2
+config_files = ["{config}"]
+watch_s = 1.0
+watch_interval_s = 0.2
+max_failed_checks = 2
+"""
+
+
+@dataclass
+class World:
+    pipeline: DeployPipeline
+    deployments: Deployments
+    layout: ReleaseLayout
+    points: RollbackPoints
+    port: int
+    http: httpx.AsyncClient
+
+    async def deploy(
+        self, version: str, kind: DeploymentKind = DeploymentKind.DEPLOY
+    ) -> tuple[int, DeployOutcome, Progress]:
+        requested = await self.deployments.request("app", "staging", version, "1001", kind=kind)
+        await self.deployments.advance(requested.id, S.APPROVED, "1002")
+        progress = Progress()
+        if kind is DeploymentKind.ROLLBACK:
+            outcome = await self.pipeline.rollback(requested.id, progress)
+        else:
+            outcome = await self.pipeline.run(requested.id, progress)
+        return requested.id, outcome, progress
+
+    async def states(self, deployment_id: int) -> list[str]:
+        return [e.data["to"] for e in await self.deployments.events(deployment_id)]
+
+    async def health(self) -> dict[str, Any]:
+        response = await self.http.get(f"http://127.0.0.1:{self.port}/health")
+        body: dict[str, Any] = response.json()
+        return {"code": response.status_code, **body}
+
+
+async def make_world(
+    sandbox: SystemdSandbox, tmp_path: Path, build: Sequence[Sequence[str]]
+) -> AsyncIterator[World]:
+    # Under work_dir, not /tmp: the sandbox has its own /tmp, and git runs inside it.
+    base = Path(tempfile.mkdtemp(prefix="pipeline_", dir=sandbox.work_dir))
+    repo = make_app_repo(base / "app.git")
+    config = base / "app.env"
+    config.write_text("GREETING=hello\n")
+    root, port = base / "srv", free_port()
+    argv = app_argv(f"{root}/current", port, python=sys.executable)
+    unit = ["[Unit]", "Description=pipeline test app", "[Service]", "Type=notify"]
+    (sandbox.unit_dir / UNIT).write_text("\n".join([*unit, f"ExecStart={quote_exec(argv)}", ""]))
+    await sandbox.host.run(["systemctl", "daemon-reload"])
+    text = OPS.format(
+        pid=sandbox.pid, unit=UNIT, port=port, root=root, git=repo.url, config=config,
+        build=json.dumps(build),
+    )  # fmt: skip
+    ops = parse_ops_text(text)
+    hosts = hosts_from_config(ops.hosts)
+    async with Storage(tmp_path / "opsgate.db") as storage, httpx.AsyncClient() as http:
+        deployments = Deployments(storage, AuditLog(storage))
+        controller = ServiceController(ops, hosts, http, start_timeout_s=10)
+        pipeline = DeployPipeline(
+            lambda: ops, lambda: hosts, deployments, lambda: controller, start_timeout_s=10
+        )
+        host = hosts.get("sandbox")
+        layout, points = ReleaseLayout(host, str(root)), RollbackPoints(host, str(root))
+        yield World(pipeline, deployments, layout, points, port, http)
+    await hosts.aclose()
+    await sandbox.host.run(["systemctl", "stop", UNIT])
+    (sandbox.unit_dir / UNIT).unlink()
+    await sandbox.host.run(["systemctl", "daemon-reload"])
+    await sandbox.host.run(["systemctl", "reset-failed"])
+    shutil.rmtree(base)
+
+
+@pytest.fixture
+async def world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterator[World]:
+    async for made in make_world(systemd_sandbox, tmp_path, CHECK_APP):
+        yield made
+
+
+@pytest.fixture
+async def picky_world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterator[World]:
+    async for made in make_world(systemd_sandbox, tmp_path, [[sys.executable, "-c", NOT_V2]]):
+        yield made
+
+
+HAPPY = ["requested", "approved", "pre_checks", "building", "switching", "verifying",
+         "watching", "succeeded"]  # fmt: skip
+
+
+async def test_deploy_v1_v2_then_v3_rolls_back_by_itself_then_back_to_v1(world: World) -> None:
+    first, outcome, _ = await world.deploy("v1")
+    assert outcome == DeployOutcome(True, S.SUCCEEDED, "v1", None, None)
+    assert await world.layout.current() == "v1"
+    assert (await world.health())["version"] == "v1"
+    assert await world.states(first) == HAPPY
+
+    second, outcome, progress = await world.deploy("v2")
+    assert outcome == DeployOutcome(True, S.SUCCEEDED, "v2", "v1", None)
+    assert (await world.health())["version"] == "v2"
+    assert (await world.deployments.get(second)).previous_version == "v1"
+    assert [s.title for s in progress.steps][-2:] == ["watch 1 s", "prune old releases"]
+    assert all(s.status is StepStatus.OK for s in progress.steps)
+
+    third, outcome, progress = await world.deploy("v3")
+    assert (outcome.ok, outcome.state, outcome.rolled_back_to) == (False, S.ROLLED_BACK, "v2")
+    assert outcome.error is not None and "HTTP 503" in outcome.error
+    assert await world.layout.current() == "v2"
+    health = await world.health()
+    assert (health["code"], health["version"]) == (200, "v2")
+    assert await world.layout.bad_reason("v3") == outcome.error
+    assert await world.states(third) == [*HAPPY[:6], "failed", "rolling_back", "rolled_back"]
+    failed = [s.title for s in progress.steps if s.status is StepStatus.FAILED]
+    assert failed == ["health: 2 in a row"]
+    assert [s.title for s in progress.steps][-5:] == [
+        "roll back to v2", "restore config files", "restart t-app.service",
+        "wait until running", "health: 2 in a row",
+    ]  # fmt: skip
+    point = await world.points.load(third)
+    assert point.previous_version == "v2" and len(point.files) == 1
+    assert await world.deployments.in_flight() == []  # every lock released
+
+    # By hand: never onto the bad release (nothing changes), then to v1.
+    refused, outcome, _ = await world.deploy("v3", DeploymentKind.ROLLBACK)
+    assert outcome.state is S.FAILED
+    assert outcome.error == f"Release v3 is marked bad: {await world.layout.bad_reason('v3')}"
+    assert await world.states(refused) == ["requested", "approved", "pre_checks", "failed"]
+    assert await world.layout.current() == "v2"
+    back, outcome, _ = await world.deploy("v1", DeploymentKind.ROLLBACK)
+    assert outcome == DeployOutcome(True, S.SUCCEEDED, "v1", "v2", None)
+    assert await world.states(back) == [
+        "requested", "approved", "pre_checks", "switching", "verifying", "succeeded",
+    ]  # fmt: skip
+    assert await world.layout.current() == "v1"
+    assert (await world.health())["version"] == "v1"
+    assert await world.deployments.in_flight() == []
+
+
+async def test_failed_build_changes_nothing_and_releases_the_lock(picky_world: World) -> None:
+    world = picky_world
+    _, outcome, _ = await world.deploy("v1")
+    assert outcome.ok
+    before = await world.health()
+
+    failed, outcome, progress = await world.deploy("v2")
+    assert (outcome.ok, outcome.state, outcome.rolled_back_to) == (False, S.FAILED, None)
+    assert outcome.error is not None and outcome.error.startswith("Building v2 failed at")
+    assert await world.states(failed) == ["requested", "approved", "pre_checks", "building",
+                                          "failed"]  # fmt: skip
+    assert [s.status for s in progress.steps][-1] is StepStatus.FAILED
+    assert await world.layout.current() == "v1"
+    assert [r.version for r in await world.layout.releases()] == ["v1"]  # no half-built v2
+    assert await world.health() == before  # same pid: never restarted
+    assert await world.deployments.in_flight() == []
+    again = await world.deployments.request("app", "staging", "v1", "1001")
+    assert again.state is S.REQUESTED  # the lock is free for the next deploy
