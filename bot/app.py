@@ -19,7 +19,14 @@ from telegram.ext import (
 )
 
 from config.settings import Settings, UpdateMode
-from handlers import basic, deploy_chat, flags_chat, locks_chat, services_chat
+from handlers import (
+    basic,
+    deploy_chat,
+    deploy_control_chat,
+    flags_chat,
+    locks_chat,
+    services_chat,
+)
 from handlers.access import gate
 from handlers.buttons import ButtonRegistry, ButtonRoute
 from handlers.callbacks import pattern_for
@@ -37,7 +44,14 @@ _NO_PREVIEWS = LinkPreviewOptions(is_disabled=True)
 
 
 def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
-    handler_modules = (basic, services_chat, deploy_chat, flags_chat, locks_chat)
+    handler_modules = (
+        basic,
+        services_chat,
+        deploy_chat,
+        deploy_control_chat,
+        flags_chat,
+        locks_chat,
+    )
     return CommandRegistry([c for m in handler_modules for c in m.COMMANDS] + list(extra))
 
 

@@ -27,6 +27,7 @@ from handlers.render import code, esc
 from handlers.services_chat import service_name_problem
 from services.deployment_model import Deployment, DeploymentError, DeploymentKind
 from services.deployment_model import DeploymentState as S
+from services.env_locks import EnvLockError
 from services.progress import Progress
 from services.release_build import InvalidVersion, validate_version
 
@@ -37,7 +38,7 @@ APPROVE_ROLE = "admin"
 NS_APPROVAL, NS_ROLLBACK = "dp", "rb"
 
 
-def _deployable(name: str, context: OpsContext) -> str | None:
+def deploy_problem(name: str, context: OpsContext) -> str | None:
     """Why `name` cannot be deployed, as a chat reply; None when it can."""
     problem = service_name_problem(name, sorted(context.services.ops.services))
     if problem is None and context.services.ops.services[name].deploy is None:
@@ -57,7 +58,7 @@ async def deploy(update: Update, context: OpsContext) -> None:
         await message.reply_text("Usage: /deploy SERVICE VERSION [--dry-run]")
         return
     name, version = words
-    problem = _deployable(name, context)
+    problem = deploy_problem(name, context)
     if problem:
         await message.reply_text(problem)
         return
@@ -76,7 +77,7 @@ async def deploy(update: Update, context: OpsContext) -> None:
         requested = await services.deployments.request(
             name, service.environment, version, str(user.id)
         )
-    except DeploymentError as exc:
+    except (DeploymentError, EnvLockError) as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
     environment = services.ops.environments.get(service.environment)
@@ -142,7 +143,7 @@ async def rollback(update: Update, context: OpsContext) -> None:
     if len(args) not in (1, 2):
         await message.reply_text("Usage: /rollback SERVICE [VERSION]")
         return
-    problem = _deployable(args[0], context)
+    problem = deploy_problem(args[0], context)
     if problem:
         await message.reply_text(problem)
         return
@@ -160,7 +161,7 @@ async def _request_rollback(
         requested = await services.deployments.request(
             name, environment, target, actor, kind=DeploymentKind.ROLLBACK
         )
-    except (DeploymentError, InvalidVersion, LookupError) as exc:
+    except (DeploymentError, EnvLockError, InvalidVersion, LookupError) as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
     await services.deployments.advance(requested.id, S.APPROVED, "opsgate", "rollback")
@@ -228,7 +229,7 @@ async def releases(update: Update, context: OpsContext) -> None:
     if message is None:
         return
     name = " ".join(context.args or [])
-    problem = _deployable(name, context)
+    problem = deploy_problem(name, context)
     if problem:
         await message.reply_text(problem)
         return
@@ -241,7 +242,7 @@ async def history(update: Update, context: OpsContext) -> None:
     if message is None:
         return
     name = " ".join(context.args or []) or None
-    if name is not None and (problem := _deployable(name, context)):
+    if name is not None and (problem := deploy_problem(name, context)):
         await message.reply_text(problem)
         return
     await message.reply_text(render_history(await context.services.deployments.history(name, 15)))

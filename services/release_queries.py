@@ -25,6 +25,13 @@ class ReleaseQueries:
             raise NoRollbackTarget(f"{name} has no deploy section in the ops file")
         return ReleaseLayout(self._hosts().get(service.host), service.deploy.root)
 
+    async def mark_bad(self, name: str, version: str, reason: str) -> None:
+        layout = self.layout(name)
+        version = validate_version(version)
+        if not await layout.exists(version):
+            raise NoRollbackTarget(f"{name} has no release {version} on its host")
+        await layout.mark_bad(version, reason)
+
     async def releases(self, name: str) -> list[ReleaseInfo]:
         return await self.layout(name).releases()
 

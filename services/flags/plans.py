@@ -149,6 +149,12 @@ class PlanService:
         )
         return _plan(next(iter(rows))) if rows else None
 
+    async def active(self) -> list[Plan]:
+        rows = await self._storage.db.execute_fetchall(
+            "SELECT * FROM flag_plans WHERE state = 'active' ORDER BY id"
+        )
+        return [_plan(row) for row in rows]
+
     async def latest(self, key: str) -> Plan | None:
         rows = await self._storage.db.execute_fetchall(
             "SELECT * FROM flag_plans WHERE flag_key = ? ORDER BY id DESC LIMIT 1", (key,)
@@ -175,10 +181,7 @@ class PlanService:
     async def tick(self) -> list[PlanEvent]:
         """Check every active plan's gates; advance those that are due."""
         events: list[PlanEvent] = []
-        rows = await self._storage.db.execute_fetchall(
-            "SELECT * FROM flag_plans WHERE state = 'active' ORDER BY id"
-        )
-        for plan in (_plan(row) for row in rows):
+        for plan in await self.active():
             verdict = await self._gate(plan.flag_key)
             if not verdict.ok:
                 events.append(await self._halt(plan, verdict.reason))

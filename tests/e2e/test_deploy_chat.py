@@ -147,3 +147,40 @@ async def test_deploy_rollback_story(
     history = await client.reply_after(BOB, DEPLOYS, "/history app")
     lines = history.text.splitlines()[1:]
     assert [line.split()[0] for line in lines[:4]] == ["✅", "↩️", "✅", "✅"]
+
+
+async def test_bad_cancel_and_halt(
+    app: tuple[Path, int], start_opsgate: StartOpsgate, client: SandboxClient
+) -> None:
+    opsgate = await start_opsgate()
+    first = await deploy_and_wait(client, CAROL, "/deploy app v1", approver=ALICE)
+    assert "✅ app runs v1." in first.text
+    marked = await client.reply_after(CAROL, DEPLOYS, "/bad app v1 leaks memory")
+    assert marked.text == "🚫 app v1 is marked bad: leaks memory. /rollback will not land on it."
+    assert (await client.reply_after(CAROL, DEPLOYS, "/bad app v9")).text.startswith(
+        "⛔ app has no"
+    )
+    assert (await client.reply_after(CAROL, DEPLOYS, "/bad nope v1")).text.startswith(
+        "Unknown service"
+    )
+
+    waiting = await client.reply_after(CAROL, DEPLOYS, "/deploy app v2")
+    assert "waits for approval" in waiting.text
+    refused = await client.reply_after(BOB, DEPLOYS, "/cancel 2")
+    assert refused.text.startswith("⛔ /cancel needs the role sre.")
+    halted = await client.reply_after(CAROL, DEPLOYS, "/halt database migration went wrong")
+    assert halted.text.splitlines() == [
+        "🛑 HALT by carol: database migration went wrong",
+        "Cancelled: #2",
+        "Already switched, finishing or rolling back: none",
+        "Plans paused: none",
+        "Locked: production, staging",
+        "Nothing ships until /unlock ENV.",
+    ]
+    again = await client.reply_after(CAROL, DEPLOYS, "/deploy app v2")
+    assert again.text.startswith("⛔ staging is locked by 1003") and "halt: database" in again.text
+    pressed = await client.press_button(ALICE, DEPLOYS, waiting.message_id, 1)
+    assert await callback_answer_text(client, pressed) == "This button is no longer valid."
+    assert (await client.reply_after(CAROL, DEPLOYS, "/cancel 2")).text.startswith("⛔")
+    kinds = [e.kind for e in await opsgate.services.audit.events(kind="opsgate.halt")]
+    assert kinds == ["opsgate.halt"]

@@ -1,0 +1,113 @@
+"""/cancel ID, /bad SERVICE VERSION [reason] and /halt reason: stopping and marking."""
+
+from __future__ import annotations
+
+from telegram import Update
+
+from handlers.commands import Command
+from handlers.context import OpsContext
+from handlers.deploy_chat import deploy_problem
+from handlers.render import code, esc, join_lines
+from services.deployment_model import DeploymentError
+from services.env_locks import EnvLockError
+from services.halt import halt as halt_everything
+from services.release_build import InvalidVersion
+from services.release_queries import NoRollbackTarget
+
+CONTROL_ROLE = "sre"
+
+
+async def cancel(update: Update, context: OpsContext) -> None:
+    """Cancels a deployment that has not switched yet."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    args = context.args or []
+    if len(args) != 1 or not args[0].lstrip("#").isdigit():
+        await message.reply_text(
+            "Usage: /cancel ID (the number on the deploy card, e.g. /cancel 12)"
+        )
+        return
+    try:
+        cancelled = await context.services.deployments.cancel(
+            int(args[0].lstrip("#")), str(user.id), "cancelled from chat"
+        )
+    except DeploymentError as exc:
+        await message.reply_text(f"⛔ {esc(exc)}")
+        return
+    await message.reply_text(
+        f"✖ Deploy #{cancelled.id} of <b>{esc(cancelled.service)}</b> {code(cancelled.version)} "
+        "cancelled; nothing was switched."
+    )
+
+
+async def bad(update: Update, context: OpsContext) -> None:
+    """Marks a release bad by hand: /rollback will never land on it."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    args = context.args or []
+    if len(args) < 2:
+        await message.reply_text("Usage: /bad SERVICE VERSION [reason]")
+        return
+    name, version = args[0], args[1]
+    problem = deploy_problem(name, context)
+    if problem:
+        await message.reply_text(problem)
+        return
+    reason = " ".join(args[2:]) or "marked bad by hand"
+    try:
+        await context.services.releases.mark_bad(name, version, f"{reason} (by {user.id})")
+    except (NoRollbackTarget, InvalidVersion) as exc:
+        await message.reply_text(f"⛔ {esc(exc)}")
+        return
+    await context.services.audit.record(
+        "release.marked_bad", str(user.id), name, {"version": version, "reason": reason}
+    )
+    await message.reply_text(
+        f"🚫 <b>{esc(name)}</b> {code(version)} is marked bad: {esc(reason)}. "
+        "/rollback will not land on it."
+    )
+
+
+async def halt(update: Update, context: OpsContext) -> None:
+    """The emergency stop: cancel unswitched deploys, pause plans, lock every environment."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    reason = " ".join(context.args or [])
+    if not reason:
+        await message.reply_text("Usage: /halt reason (everything stops until /unlock)")
+        return
+    services = context.services
+    try:
+        report = await halt_everything(
+            services.deployments,
+            services.plans,
+            services.env_locks,
+            services.audit,
+            sorted(services.ops.environments),
+            str(user.id),
+            reason,
+        )
+    except EnvLockError as exc:
+        await message.reply_text(f"⛔ {esc(exc)}")
+        return
+    who = esc(services.ops.name_of(user.id) or user.first_name)
+    lines = [
+        f"🛑 <b>HALT</b> by {who}: {esc(reason)}",
+        f"Cancelled: {', '.join(f'#{d.id}' for d in report.cancelled) or 'none'}",
+        f"Already switched, finishing or rolling back: "
+        f"{', '.join(f'#{d.id}' for d in report.still_running) or 'none'}",
+        f"Plans paused: {esc(', '.join(p.flag_key for p in report.paused) or 'none')}",
+        f"Locked: {esc(', '.join(lock.environment for lock in report.locked) or 'none')}",
+        "Nothing ships until /unlock ENV.",
+    ]
+    await message.reply_text(join_lines(lines))
+
+
+COMMANDS = [
+    Command("cancel", "cancel a deploy that has not switched: ID", cancel, role=CONTROL_ROLE),
+    Command("bad", "mark a release bad: SERVICE VERSION [reason]", bad, role=CONTROL_ROLE),
+    Command("halt", "emergency stop: reason", halt, role=CONTROL_ROLE),
+]
