@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiosqlite
+
 from services.storage import Storage
 
 
@@ -18,6 +20,18 @@ class Event:
     actor: str
     subject: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def event_from_row(row: aiosqlite.Row) -> Event:
+    """An events row (id, at, kind, actor, subject, data) as an Event."""
+    return Event(
+        row["id"],
+        datetime.fromisoformat(row["at"]),
+        row["kind"],
+        row["actor"],
+        row["subject"],
+        json.loads(row["data"]),
+    )
 
 
 def utc_now() -> datetime:
@@ -70,14 +84,4 @@ class AuditLog:
         query = f"SELECT id, at, kind, actor, subject, data FROM events WHERE {where} ORDER BY id LIMIT ?"  # noqa: S608, E501
         async with self._storage.db.execute(query, params) as cursor:
             rows = await cursor.fetchall()
-        return [
-            Event(
-                row["id"],
-                datetime.fromisoformat(row["at"]),
-                row["kind"],
-                row["actor"],
-                row["subject"],
-                json.loads(row["data"]),
-            )
-            for row in rows
-        ]
+        return [event_from_row(row) for row in rows]

@@ -8,14 +8,13 @@ dataclass and the errors live in `deployment_model` and are re-exported here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 
 import aiosqlite
 
 from config.opsfile import is_valid_name
-from services.audit import AuditLog, Event, utc_now
+from services.audit import AuditLog, Event, event_from_row, utc_now
 from services.deployment_model import (
     BEFORE_SWITCH,
     MAX_NOTE,
@@ -164,17 +163,7 @@ class Deployments:
             " AND kind LIKE 'deploy.%' AND json_extract(data, '$.deployment') = ? ORDER BY id",
             (deployment.service, deployment_id),
         )
-        return [
-            Event(
-                r["id"],
-                datetime.fromisoformat(r["at"]),
-                r["kind"],
-                r["actor"],
-                r["subject"],
-                json.loads(r["data"]),
-            )
-            for r in rows
-        ]
+        return [event_from_row(row) for row in rows]
 
     async def set_progress_message(self, deployment_id: int, chat_id: int, message_id: int) -> None:
         """Where the progress card is, so the bot can edit it again after a restart."""
