@@ -21,9 +21,11 @@ from config.settings import Settings, UpdateMode
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from handlers.context import OpsApplication
+from handlers.deploy_render import render_recovery
 from handlers.flags_chat import run_plan_tick
 from services.audit import utc_now
 from services.container import Services
+from services.recovery import reconcile
 from services.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class Opsgate:
             [BotCommand(c.name, c.description) for c in commands.all()]
         )
         await application.start()
+        await self._reconcile_deployments()
         assert application.job_queue is not None  # the job-queue extra is a dependency
         application.job_queue.run_repeating(
             run_plan_tick,
@@ -123,6 +126,20 @@ class Opsgate:
             settings.http_host,
             self._http.port,
         )
+
+    async def _reconcile_deployments(self) -> None:
+        """Deployments a previous run left in flight: end or report them, in the deploys chat."""
+        services, application = self.services, self.application
+        result = await reconcile(services.deployments)
+        text = render_recovery(result.ended, result.needs_attention)
+        if text is None:
+            return
+        log.warning(
+            "%d deployment(s) were in flight at start-up",
+            len(result.ended) + len(result.needs_attention),
+        )
+        if services.ops.chats.deploys is not None:
+            await application.bot.send_message(services.ops.chats.deploys, text)
 
     async def stop(self) -> None:
         """Stop taking updates, let running handlers finish, then close everything."""

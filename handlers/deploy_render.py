@@ -126,3 +126,23 @@ def render_history(deployments: Sequence[Deployment]) -> str:
             f"({esc(d.state)}){error}"
         )
     return join_lines(lines)
+
+
+def render_recovery(ended: Sequence[Deployment], attention: Sequence[Deployment]) -> str | None:
+    """What a restarted opsgate found in flight, or None when there was nothing."""
+    if not ended and not attention:
+        return None
+    lines = ["♻️ opsgate restarted with deployments in flight."]
+    for d in ended:
+        lines.append(
+            f"✖ #{d.id} {esc(d.service)} {code(d.version)} had not switched: ended, nothing "
+            f"changed. Ask again with /deploy {esc(d.service)} {esc(d.version)}."
+        )
+    for d in attention:
+        lines.append(
+            f"⚠️ #{d.id} {esc(d.service)} {code(d.version)} was {esc(d.state)}: that release "
+            f"is live but was not fully verified, and #{d.id} keeps the lock. Check "
+            f"/service {esc(d.service)}; finishing or rolling back such a deploy by itself "
+            "is not automatic yet."
+        )
+    return join_lines(lines)
