@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -70,6 +71,7 @@ def demo_settings(sandbox: SandboxServer, ops_path: Path, workdir: Path) -> Sett
         config=ops_path,
         db=workdir / "demo.db",
         http_addr="127.0.0.1:0",
+        api_token=SecretStr(secrets.token_urlsafe(16)),  # OFREP stays closed to strangers
         log_level="WARNING",
     )
 
