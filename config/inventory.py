@@ -115,6 +115,22 @@ class HostConfig(_Strict):
     prefix: list[PrefixArg] = []
 
 
+HookArgv = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=500)]], Field(min_length=1)
+]
+
+
+class DeployHooks(_Strict):
+    """The team's own commands (argv lists, no shell) around a deploy and a rollback; they run
+    on the service's host in the release's directory, with OPSGATE_* context in the env."""
+
+    pre_deploy: list[HookArgv] = []  # failing: the deploy stops before anything changed
+    post_deploy: list[HookArgv] = []  # failing: verification failed, so it rolls back
+    pre_rollback: list[HookArgv] = []  # failing: reported, the rollback goes on
+    post_rollback: list[HookArgv] = []  # failing: the rollback ends rollback_failed
+    hook_timeout_s: float = Field(default=120, gt=0, le=3600)  # per command
+
+
 class DeployConfig(_Strict):
     """How a service is released: where, from what, how it is built and how it is watched."""
 
@@ -134,6 +150,7 @@ class DeployConfig(_Strict):
     watch_interval_s: float = Field(default=5, gt=0, le=300)
     max_failed_checks: int = Field(default=3, ge=1, le=100)  # in a row, during the watch
     max_restarts: int = Field(default=0, ge=0, le=100)  # NRestarts growth allowed in the watch
+    hooks: DeployHooks = DeployHooks()
 
 
 class Service(_Strict):

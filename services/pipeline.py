@@ -11,6 +11,18 @@ A failure before the switch ends as `failed`: nothing on the host changed. After
 release is marked bad and the deployment goes failed -> rolling_back (switch back, restore
 the rollback point's config files, restart, verify) -> rolled_back or rollback_failed.
 Every state is entered through `Deployments`, so the events table tells the same story.
+
+Hooks (services/hooks.py; cwd: the release being deployed or rolled back to):
+    pre_deploy    once the release is built, before the rollback point and the switch; a
+                  failure ends the deploy `failed` with nothing switched.
+    post_deploy   after verifying, before watching; a failure is a failed verification, so
+                  the release is marked bad and the pipeline rolls back.
+    pre_rollback  before switching back (automatic or by hand); a failure is reported, the
+                  rollback goes on.
+    post_rollback after the rollback verified; a failure never switches again: the
+                  rollback ends `rollback_failed`, the verified release keeps running.
+A failing hook's output tail goes into the deployment's error (and the event's note); every
+hook's tail is in its Progress step's detail.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from services.deployments import (
     DeploymentState,
     IllegalTransition,
 )
+from services.hooks import HookContext, HookFailed, HookPhase, HookResult, hooks_of, run_hooks
 from services.hosts_ssh import Hosts, UnknownHostError
 from services.pipeline_steps import (
     MIB,
@@ -134,9 +147,14 @@ class DeployPipeline:
             await check_disk(target.layout.host, target.deploy.root, progress, self._min_free_bytes)
             await self._advance(run, S.BUILDING)
             await self._build(run, target)
+            if target.deploy.hooks.pre_deploy:  # a failure here: nothing switched, `failed`
+                current = await target.layout.current()
+                await self._hooks(run, target, "pre_deploy", run.version, current)
             await self._switch(run, target)
             await self._advance(run, S.VERIFYING)
             restarts = await verify(target.controller, target.name, progress, self._start_timeout_s)
+            # A failing post_deploy hook is a failed verification: marked bad, rolled back.
+            await self._hooks(run, target, "post_deploy", run.version, run.previous)
             if target.deploy.watch_s > 0:
                 await self._advance(run, S.WATCHING)
                 await watch(target.controller, target.name, target.deploy, progress, restarts)
@@ -151,6 +169,7 @@ class DeployPipeline:
     ) -> DeployOutcome:
         """Switch back to the release the caller chose (never one marked bad) and verify."""
         run = _Run(await self._approved(deployment_id, DeploymentKind.ROLLBACK), progress, actor)
+        post_hook_failed: HookFailed | None = None
         try:
             target = run.target = self._resolve(run.deployment.service)
             await self._advance(run, S.PRE_CHECKS)
@@ -160,15 +179,24 @@ class DeployPipeline:
                 reason = await target.layout.bad_reason(run.version)
                 if reason is not None:
                     raise StepFailed(f"Release {run.version} is marked bad: {reason}")
-                if await target.layout.current() == run.version:
+                current = await target.layout.current()
+                if current == run.version:
                     raise StepFailed(f"{run.version} is what runs already.")
                 step.detail = "built, not marked bad"
+            await self._hooks(run, target, "pre_rollback", run.version, current, stop=False)
             await self._switch(run, target)
             await self._advance(run, S.VERIFYING)
             await verify(target.controller, target.name, progress, self._start_timeout_s)
-            await self._advance(run, S.SUCCEEDED)
+            try:
+                await self._hooks(run, target, "post_rollback", run.version, run.previous)
+            except HookFailed as exc:  # handled below, outside: never a switch back
+                post_hook_failed = exc
+            else:
+                await self._advance(run, S.SUCCEEDED)
         except Exception as exc:
             return await self._after_failure(run, exc)
+        if post_hook_failed is not None:
+            return await self._post_rollback_failed(run, str(post_hook_failed))
         return DeployOutcome(True, S.SUCCEEDED, run.version, run.previous, None)
 
     async def _approved(self, deployment_id: int, kind: DeploymentKind) -> Deployment:
@@ -198,6 +226,53 @@ class DeployPipeline:
 
     async def _advance(self, run: _Run, state: DeploymentState, note: str = "") -> None:
         run.deployment = await self._deployments.advance(run.id, state, run.actor, note)
+
+    async def _hooks(
+        self,
+        run: _Run,
+        target: _Target,
+        phase: HookPhase,
+        version: str,
+        previous: str | None,
+        *,
+        stop: bool = True,
+    ) -> list[HookResult]:
+        """The phase's hooks in `version`'s release dir; `stop`: raise `HookFailed` at the
+        first failure, else report it in its step and go on."""
+        if not hooks_of(target.deploy.hooks, phase):
+            return []
+        context = HookContext(
+            service=target.name,
+            version=version,
+            previous_version=previous,
+            deployment_id=run.id,
+            environment=run.deployment.environment,
+            requester=run.deployment.requested_by,
+            kind="rollback" if phase.endswith("rollback") else "deploy",
+        )
+        cwd = target.layout.path(version)
+        return await run_hooks(
+            target.layout.host,
+            target.deploy.hooks,
+            phase,
+            context,
+            cwd,
+            run.progress,
+            stop_on_failure=stop,
+        )
+
+    async def _post_rollback_failed(self, run: _Run, error: str) -> DeployOutcome:
+        """A rollback by hand switched and verified, then a post_rollback hook failed.
+
+        Switching back would land on the release someone just fled from, so this never
+        switches again: the verified release keeps running and the rollback ends
+        `rollback_failed` (failed -> rolling_back -> rollback_failed, the only way there), so a
+        human looks at what the team's own hook says is not right."""
+        await self._deployments.fail(run.id, run.actor, error)
+        keep = f"kept {run.version}, not switching back to {run.previous or 'nothing'}"
+        await self._advance(run, S.ROLLING_BACK, f"{keep}: a post_rollback hook failed")
+        await self._advance(run, S.ROLLBACK_FAILED, f"{run.version} runs, verified; {error}")
+        return DeployOutcome(False, S.ROLLBACK_FAILED, run.version, run.previous, error)
 
     async def _build(self, run: _Run, target: _Target) -> None:
         async with run.progress.step(f"build {run.version}") as step:
@@ -252,9 +327,17 @@ class DeployPipeline:
             log.warning("could not mark %s bad: %s", run.version, exc)
         await self._deployments.fail(run.id, run.actor, error)
         await self._advance(run, S.ROLLING_BACK, f"back to {run.previous or 'nothing'}")
+        pre_failed: list[HookResult] = []
         try:
             if run.previous is None:
                 raise StepFailed("There is no earlier release to go back to.")
+            # A failing pre_rollback hook is reported, never a reason to stay: the release
+            # that runs now failed, and getting the service back matters more than a
+            # notification or a drain script. The same holds for a rollback by hand.
+            pre = await self._hooks(
+                run, target, "pre_rollback", run.previous, run.version, stop=False
+            )
+            pre_failed = [r for r in pre if not r.ok]
             async with run.progress.step(f"roll back to {run.previous}"):
                 await target.layout.switch(run.previous)
             if target.deploy.config_files:
@@ -265,14 +348,22 @@ class DeployPipeline:
                         raise StepFailed(report.summary())
             await restart(target.controller, target.name, run.progress)
             await verify(target.controller, target.name, run.progress, self._start_timeout_s)
+            # Failing: rollback_failed, though the previous release runs (verified). Saying
+            # "rolled back" would claim more than the team's own check confirms; nothing
+            # switches again either way.
+            await self._hooks(run, target, "post_rollback", run.previous, run.version)
         except Exception as exc:
             why = _describe(exc)
             if not isinstance(exc, EXPECTED):
                 log.error("rollback of #%s failed unexpectedly", run.id, exc_info=exc)
             await self._advance(run, S.ROLLBACK_FAILED, why)
             text = f"{error} Rolling back failed too: {why}"
+            if isinstance(exc, HookFailed):  # only post_rollback raises here
+                text = f"{error} Rolled back to {run.previous} (verified), but: {why}"
             return DeployOutcome(False, S.ROLLBACK_FAILED, run.version, run.previous, text)
-        await self._advance(run, S.ROLLED_BACK, f"{run.previous} runs again")
+        note = f"{run.previous} runs again"
+        note += "".join(f" {r.describe()}" for r in pre_failed)
+        await self._advance(run, S.ROLLED_BACK, note)
         return DeployOutcome(
             False, S.ROLLED_BACK, run.version, run.previous, error, rolled_back_to=run.previous
         )

@@ -18,9 +18,10 @@ from bot.demo_web import free_port
 from config.opsfile import parse_ops_text
 from services.audit import AuditLog
 from services.deployments import DeploymentKind, Deployments, DeploymentState
+from services.hooks import hook_name
 from services.hosts_ssh import hosts_from_config
 from services.pipeline import DeployOutcome, DeployPipeline
-from services.progress import Progress, StepStatus
+from services.progress import Progress, Step, StepStatus
 from services.releases import ReleaseLayout
 from services.rollback_points import RollbackPoints
 from services.servicectl import ServiceController
@@ -70,6 +71,7 @@ class World:
     points: RollbackPoints
     port: int
     http: httpx.AsyncClient
+    base: Path
 
     async def deploy(
         self, version: str, kind: DeploymentKind = DeploymentKind.DEPLOY
@@ -93,7 +95,10 @@ class World:
 
 
 async def make_world(
-    sandbox: SystemdSandbox, tmp_path: Path, build: Sequence[Sequence[str]]
+    sandbox: SystemdSandbox,
+    tmp_path: Path,
+    build: Sequence[Sequence[str]],
+    hooks: dict[str, list[list[str]]] | None = None,
 ) -> AsyncIterator[World]:
     # Under work_dir, not /tmp: the sandbox has its own /tmp, and git runs inside it.
     base = Path(tempfile.mkdtemp(prefix="pipeline_", dir=sandbox.work_dir))
@@ -109,6 +114,9 @@ async def make_world(
         pid=sandbox.pid, unit=UNIT, port=port, root=root, git=repo.url, config=config,
         build=json.dumps(build),
     )  # fmt: skip
+    if hooks:  # JSON arrays of strings are TOML arrays too; "{base}" is the world's dir
+        lines = [f"{k} = {json.dumps(v)}".replace("{base}", str(base)) for k, v in hooks.items()]
+        text += "\n".join(["[services.app.deploy.hooks]", "hook_timeout_s = 10", *lines, ""])
     ops = parse_ops_text(text)
     hosts = hosts_from_config(ops.hosts)
     async with Storage(tmp_path / "opsgate.db") as storage, httpx.AsyncClient() as http:
@@ -119,7 +127,7 @@ async def make_world(
         )
         host = hosts.get("sandbox")
         layout, points = ReleaseLayout(host, str(root)), RollbackPoints(host, str(root))
-        yield World(pipeline, deployments, layout, points, port, http)
+        yield World(pipeline, deployments, layout, points, port, http, base)
     await hosts.aclose()
     await sandbox.host.run(["systemctl", "stop", UNIT])
     (sandbox.unit_dir / UNIT).unlink()
@@ -210,3 +218,130 @@ async def test_failed_build_changes_nothing_and_releases_the_lock(picky_world: W
     assert await world.deployments.in_flight() == []
     again = await world.deployments.request("app", "staging", "v1", "1001")
     assert again.state is S.REQUESTED  # the lock is free for the next deploy
+
+
+# Writes the hook's OPSGATE_* environment and directory to {base}/NAME-VERSION.json, then
+# fails (printing why) while the file {base}/fail-NAME exists.
+RECORD = (
+    "import json, os, sys; e = os.environ; n = sys.argv[1]; v = e['OPSGATE_VERSION'];"
+    " c = {k: x for k, x in e.items() if k.startswith('OPSGATE_')} | {'cwd': os.getcwd()};"
+    " json.dump(c, open(f'{base}/{n}-{v}.json', 'w')); print('checked', v);"
+    " os.path.exists(f'{base}/fail-{n}') and sys.exit(f'{n}: {v} is not welcome')"
+)
+PYTHON = hook_name([sys.executable])
+
+
+def seen(world: World, name: str, version: str) -> dict[str, str]:
+    recorded: dict[str, str] = json.loads((world.base / f"{name}-{version}.json").read_text())
+    return recorded
+
+
+def step(progress: Progress, title: str) -> Step:
+    return next(s for s in progress.steps if s.title == title)
+
+
+@pytest.fixture
+async def hooked_world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterator[World]:
+    hooks = {
+        "pre_deploy": [[sys.executable, "-c", RECORD, "pre"]],
+        "post_deploy": [["touch", "{base}/post-deployed"], [sys.executable, "-c", RECORD, "post"]],
+        "pre_rollback": [["false"], ["touch", "{base}/pre-rolled"]],
+        "post_rollback": [[sys.executable, "-c", RECORD, "post_rollback"]],
+    }
+    async for made in make_world(systemd_sandbox, tmp_path, CHECK_APP, hooks):
+        yield made
+
+
+async def test_pre_deploy_hook_sees_the_context_and_a_failing_one_changes_nothing(
+    hooked_world: World,
+) -> None:
+    world = hooked_world
+    first, outcome, progress = await world.deploy("v1")
+    assert outcome.ok
+    assert seen(world, "pre", "v1") == {
+        "OPSGATE_SERVICE": "app",
+        "OPSGATE_VERSION": "v1",
+        "OPSGATE_PREVIOUS_VERSION": "",
+        "OPSGATE_DEPLOYMENT_ID": str(first),
+        "OPSGATE_ENVIRONMENT": "staging",
+        "OPSGATE_REQUESTER": "1001",
+        "OPSGATE_KIND": "deploy",
+        "cwd": world.layout.path("v1"),
+    }
+    assert seen(world, "post", "v1")["cwd"] == world.layout.path("v1")
+    assert (world.base / "post-deployed").exists()
+    titles = [s.title for s in progress.steps]
+    pre, post = f"hook pre_deploy: {PYTHON}", f"hook post_deploy: {PYTHON}"
+    assert titles.index("build v1") < titles.index(pre) < titles.index("rollback point")
+    assert titles.index("health: 2 in a row") < titles.index(post) < titles.index("watch 1 s")
+    assert step(progress, pre).detail == "checked v1"
+    assert "hook pre_rollback: false" not in titles
+    before = await world.health()
+
+    (world.base / "fail-pre").touch()
+    failed, outcome, progress = await world.deploy("v2")
+    assert (outcome.ok, outcome.state, outcome.rolled_back_to) == (False, S.FAILED, None)
+    assert outcome.error is not None and "pre: v2 is not welcome" in outcome.error
+    assert outcome.error.startswith(f"The pre_deploy hook {PYTHON} failed (exit status 1")
+    assert (await world.deployments.get(failed)).error == outcome.error  # the tail is kept
+    assert await world.states(failed) == [*HAPPY[:4], "failed"]
+    assert step(progress, pre).status is StepStatus.FAILED
+    assert "pre: v2 is not welcome" in step(progress, pre).detail
+    assert "rollback point" not in [s.title for s in progress.steps]
+    assert seen(world, "pre", "v2")["OPSGATE_PREVIOUS_VERSION"] == "v1"
+    assert await world.layout.current() == "v1"
+    assert await world.health() == before  # same pid: never restarted
+    assert not await world.layout.is_bad("v2")
+    assert await world.deployments.in_flight() == []
+
+
+async def test_failing_post_deploy_hook_rolls_back_and_runs_the_rollback_hooks(
+    hooked_world: World,
+) -> None:
+    world = hooked_world
+    assert (await world.deploy("v1"))[1].ok
+    (world.base / "fail-post").touch()
+    second, outcome, progress = await world.deploy("v2")
+    assert (outcome.ok, outcome.state, outcome.rolled_back_to) == (False, S.ROLLED_BACK, "v1")
+    assert outcome.error is not None and "post: v2 is not welcome" in outcome.error
+    assert await world.layout.bad_reason("v2") == outcome.error
+    assert await world.states(second) == [*HAPPY[:6], "failed", "rolling_back", "rolled_back"]
+    assert await world.layout.current() == "v1"
+    assert (await world.health())["version"] == "v1"
+    # pre_rollback: `false` is reported, the next hook and the rollback still run.
+    assert step(progress, "hook pre_rollback: false").status is StepStatus.FAILED
+    assert (world.base / "pre-rolled").exists()
+    titles = [s.title for s in progress.steps]
+    assert titles.index("hook pre_rollback: touch") < titles.index("roll back to v1")
+    assert titles[-1] == f"hook post_rollback: {PYTHON}"
+    assert progress.steps[-1].status is StepStatus.OK
+    rolled = seen(world, "post_rollback", "v1")
+    assert (rolled["OPSGATE_KIND"], rolled["OPSGATE_PREVIOUS_VERSION"]) == ("rollback", "v2")
+    assert rolled["OPSGATE_DEPLOYMENT_ID"] == str(second)
+    assert rolled["cwd"] == world.layout.path("v1")
+    note = (await world.deployments.events(second))[-1].data["note"]
+    assert note.startswith("v1 runs again The pre_rollback hook false failed")
+    assert await world.deployments.in_flight() == []
+
+
+async def test_failing_post_rollback_hook_never_switches_again(hooked_world: World) -> None:
+    world = hooked_world
+    assert (await world.deploy("v1"))[1].ok
+    assert (await world.deploy("v2"))[1].ok
+    (world.base / "fail-post_rollback").touch()
+    back, outcome, progress = await world.deploy("v1", DeploymentKind.ROLLBACK)
+    assert (outcome.ok, outcome.state, outcome.rolled_back_to) == (
+        False, S.ROLLBACK_FAILED, None,
+    )  # fmt: skip
+    assert outcome.error is not None and "post_rollback: v1 is not welcome" in outcome.error
+    assert await world.states(back) == [
+        "requested", "approved", "pre_checks", "switching", "verifying", "failed",
+        "rolling_back", "rollback_failed",
+    ]  # fmt: skip
+    assert await world.layout.current() == "v1"  # kept: not back onto v2
+    assert (await world.health())["version"] == "v1"
+    assert not await world.layout.is_bad("v1") and not await world.layout.is_bad("v2")
+    assert seen(world, "post_rollback", "v1")["OPSGATE_PREVIOUS_VERSION"] == "v2"
+    assert step(progress, "hook pre_rollback: false").status is StepStatus.FAILED
+    assert [s.title for s in progress.steps].count("roll back to v2") == 0
+    assert await world.deployments.in_flight() == []
