@@ -21,6 +21,7 @@ from config.settings import Settings, UpdateMode
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from handlers.context import OpsApplication
+from handlers.deploy_chat import resume_after_restart
 from handlers.deploy_render import render_recovery
 from handlers.flags_chat import run_plan_tick
 from services.audit import utc_now
@@ -140,6 +141,8 @@ class Opsgate:
         )
         if services.ops.chats.deploys is not None:
             await application.bot.send_message(services.ops.chats.deploys, text)
+        for deployment in result.needs_attention:
+            application.create_task(resume_after_restart(application.bot, services, deployment))
 
     async def stop(self) -> None:
         """Stop taking updates, let running handlers finish, then close everything."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
@@ -25,6 +25,7 @@ from handlers.deploy_render import (
 from handlers.progress import ProgressMessage
 from handlers.render import code, esc
 from handlers.services_chat import service_name_problem
+from services.container import Services
 from services.deployment_model import Deployment, DeploymentError, DeploymentKind
 from services.deployment_model import DeploymentState as S
 from services.env_locks import EnvLockError
@@ -205,13 +206,31 @@ async def _start(
         deployment.id, card.chat_id, card.message_id
     )
     progress = ProgressMessage(card, title)
-    context.application.create_task(_run(context, deployment, progress))
+    context.application.create_task(_run(context.services, deployment, progress))
 
 
-async def _run(context: OpsContext, deployment: Deployment, progress: ProgressMessage) -> None:
-    pipeline = context.services.pipeline
+async def resume_after_restart(bot: Bot, services: Services, deployment: Deployment) -> None:
+    """A deployment that had switched when opsgate stopped: verify it again, or roll back."""
+    chat_id = deployment.progress_chat_id or services.ops.chats.deploys
+    title = (
+        f"♻️ #{deployment.id} Resuming <b>{esc(deployment.service)}</b> "
+        f"{code(deployment.version)} after a restart of opsgate"
+    )
+    if chat_id is None:
+        await services.pipeline.resume(deployment.id, Progress())
+        return
+    card = await bot.send_message(chat_id, title)
+    await _run(services, deployment, ProgressMessage(card, title), resume=True)
+
+
+async def _run(
+    services: Services, deployment: Deployment, progress: ProgressMessage, resume: bool = False
+) -> None:
+    pipeline = services.pipeline
     steps = Progress(progress)
-    if deployment.kind is DeploymentKind.ROLLBACK:
+    if resume:
+        outcome = await pipeline.resume(deployment.id, steps)
+    elif deployment.kind is DeploymentKind.ROLLBACK:
         outcome = await pipeline.rollback(deployment.id, steps)
     else:
         outcome = await pipeline.run(deployment.id, steps)

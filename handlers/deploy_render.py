@@ -140,9 +140,7 @@ def render_recovery(ended: Sequence[Deployment], attention: Sequence[Deployment]
         )
     for d in attention:
         lines.append(
-            f"⚠️ #{d.id} {esc(d.service)} {code(d.version)} was {esc(d.state)}: that release "
-            f"is live but was not fully verified, and #{d.id} keeps the lock. Check "
-            f"/service {esc(d.service)}; finishing or rolling back such a deploy by itself "
-            "is not automatic yet."
+            f"⚠️ #{d.id} {esc(d.service)} {code(d.version)} was {esc(d.state)}: verifying it "
+            "again now; it rolls back if it is not healthy."
         )
     return join_lines(lines)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from config.inventory import DeployConfig
 from config.opsfile import OpsConfig
 from services.database_backups import SqliteDatabase
+from services.deployment_model import BEFORE_SWITCH
 from services.deployments import (
     Deployment,
     DeploymentError,
@@ -199,6 +200,34 @@ class DeployPipeline:
             return await self._post_rollback_failed(run, str(post_hook_failed))
         return DeployOutcome(True, S.SUCCEEDED, run.version, run.previous, None)
 
+    async def resume(
+        self, deployment_id: int, progress: Progress, actor: str = "opsgate"
+    ) -> DeployOutcome:
+        """After opsgate restarted: a deployment that had switched is verified again and ends
+        succeeded, or is rolled back (also one that was failing or rolling back)."""
+        deployment = await self._deployments.get(deployment_id)
+        if deployment.finished or deployment.state in BEFORE_SWITCH:
+            raise IllegalTransition(f"#{deployment_id} is {deployment.state}: nothing to resume")
+        run = _Run(deployment, progress, actor, previous=deployment.previous_version)
+        run.switched = True
+        try:
+            target = run.target = self._resolve(deployment.service)
+            if deployment.state in (S.FAILED, S.ROLLING_BACK):
+                raise StepFailed(f"it was {deployment.state} when opsgate stopped")
+            async with progress.step("release in place") as step:
+                current = await target.layout.current()
+                step.detail = f"current is {current or 'nothing'}"
+                if current != deployment.version:
+                    raise StepFailed(f"current is {current or 'nothing'}, not {deployment.version}")
+            if deployment.state is S.SWITCHING:
+                await restart(target.controller, target.name, progress)
+                await self._advance(run, S.VERIFYING, "resumed after a restart of opsgate")
+            await verify(target.controller, target.name, progress, self._start_timeout_s)
+            await self._advance(run, S.SUCCEEDED, "verified after a restart of opsgate")
+        except Exception as exc:
+            return await self._after_failure(run, exc)
+        return DeployOutcome(True, S.SUCCEEDED, run.version, run.previous, None)
+
     async def _approved(self, deployment_id: int, kind: DeploymentKind) -> Deployment:
         deployment = await self._deployments.get(deployment_id)
         if deployment.kind is not kind or deployment.dry_run:
@@ -325,8 +354,11 @@ class DeployPipeline:
             await target.layout.mark_bad(run.version, error)
         except EXPECTED as exc:  # the way back matters more than the mark
             log.warning("could not mark %s bad: %s", run.version, exc)
-        await self._deployments.fail(run.id, run.actor, error)
-        await self._advance(run, S.ROLLING_BACK, f"back to {run.previous or 'nothing'}")
+        state = (await self._deployments.get(run.id)).state
+        if state not in (S.FAILED, S.ROLLING_BACK):  # a resumed one may be there already
+            await self._deployments.fail(run.id, run.actor, error)
+        if state is not S.ROLLING_BACK:
+            await self._advance(run, S.ROLLING_BACK, f"back to {run.previous or 'nothing'}")
         pre_failed: list[HookResult] = []
         try:
             if run.previous is None:

@@ -1,10 +1,9 @@
 """What opsgate does at start-up with deployments a previous run left in flight.
 
 A deployment that had not switched yet changed nothing on the host: it is ended as failed,
-which releases its lock, and its requester is told to ask again. One that had switched is
-left holding its lock (nobody should deploy over a release that was never verified) and is
-reported, so that a person looks; finishing its verification or rolling it back by itself
-is the next step of this work.
+which releases its lock, and its requester is told to ask again. One that had switched keeps
+its lock and is handed back to the pipeline (`DeployPipeline.resume`): verified again and
+ended succeeded, or rolled back.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from bot import demo_web
+from bot.runner import Opsgate
 from bot.sandbox import SandboxClient, SandboxMessage
+from services.deployment_model import DeploymentState as S
+from services.release_build import GitSource
 from services.systemd import SystemdManager, quote_exec
 from tests.e2e.conftest import (
     ALICE,
@@ -184,3 +187,52 @@ async def test_bad_cancel_and_halt(
     assert (await client.reply_after(CAROL, DEPLOYS, "/cancel 2")).text.startswith("⛔")
     kinds = [e.kind for e in await opsgate.services.audit.events(kind="opsgate.halt")]
     assert kinds == ["opsgate.halt"]
+
+
+async def crash_mid_verify(opsgate: Opsgate, systemd_sandbox: SystemdSandbox, version: str) -> int:
+    """What a run that died while verifying leaves behind: switched, restarted, in flight."""
+    services = opsgate.services
+    deploy = services.ops.services["app"].deploy
+    assert deploy is not None and deploy.git is not None
+    layout = services.releases.layout("app")
+    deployment = await services.deployments.request("app", "staging", version, "1003")
+    previous = await layout.current()
+    for state in (S.APPROVED, S.PRE_CHECKS, S.BUILDING):
+        await services.deployments.advance(deployment.id, state, "opsgate")
+    await layout.prepare(version, GitSource(deploy.git), [])
+    assert previous is not None
+    await services.deployments.set_previous_version(deployment.id, previous)
+    await services.deployments.advance(deployment.id, S.SWITCHING, "opsgate")
+    await layout.switch(version)
+    await SystemdManager(systemd_sandbox.host).restart("t-deploy.service")
+    await services.deployments.advance(deployment.id, S.VERIFYING, "opsgate")
+    await opsgate.stop()
+    return deployment.id
+
+
+async def test_restart_mid_verify_finishes_or_rolls_back(
+    app: tuple[Path, int],
+    start_opsgate: StartOpsgate,
+    client: SandboxClient,
+    systemd_sandbox: SystemdSandbox,
+) -> None:
+    root, _ = app
+    opsgate = await start_opsgate()
+    await deploy_and_wait(client, CAROL, "/deploy app v1", approver=ALICE)
+
+    good = await crash_mid_verify(opsgate, systemd_sandbox, "v2")
+    opsgate = await start_opsgate()
+    resumed = await client.wait_for(DEPLOYS, lambda ms: card(ms, f"#{good} Resuming app v2"))
+    done = await client.wait_for(
+        DEPLOYS, lambda ms: card(ms, "✅ app runs v2 (was v1).") if resumed else None, timeout=60
+    )
+    assert "release in place" in done.text
+    assert (await opsgate.services.deployments.get(good)).state is S.SUCCEEDED
+
+    bad = await crash_mid_verify(opsgate, systemd_sandbox, "v3")
+    opsgate = await start_opsgate()
+    back = await client.wait_for(DEPLOYS, lambda ms: card(ms, "v3 is marked bad"), timeout=60)
+    assert f"#{bad} Resuming app v3" in back.text
+    assert "Rolled back: app runs v2 again" in back.text
+    assert (root / "current").resolve().name == "v2"
+    assert (await opsgate.services.deployments.get(bad)).state is S.ROLLED_BACK
