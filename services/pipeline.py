@@ -217,6 +217,17 @@ class DeployPipeline:
             async with progress.step("release in place") as step:
                 current = await target.layout.current()
                 step.detail = f"current is {current or 'nothing'}"
+                # Killed while switching, before `current` moved: the release (complete, its
+                # rollback point recorded) never ran, so finish the switch. Rolling back here
+                # would mark a release bad that never failed, and nothing clears that mark.
+                if (
+                    deployment.state is S.SWITCHING
+                    and current != deployment.version
+                    and current == deployment.previous_version
+                ):
+                    await target.layout.switch(deployment.version)
+                    current = deployment.version
+                    step.detail += f", switched to {current} now"
                 if current != deployment.version:
                     raise StepFailed(f"current is {current or 'nothing'}, not {deployment.version}")
             if deployment.state is S.SWITCHING:

@@ -3,34 +3,26 @@ the real bot, against the real systemd sandbox and a git repository the test cre
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bot import demo_web
 from bot.runner import Opsgate
 from bot.sandbox import SandboxClient, SandboxMessage
 from services.deployment_model import DeploymentState as S
 from services.release_build import GitSource
-from services.systemd import SystemdManager, quote_exec
+from services.systemd import SystemdManager
 from tests.e2e.conftest import (
     ALICE,
     BOB,
     CAROL,
     DEPLOYS,
-    OPS_TEXT,
     StartOpsgate,
     callback_answer_text,
 )
-from tests.gitrepo import app_argv, make_app_repo
+from tests.e2e.deploy_app import PEOPLE_AND_CHATS, app_ops_text, installed_app
 from tests.systemd_sandbox import SystemdSandbox
-
-# carol is an admin here too, so that an admin's own request meets the requester rule.
-PEOPLE_AND_CHATS = OPS_TEXT.split("[environments.production]")[0].replace(
-    "admin = [1001]", "admin = [1001, 1003]"
-)
 
 
 @pytest.fixture
@@ -38,51 +30,11 @@ async def app(
     systemd_sandbox: SystemdSandbox, tmp_path: Path, ops_file: Path
 ) -> AsyncIterator[tuple[Path, int]]:
     """t-deploy.service runs ROOT/current/app.py; the repository has v1, v2 and v3 (unhealthy)."""
-    base = systemd_sandbox.work_dir / f"deploy-{tmp_path.name}"
-    repo = make_app_repo(base / "repo")
-    root = base / "app"
-    port = demo_web.free_port()
-    manager = SystemdManager(systemd_sandbox.host)
-    argv = app_argv(root / "current", port, python=sys.executable)
-    unit = "\n".join(
-        [
-            "[Unit]",
-            "Description=deploy test app",
-            "StartLimitIntervalSec=0",
-            "[Service]",
-            "Type=notify",
-            f"ExecStart={quote_exec(argv)}",
-        ]
-    )
-    await manager.install_unit("t-deploy.service", unit)
-    ops_file.write_text(
-        PEOPLE_AND_CHATS
-        + f"""
-[environments.production]
-[environments.staging]
-requires_approval = true
-[hosts.sandbox]
-prefix = ["nsenter", "-t", "{systemd_sandbox.pid}", "-m", "-p"]
-[services.app]
-environment = "staging"
-host = "sandbox"
-unit = "t-deploy.service"
-[services.app.health]
-url = "http://127.0.0.1:{port}/health"
-consecutive = 2
-within_s = 5
-interval_s = 0.1
-[services.app.deploy]
-root = "{root}"
-git = "{repo.url}"
-keep = 3
-watch_s = 0.5
-watch_interval_s = 0.1
-"""
-    )
-    yield root, port
-    await manager.stop("t-deploy.service")
-    await manager.remove_unit("t-deploy.service")
+    async with installed_app(
+        systemd_sandbox, systemd_sandbox.work_dir / f"deploy-{tmp_path.name}"
+    ) as deployed:
+        ops_file.write_text(PEOPLE_AND_CHATS + app_ops_text(systemd_sandbox, deployed))
+        yield deployed.root, deployed.port
 
 
 def card(messages: list[SandboxMessage], marker: str) -> SandboxMessage | None:
