@@ -69,4 +69,9 @@ class CommandRegistry:
 
     def visible_to(self, roles: frozenset[str]) -> list[Command]:
         """Commands a person with these roles may use, in registration order."""
-        return [c for c in self._commands.values() if c.role is None or c.role in roles]
+        shown = []
+        for command in self._commands.values():
+            role = command.role_needed("")  # what the plain form of the command needs
+            if role is None or role in roles:
+                shown.append(command)
+        return shown

@@ -35,6 +35,8 @@ from services.release_build import InvalidVersion, validate_version
 log = logging.getLogger(__name__)
 
 DEPLOY_ROLE = "sre"
+EMERGENCY_ROLE = "oncall"
+FLAGS = ("--dry-run", "--emergency")
 APPROVE_ROLE = "admin"
 NS_APPROVAL, NS_ROLLBACK = "dp", "rb"
 
@@ -53,10 +55,10 @@ async def deploy(update: Update, context: OpsContext) -> None:
     if message is None or user is None:
         return
     args = context.args or []
-    dry_run = "--dry-run" in args
-    words = [a for a in args if a != "--dry-run"]
-    if len(words) != 2:
-        await message.reply_text("Usage: /deploy SERVICE VERSION [--dry-run]")
+    dry_run, emergency = "--dry-run" in args, "--emergency" in args
+    words = [a for a in args if a not in FLAGS]
+    if len(words) != 2 or (dry_run and emergency):
+        await message.reply_text("Usage: /deploy SERVICE VERSION [--dry-run | --emergency]")
         return
     name, version = words
     problem = deploy_problem(name, context)
@@ -76,17 +78,41 @@ async def deploy(update: Update, context: OpsContext) -> None:
         return
     try:
         requested = await services.deployments.request(
-            name, service.environment, version, str(user.id)
+            name, service.environment, version, str(user.id), emergency=emergency
         )
     except (DeploymentError, EnvLockError) as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
     environment = services.ops.environments.get(service.environment)
-    if environment is not None and environment.requires_approval:
+    needs_approval = environment is not None and environment.requires_approval
+    if needs_approval and not emergency:
         await _ask_approval(message, requested, context)
         return
-    await services.deployments.advance(requested.id, S.APPROVED, str(user.id), "no approval needed")
+    note = "emergency: approval after the fact" if needs_approval else "no approval needed"
+    await services.deployments.advance(requested.id, S.APPROVED, str(user.id), note)
+    if needs_approval:
+        await _after_the_fact(requested, user.id, context)
     await _start(message, requested, context, reply=True)
+
+
+async def _after_the_fact(deployment: Deployment, user_id: int, context: OpsContext) -> None:
+    """An emergency deploy skipped approval: the approvers are asked to review it now."""
+    ops = context.services.ops
+    chat_id = ops.chats.approvals or ops.chats.deploys
+    if chat_id is None:
+        return
+    who = esc(ops.name_of(user_id) or str(user_id))
+    await context.bot.send_message(
+        chat_id,
+        f"🚨 Emergency deploy #{deployment.id}: <b>{esc(deployment.service)}</b> "
+        f"{code(deployment.version)} to {esc(deployment.environment)} by {who}, without "
+        f"approval. Review it now; /rollback {esc(deployment.service)} undoes it.",
+    )
+
+
+def role_for_deploy(args: str) -> str:
+    """`--emergency` skips approval, so only the on-call role may use it."""
+    return EMERGENCY_ROLE if "--emergency" in args.split() else DEPLOY_ROLE
 
 
 async def _ask_approval(message: Message, deployment: Deployment, context: OpsContext) -> None:
@@ -268,7 +294,12 @@ async def history(update: Update, context: OpsContext) -> None:
 
 
 COMMANDS = [
-    Command("deploy", "deploy a release: SERVICE VERSION [--dry-run]", deploy, role=DEPLOY_ROLE),
+    Command(
+        "deploy",
+        "deploy a release: SERVICE VERSION [--dry-run | --emergency]",
+        deploy,
+        role_for=role_for_deploy,
+    ),
     Command("rollback", "roll back: SERVICE [VERSION]", rollback, role=DEPLOY_ROLE),
     Command("releases", "releases kept for a service", releases),
     Command("history", "recent deployments [SERVICE]", history),

@@ -15,6 +15,7 @@ from services.release_build import GitSource
 from services.systemd import SystemdManager
 from tests.e2e.conftest import (
     ALICE,
+    APPROVALS,
     BOB,
     CAROL,
     DEPLOYS,
@@ -188,3 +189,20 @@ async def test_restart_mid_verify_finishes_or_rolls_back(
     assert "Rolled back: app runs v2 again" in back.text
     assert (root / "current").resolve().name == "v2"
     assert (await opsgate.services.deployments.get(bad)).state is S.ROLLED_BACK
+
+
+async def test_emergency_deploy_skips_approval_and_asks_after_the_fact(
+    app: tuple[Path, int], start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path
+) -> None:
+    ops_file.write_text(ops_file.read_text().replace("[roles]\n", "[roles]\noncall = [1001]\n", 1))
+    opsgate = await start_opsgate()
+    refused = await client.reply_after(CAROL, DEPLOYS, "/deploy app v1 --emergency")
+    assert refused.text.startswith("⛔ That /deploy change needs the role oncall.")
+    done = await deploy_and_wait(client, ALICE, "/deploy app v1 --emergency")
+    assert "✅ app runs v1." in done.text
+    notice = await client.wait_for(
+        APPROVALS, lambda ms: next((m for m in ms if "Emergency deploy" in m.text), None)
+    )
+    assert notice.text.startswith("🚨 Emergency deploy #1: app v1 to staging by alice")
+    [deployment] = await opsgate.services.deployments.history("app")
+    assert deployment.emergency
