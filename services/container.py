@@ -66,12 +66,18 @@ class Services:
         flags = FlagStore(storage, audit)
         deployments = Deployments(storage, audit, clock)
         http = httpx.AsyncClient(follow_redirects=False)
-        services: Services
+        services: Services  # the functions below read it once it exists
 
-        def services_controller() -> ServiceController:
+        def current_ops() -> OpsConfig:
+            return services.ops
+
+        def current_hosts() -> Hosts:
+            return services.hosts
+
+        def controller() -> ServiceController:
             return services.controller()
 
-        gate = FlagGate(lambda: services.ops, lambda: services.controller(), http)
+        gate = FlagGate(current_ops, controller, http)
         services = cls(
             ops=ops,
             ops_path=ops_path,
@@ -84,14 +90,12 @@ class Services:
             control_dir=control_dir,
             flags=flags,
             plans=PlanService(storage, audit, flags, gate, clock),
-            flag_source=LiveFlagSource(flags, lambda: services.ops),
-            flagd=FlagdExporter(flags, lambda: services.ops),
+            flag_source=LiveFlagSource(flags, current_ops),
+            flagd=FlagdExporter(flags, current_ops),
             deployments=deployments,
             env_locks=EnvironmentLocks(storage, audit),
-            releases=ReleaseQueries(lambda: services.ops, lambda: services.hosts),
-            pipeline=DeployPipeline(
-                lambda: services.ops, lambda: services.hosts, deployments, services_controller
-            ),
+            releases=ReleaseQueries(current_ops, current_hosts),
+            pipeline=DeployPipeline(current_ops, current_hosts, deployments, controller),
         )
         return services
 

@@ -18,6 +18,7 @@ from config.inventory import DeployHooks
 from services.hosts import CommandResult, Host
 from services.pipeline_steps import StepFailed
 from services.progress import Progress, StepStatus
+from services.units import tail_lines
 
 HookPhase = Literal["pre_deploy", "post_deploy", "pre_rollback", "post_rollback"]
 TAIL_LINES = 10
@@ -86,7 +87,7 @@ def hook_name(argv: Sequence[str]) -> str:
 def output_tail(result: CommandResult, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
     """The last lines of stdout and stderr together (stderr last: it usually says why)."""
     text = "\n".join(s.rstrip("\n") for s in (result.stdout, result.stderr) if s.strip())
-    return "\n".join(text.splitlines()[-lines:])[-chars:]
+    return tail_lines(text, lines)[-chars:]
 
 
 def hooks_of(hooks: DeployHooks, phase: HookPhase) -> list[list[str]]:

@@ -128,10 +128,11 @@ class ServiceController:
 
     async def state(self, name: str) -> ServiceState:
         service = self.service(name)
+        backend = self.backend(name)  # resolves the host: fails before any probe starts
         check = self.health_check(name)
         health_task = asyncio.ensure_future(self._probe(name, check)) if check else None
         try:
-            status = await self.backend(name).status()
+            status = await backend.status()
             error = None
         except ServiceControlError as exc:
             status, error = None, str(exc)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from services.flags.bucketing import bucket
+from services.flags.bucketing import in_rollout
 from services.flags.types import (
     MAX_TARGETING_KEY_LENGTH,
     ErrorCode,
@@ -125,7 +125,7 @@ def _evaluate(flag: Flag, key: str, ctx: EvaluationContext, segments: Segments) 
         return _error(
             key, ErrorCode.TARGETING_KEY_MISSING, "a partial rollout needs a targeting key"
         )
-    on = bucket(flag.key, user) < round(percent * 10)
+    on = in_rollout(flag.key, user, percent)  # the same weights the flagd export writes
     return _resolve(flag, key, flag.on_variant if on else flag.off_variant, Reason.SPLIT)
 
 
