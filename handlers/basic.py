@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from html import escape
-
 from telegram import Update
 
 from config.opsfile import OpsFileError, load_ops_file
@@ -77,7 +75,7 @@ async def reload(update: Update, context: OpsContext) -> None:
     try:
         new_ops = load_ops_file(path)
     except OpsFileError as exc:
-        problems = [f"• {escape(p, quote=False)}" for p in exc.problems]
+        problems = [f"• {esc(p)}" for p in exc.problems]
         header = f"⚠️ Kept the old ops file: {code(path)} has {len(problems)} problem(s)."
         await update.effective_message.reply_text(join_lines([header, *problems]))
         return

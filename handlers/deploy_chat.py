@@ -30,7 +30,7 @@ from services.deployment_model import Deployment, DeploymentError, DeploymentKin
 from services.deployment_model import DeploymentState as S
 from services.env_locks import EnvLockError
 from services.progress import Progress
-from services.release_build import InvalidVersion, validate_version
+from services.release_build import HostCommandFailed, InvalidVersion, validate_version
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ async def deploy(update: Update, context: OpsContext) -> None:
     await services.deployments.advance(requested.id, S.APPROVED, str(user.id), note)
     if needs_approval:
         await _after_the_fact(requested, user.id, context)
-    await _start(message, requested, context, reply=True)
+    await _start(update, message, requested, context, reply=True)
 
 
 async def _after_the_fact(deployment: Deployment, user_id: int, context: OpsContext) -> None:
@@ -158,7 +158,7 @@ async def approval_pressed(update: Update, context: OpsContext) -> None:
         return
     await deployments.advance(deployment.id, S.APPROVED, actor, "approved by button")
     await query.answer("Approved.")
-    await _start(query.message, deployment, context, reply=False)
+    await _start(update, query.message, deployment, context, reply=False)
 
 
 async def rollback(update: Update, context: OpsContext) -> None:
@@ -175,11 +175,16 @@ async def rollback(update: Update, context: OpsContext) -> None:
         await message.reply_text(problem)
         return
     version = args[1] if len(args) == 2 else None
-    await _request_rollback(message, args[0], version, str(user.id), context)
+    await _request_rollback(update, message, args[0], version, str(user.id), context)
 
 
 async def _request_rollback(
-    message: Message, name: str, version: str | None, actor: str, context: OpsContext
+    update: Update,
+    message: Message,
+    name: str,
+    version: str | None,
+    actor: str,
+    context: OpsContext,
 ) -> None:
     services = context.services
     try:
@@ -188,11 +193,11 @@ async def _request_rollback(
         requested = await services.deployments.request(
             name, environment, target, actor, kind=DeploymentKind.ROLLBACK
         )
-    except (DeploymentError, EnvLockError, InvalidVersion, LookupError) as exc:
+    except (DeploymentError, EnvLockError, InvalidVersion, LookupError, HostCommandFailed) as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
     await services.deployments.advance(requested.id, S.APPROVED, "opsgate", "rollback")
-    await _start(message, requested, context, reply=True)
+    await _start(update, message, requested, context, reply=True)
 
 
 async def rollback_pressed(update: Update, context: OpsContext) -> None:
@@ -211,6 +216,7 @@ async def rollback_pressed(update: Update, context: OpsContext) -> None:
     await query.answer(f"Rolling back to {deployment.previous_version}…")
     await query.message.edit_reply_markup(None)
     await _request_rollback(
+        update,
         query.message,
         deployment.service,
         deployment.previous_version,
@@ -220,7 +226,7 @@ async def rollback_pressed(update: Update, context: OpsContext) -> None:
 
 
 async def _start(
-    message: Message, deployment: Deployment, context: OpsContext, *, reply: bool
+    update: Update, message: Message, deployment: Deployment, context: OpsContext, *, reply: bool
 ) -> None:
     verb = "Rolling back" if deployment.kind is DeploymentKind.ROLLBACK else "Deploying"
     title = (
@@ -232,7 +238,9 @@ async def _start(
         deployment.id, card.chat_id, card.message_id
     )
     progress = ProgressMessage(card, title)
-    context.application.create_task(_run(context.services, deployment, progress))
+    # Tracked by the Application, tied to the update: errors reach the error handler, which
+    # tells the chat, and shutdown waits for the deploy.
+    context.application.create_task(_run(context.services, deployment, progress), update=update)
 
 
 async def resume_after_restart(bot: Bot, services: Services, deployment: Deployment) -> None:
@@ -278,7 +286,12 @@ async def releases(update: Update, context: OpsContext) -> None:
     if problem:
         await message.reply_text(problem)
         return
-    await message.reply_text(render_releases(name, await context.services.releases.releases(name)))
+    try:
+        kept = await context.services.releases.releases(name)
+    except HostCommandFailed as exc:
+        await message.reply_text(f"⛔ Cannot read the releases of {esc(name)}: {esc(exc)}")
+        return
+    await message.reply_text(render_releases(name, kept))
 
 
 async def history(update: Update, context: OpsContext) -> None:

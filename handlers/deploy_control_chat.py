@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from telegram import Update
 
 from handlers.commands import Command
@@ -11,7 +13,7 @@ from handlers.render import code, esc, join_lines
 from services.deployment_model import DeploymentError
 from services.env_locks import EnvLockError
 from services.halt import halt as halt_everything
-from services.release_build import InvalidVersion
+from services.release_build import HostCommandFailed, InvalidVersion
 from services.release_queries import NoRollbackTarget
 
 CONTROL_ROLE = "sre"
@@ -23,7 +25,7 @@ async def cancel(update: Update, context: OpsContext) -> None:
     if message is None or user is None:
         return
     args = context.args or []
-    if len(args) != 1 or not args[0].lstrip("#").isdigit():
+    if len(args) != 1 or not re.fullmatch(r"#?[0-9]{1,18}", args[0]):
         await message.reply_text(
             "Usage: /cancel ID (the number on the deploy card, e.g. /cancel 12)"
         )
@@ -58,7 +60,7 @@ async def bad(update: Update, context: OpsContext) -> None:
     reason = " ".join(args[2:]) or "marked bad by hand"
     try:
         await context.services.releases.mark_bad(name, version, f"{reason} (by {user.id})")
-    except (NoRollbackTarget, InvalidVersion) as exc:
+    except (NoRollbackTarget, InvalidVersion, HostCommandFailed) as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
     await context.services.audit.record(

@@ -21,6 +21,8 @@ from typing import NoReturn
 
 import pytest
 
+from bot.httpserver import free_port
+
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT_S = 10.0
 
@@ -51,13 +53,6 @@ class Sshd:
 
 class SshdUnavailable(Exception):
     """No sshd can be started here; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _check(argv: list[str], what: str) -> None:

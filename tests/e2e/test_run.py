@@ -63,7 +63,8 @@ async def test_run_answers_and_stops_on_sigterm_without_leaking_the_token(
     assert "signal received, shutting down" in output
     assert "opsgate stopped" in output
     assert "DEBUG" in output  # the level really was DEBUG
-    assert TOKEN not in output
+    assert "Bad Gateway" in output  # the outage's errors really were logged...
+    assert TOKEN not in output  # ...and scrubbed, like every other line
     assert TOKEN.split(":")[1] not in output
     assert "api-token-also-secret" not in output
     with sqlite3.connect(tmp_path / "run.db") as db:

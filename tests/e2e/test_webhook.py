@@ -72,9 +72,11 @@ async def test_requests_without_the_secret_are_refused(
         )
     assert (missing.status_code, wrong.status_code) == (403, 403)
     assert (malformed.status_code, not_an_update.status_code) == (400, 400)
-    # Nothing was processed: no reply anywhere, no reload recorded.
-    await client.wait_idle(quiet=0.5)
-    assert [m for m in await client.messages(DEPLOYS) if m.from_bot] == []
+    # Nothing was processed: a real update sent after them is the only one answered.
+    sentinel = await client.reply_after(ALICE, DEPLOYS, "/status")
+    assert [m.message_id for m in await client.messages(DEPLOYS) if m.from_bot] == [
+        sentinel.message_id
+    ]
     assert await opsgate.services.audit.events(kind="config.reloaded") == []
 
 

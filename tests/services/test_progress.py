@@ -25,7 +25,6 @@ async def test_steps_are_reported_as_they_change() -> None:
     ]
     assert progress.failed
     assert progress.steps[1].detail == "boom"
-    assert progress.steps[0].duration_s >= 0
 
 
 async def test_a_step_may_mark_itself_failed_without_raising() -> None:
