@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the integration tests start for real (sshd on loopback, systemd in a namespace).
-DEBIAN_PACKAGES := openssh-server openssh-client systemd util-linux procps prometheus-alertmanager \
+DEBIAN_PACKAGES := openssh-server openssh-client systemd util-linux procps prometheus-alertmanager nginx \
                    git sqlite3 coreutils findutils
 
 .PHONY: install system-deps test lint demo bench clean

@@ -241,7 +241,12 @@ async def bench(sandbox: SystemdSandbox, runs: int, consecutive: int) -> None:
                 deployments = Deployments(storage, AuditLog(storage))
                 controller = ServiceController(ops, hosts, http, start_timeout_s=10)
                 pipeline = DeployPipeline(
-                    lambda: ops, lambda: hosts, deployments, lambda: controller, start_timeout_s=10
+                    lambda: ops,
+                    lambda: hosts,
+                    deployments,
+                    lambda: controller,
+                    http,
+                    start_timeout_s=10,
                 )
                 layout = ReleaseLayout(hosts.get("sandbox"), str(root))
                 url = f"http://127.0.0.1:{port}/health"

@@ -23,6 +23,7 @@ from handlers import (
     basic,
     deploy_chat,
     deploy_control_chat,
+    drill_chat,
     flags_chat,
     locks_chat,
     services_chat,
@@ -49,6 +50,7 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
         services_chat,
         deploy_chat,
         deploy_control_chat,
+        drill_chat,
         flags_chat,
         locks_chat,
     )
@@ -56,7 +58,8 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
 
 
 def all_buttons(extra: Iterable[ButtonRoute] = ()) -> ButtonRegistry:
-    return ButtonRegistry([*services_chat.BUTTONS, *deploy_chat.BUTTONS, *extra])
+    buttons = [*services_chat.BUTTONS, *deploy_chat.BUTTONS, *deploy_control_chat.BUTTONS]
+    return ButtonRegistry([*buttons, *extra])
 
 
 def file_url_for(bot_api_url: str) -> str:

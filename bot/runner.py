@@ -21,7 +21,7 @@ from config.settings import Settings, UpdateMode
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from handlers.context import OpsApplication
-from handlers.deploy_chat import resume_after_restart
+from handlers.deploy_cards import resume_after_restart
 from handlers.deploy_render import render_recovery
 from handlers.flags_chat import run_plan_tick
 from services.audit import utc_now

@@ -131,6 +131,47 @@ class DeployHooks(_Strict):
     hook_timeout_s: float = Field(default=120, gt=0, le=3600)  # per command
 
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+# "3.11" or "3.11.4": what `min_python` compares the interpreter's version with.
+VERSION_NUMBER_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,4}){0,2}$"
+
+
+class BlueGreenConfig(_Strict):
+    """Two instances of a systemd template unit (UNIT@blue, UNIT@green) on their own ports
+    behind a proxy: the idle colour starts with the new release and is verified on its port,
+    the upstream file is rewritten to point at it, `reload` makes the proxy read it, and after
+    `drain_s` (in-flight requests finish) the old colour stops.
+
+    opsgate writes ROOT/blue.env and ROOT/green.env (PORT=..., OPSGATE_COLOR=...) and links
+    ROOT/blue and ROOT/green to their releases; the unit uses EnvironmentFile=ROOT/%i.env and
+    runs from ROOT/%i."""
+
+    blue_port: Port
+    green_port: Port
+    # Each colour's own health check: "{port}" becomes the colour's port.
+    health_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]*\{port\}[^\s]*$")]
+    upstream_file: FilePath
+    # "{service}" and "{port}" are replaced; the text is written whole, then `reload` runs.
+    upstream_template: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = (
+        "upstream {service} { server 127.0.0.1:{port}; }\n"
+    )
+    reload: HookArgv = ["nginx", "-s", "reload"]
+    drain_s: float = Field(default=2.0, ge=0, le=300)
+
+
+class PreChecks(_Strict):
+    """What must hold on the host before a deploy changes anything."""
+
+    min_free_disk_mib: int = Field(default=100, ge=0)  # under the release root
+    min_available_memory_mib: int | None = Field(default=None, ge=1)  # MemAvailable
+    python: HookArgv | None = None  # the release's interpreter, e.g. ["/usr/bin/python3"]
+    min_python: Annotated[str, StringConstraints(pattern=VERSION_NUMBER_PATTERN)] | None = None
+    # Named commands that must exit 0, e.g. db = ["pg_isready", "-h", "db.internal"].
+    commands: dict[Name, HookArgv] = {}
+    require_healthy: bool = False  # refuse while the running release fails its health check
+    timeout_s: float = Field(default=30, gt=0, le=600)
+
+
 class DeployConfig(_Strict):
     """How a service is released: where, from what, how it is built and how it is watched."""
 
@@ -150,6 +191,19 @@ class DeployConfig(_Strict):
     watch_interval_s: float = Field(default=5, gt=0, le=300)
     max_failed_checks: int = Field(default=3, ge=1, le=100)  # in a row, during the watch
     max_restarts: int = Field(default=0, ge=0, le=100)  # NRestarts growth allowed in the watch
+    # During the watch (the seeds: 90% memory, 5% errors; 5 s responses: health latency_limit_s)
+    max_memory_mib: int | None = Field(default=None, ge=1)  # RSS of the main process + children
+    max_memory_percent: float | None = Field(default=None, gt=0, le=100)  # of the host's memory
+    error_rate: ErrorRateGate | None = None  # read from a Prometheus-format endpoint
+    strategy: Literal["restart", "blue-green"] = "restart"
+    blue_green: BlueGreenConfig | None = None
+    # In the new release's directory, after the rollback point (with its database backup) and
+    # before the switch; a failure stops the deploy (the backup is never restored by itself:
+    # the running release may have written since).
+    migrate: list[HookArgv] = []
+    # After the health checks pass: each must exit 0, or the release is rolled back.
+    smoke: list[HookArgv] = []
+    prechecks: PreChecks = PreChecks()
     hooks: DeployHooks = DeployHooks()
 
 
@@ -191,6 +245,25 @@ def check_services(services: dict[str, Service]) -> list[str]:
                     problems.append(f"{path}.{key}: required when manager is supervisor")
         if service.health is not None and len(service.health.probes()) != 1:
             problems.append(f"{path}.health: give exactly one of url, tcp, command")
+        if service.deploy is not None:
+            problems += _check_strategy(path, service, service.deploy)
+    return problems
+
+
+def _check_strategy(path: str, service: Service, deploy: DeployConfig) -> list[str]:
+    if deploy.strategy != "blue-green":
+        if deploy.blue_green is not None:
+            return [f'{path}.deploy.blue_green: only used with strategy = "blue-green"']
+        return []
+    problems: list[str] = []
+    if deploy.blue_green is None:
+        problems.append(f'{path}.deploy.blue_green: required with strategy = "blue-green"')
+    elif deploy.blue_green.blue_port == deploy.blue_green.green_port:
+        problems.append(f"{path}.deploy.blue_green: blue_port and green_port must differ")
+    if service.manager != "systemd" or not (service.unit or "").endswith("@.service"):
+        problems.append(
+            f'{path}.unit: blue-green needs a systemd template unit, e.g. "web@.service"'
+        )
     return problems
 
 

@@ -36,6 +36,7 @@ from config.inventory import (
     check_hosts,
     check_services,
 )
+from config.schedule import DeployWindow, Freeze
 
 
 def _member_text(value: object) -> object:
@@ -74,6 +75,12 @@ class Environment(_Strict):
     description: str = ""
     # Until role checklists land, an approver (role admin) presses Approve on the request.
     requires_approval: bool = False
+    # Production: /drill refuses it (an environment called production or prod always is).
+    production: bool = False
+    # Deploys may start only inside one of these windows (none: any time) and never during a
+    # freeze; rollbacks and --emergency deploys are never held back by either.
+    windows: list[DeployWindow] = Field(default_factory=list)
+    freezes: list[Freeze] = Field(default_factory=list)
 
 
 class OpsConfig(_Strict):

@@ -9,27 +9,26 @@ button.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
+from handlers.deploy_cards import NS_ROLLBACK, card_data, start_card
 from handlers.deploy_render import (
     render_dry_run,
     render_history,
-    render_outcome,
     render_releases,
 )
-from handlers.progress import ProgressMessage
 from handlers.render import code, esc
 from handlers.services_chat import service_name_problem
-from services.container import Services
+from services.deploy_windows import deploy_refusal
 from services.deployment_model import Deployment, DeploymentError, DeploymentKind
 from services.deployment_model import DeploymentState as S
 from services.env_locks import EnvLockError
-from services.progress import Progress
 from services.release_build import HostCommandFailed, InvalidVersion, validate_version
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ DEPLOY_ROLE = "sre"
 EMERGENCY_ROLE = "oncall"
 FLAGS = ("--dry-run", "--emergency")
 APPROVE_ROLE = "admin"
-NS_APPROVAL, NS_ROLLBACK = "dp", "rb"
+NS_APPROVAL = "dp"
 
 
 def deploy_problem(name: str, context: OpsContext) -> str | None:
@@ -72,9 +71,19 @@ async def deploy(update: Update, context: OpsContext) -> None:
         return
     services = context.services
     service = services.ops.services[name]
+    environment = services.ops.environments.get(service.environment)
+    refusal = None
+    if environment is not None and not emergency:
+        refusal = deploy_refusal(service.environment, environment, datetime.now(UTC))
     if dry_run:
         await services.audit.record("deploy.dry_run", str(user.id), name, {"version": version})
-        await message.reply_text(render_dry_run(name, version, service))
+        await message.reply_text(render_dry_run(name, version, service, refusal))
+        return
+    if refusal is not None:
+        await message.reply_text(
+            f"⛔ {esc(refusal)}. Nothing was done. /rollback is always allowed; an on-call"
+            " <code>--emergency</code> deploy is not held back either."
+        )
         return
     try:
         requested = await services.deployments.request(
@@ -83,7 +92,6 @@ async def deploy(update: Update, context: OpsContext) -> None:
     except (DeploymentError, EnvLockError) as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
-    environment = services.ops.environments.get(service.environment)
     needs_approval = environment is not None and environment.requires_approval
     if needs_approval and not emergency:
         await _ask_approval(message, requested, context)
@@ -92,7 +100,7 @@ async def deploy(update: Update, context: OpsContext) -> None:
     await services.deployments.advance(requested.id, S.APPROVED, str(user.id), note)
     if needs_approval:
         await _after_the_fact(requested, user.id, context)
-    await _start(update, message, requested, context, reply=True)
+    await start_card(update, message, requested, context, reply=True)
 
 
 async def _after_the_fact(deployment: Deployment, user_id: int, context: OpsContext) -> None:
@@ -118,8 +126,8 @@ def role_for_deploy(args: str) -> str:
 async def _ask_approval(message: Message, deployment: Deployment, context: OpsContext) -> None:
     await context.services.deployments.advance(deployment.id, S.AWAITING_APPROVAL, "opsgate")
     buttons = [
-        InlineKeyboardButton("✅ Approve", callback_data=_data(NS_APPROVAL, "ok", deployment)),
-        InlineKeyboardButton("✖ Reject", callback_data=_data(NS_APPROVAL, "no", deployment)),
+        InlineKeyboardButton("✅ Approve", callback_data=card_data(NS_APPROVAL, "ok", deployment)),
+        InlineKeyboardButton("✖ Reject", callback_data=card_data(NS_APPROVAL, "no", deployment)),
     ]
     await message.reply_text(
         f"🚀 Deploy #{deployment.id}: <b>{esc(deployment.service)}</b> {code(deployment.version)} "
@@ -127,10 +135,6 @@ async def _ask_approval(message: Message, deployment: Deployment, context: OpsCo
         f"<b>{APPROVE_ROLE}</b> (not the requester).",
         reply_markup=InlineKeyboardMarkup([buttons]),
     )
-
-
-def _data(namespace: str, action: str, deployment: Deployment) -> str:
-    return CallbackData(namespace, action, deployment.id).encode()
 
 
 async def approval_pressed(update: Update, context: OpsContext) -> None:
@@ -158,7 +162,7 @@ async def approval_pressed(update: Update, context: OpsContext) -> None:
         return
     await deployments.advance(deployment.id, S.APPROVED, actor, "approved by button")
     await query.answer("Approved.")
-    await _start(update, query.message, deployment, context, reply=False)
+    await start_card(update, query.message, deployment, context, reply=False)
 
 
 async def rollback(update: Update, context: OpsContext) -> None:
@@ -197,7 +201,7 @@ async def _request_rollback(
         await message.reply_text(f"⛔ {esc(exc)}")
         return
     await services.deployments.advance(requested.id, S.APPROVED, "opsgate", "rollback")
-    await _start(update, message, requested, context, reply=True)
+    await start_card(update, message, requested, context, reply=True)
 
 
 async def rollback_pressed(update: Update, context: OpsContext) -> None:
@@ -223,57 +227,6 @@ async def rollback_pressed(update: Update, context: OpsContext) -> None:
         str(query.from_user.id),
         context,
     )
-
-
-async def _start(
-    update: Update, message: Message, deployment: Deployment, context: OpsContext, *, reply: bool
-) -> None:
-    verb = "Rolling back" if deployment.kind is DeploymentKind.ROLLBACK else "Deploying"
-    title = (
-        f"🚀 #{deployment.id} {verb} <b>{esc(deployment.service)}</b> "
-        f"{code(deployment.version)} to {esc(deployment.environment)}"
-    )
-    card = await message.reply_text(title) if reply else message
-    await context.services.deployments.set_progress_message(
-        deployment.id, card.chat_id, card.message_id
-    )
-    progress = ProgressMessage(card, title)
-    # Tracked by the Application, tied to the update: errors reach the error handler, which
-    # tells the chat, and shutdown waits for the deploy.
-    context.application.create_task(_run(context.services, deployment, progress), update=update)
-
-
-async def resume_after_restart(bot: Bot, services: Services, deployment: Deployment) -> None:
-    """A deployment that had switched when opsgate stopped: verify it again, or roll back."""
-    chat_id = deployment.progress_chat_id or services.ops.chats.deploys
-    title = (
-        f"♻️ #{deployment.id} Resuming <b>{esc(deployment.service)}</b> "
-        f"{code(deployment.version)} after a restart of opsgate"
-    )
-    if chat_id is None:
-        await services.pipeline.resume(deployment.id, Progress())
-        return
-    card = await bot.send_message(chat_id, title)
-    await _run(services, deployment, ProgressMessage(card, title), resume=True)
-
-
-async def _run(
-    services: Services, deployment: Deployment, progress: ProgressMessage, resume: bool = False
-) -> None:
-    pipeline = services.pipeline
-    steps = Progress(progress)
-    if resume:
-        outcome = await pipeline.resume(deployment.id, steps)
-    elif deployment.kind is DeploymentKind.ROLLBACK:
-        outcome = await pipeline.rollback(deployment.id, steps)
-    else:
-        outcome = await pipeline.run(deployment.id, steps)
-    footer, offer_rollback = render_outcome(deployment, outcome)
-    markup = None
-    if offer_rollback:
-        data = _data(NS_ROLLBACK, "go", deployment)
-        markup = InlineKeyboardMarkup([[InlineKeyboardButton("↩️ Roll back", callback_data=data)]])
-    await progress.finish(footer, markup)
 
 
 async def releases(update: Update, context: OpsContext) -> None:

@@ -6,11 +6,14 @@ import re
 
 from telegram import Update
 
+from handlers.buttons import NO_LONGER_VALID, ButtonRoute
+from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
+from handlers.deploy_cards import NS_ABORT
 from handlers.deploy_chat import deploy_problem
 from handlers.render import code, esc, join_lines
-from services.deployment_model import DeploymentError
+from services.deployment_model import DeploymentError, DeploymentState
 from services.env_locks import EnvLockError
 from services.halt import halt as halt_everything
 from services.release_build import HostCommandFailed, InvalidVersion
@@ -41,6 +44,23 @@ async def cancel(update: Update, context: OpsContext) -> None:
         f"✖ Deploy #{cancelled.id} of <b>{esc(cancelled.service)}</b> {code(cancelled.version)} "
         "cancelled; nothing was switched."
     )
+
+
+async def abort_pressed(update: Update, context: OpsContext) -> None:
+    """The Abort button on a running deploy's card: cancel before the switch, else roll back."""
+    query = update.callback_query
+    if query is None:
+        return
+    deployment_id = CallbackData.decode(query.data).row_id
+    try:
+        stopped = await context.services.pipeline.abort(deployment_id, str(query.from_user.id))
+    except DeploymentError:
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        return
+    if stopped.state is DeploymentState.CANCELLED:
+        await query.answer(f"#{stopped.id} cancelled; nothing was switched.")
+    else:
+        await query.answer(f"Aborting #{stopped.id}: rolling back…")
 
 
 async def bad(update: Update, context: OpsContext) -> None:
@@ -113,3 +133,4 @@ COMMANDS = [
     Command("bad", "mark a release bad: SERVICE VERSION [reason]", bad, role=CONTROL_ROLE),
     Command("halt", "emergency stop: reason", halt, role=CONTROL_ROLE),
 ]
+BUTTONS = [ButtonRoute(NS_ABORT, abort_pressed, role=CONTROL_ROLE)]

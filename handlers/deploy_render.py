@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
 from config.inventory import Service
 from handlers.render import code, esc, join_lines
-from services.deployment_model import Deployment, DeploymentState
+from services.deployment_model import Deployment, DeploymentKind, DeploymentState
+from services.pipeline_parts import DeployOutcome as Outcome
 from services.releases import ReleaseInfo
 
 _ICONS = {
@@ -20,55 +20,64 @@ _ICONS = {
 }
 
 
-class Outcome(Protocol):
-    """What the pipeline reports at the end (services/pipeline.py's DeployOutcome)."""
-
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def state(self) -> DeploymentState: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def previous_version(self) -> str | None: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def rolled_back_to(self) -> str | None: ...
-
-
-def render_dry_run(name: str, version: str, service: Service) -> str:
+def render_dry_run(name: str, version: str, service: Service, window: str | None) -> str:
+    """The plan a deploy would follow; `window`: why it may not start now, or None."""
     deploy = service.deploy
     assert deploy is not None  # checked by the handler
+    checks = deploy.prechecks
     source = (
         f"git {code(deploy.git)} at {code(deploy.ref or version)}"
         if deploy.git
         else (f"artifact {code((deploy.artifact or '').replace('{version}', version))}")
     )
+    pre = [f"free disk ≥ {checks.min_free_disk_mib} MiB under {code(deploy.root)}"]
+    if checks.min_available_memory_mib:
+        pre.append(f"memory available ≥ {checks.min_available_memory_mib} MiB")
+    if checks.python:
+        pre.append(f"{code(checks.python[0])} ≥ Python {esc(checks.min_python or '3')}")
+    pre += [f"check {esc(n)}: {code(' '.join(argv))}" for n, argv in checks.commands.items()]
+    health_rule = "must be healthy" if checks.require_healthy else "reported"
     lines = [
         f"🧪 Dry run: deploy <b>{esc(name)}</b> {code(version)} to {esc(service.environment)}",
-        "Nothing was changed. The deploy would:",
-        f"1. check health and free disk under {code(deploy.root)}",
+        "Nothing was changed. "
+        + (f"⛔ It would be refused now: {esc(window)}." if window else "The deploy would:"),
+        f"1. check: current health ({health_rule}); " + "; ".join(pre),
         f"2. build {code(deploy.root + '/releases/' + version)} from {source}",
     ]
     lines += [f"    • {code(' '.join(step))}" for step in deploy.build]
     lines.append(
         f"3. record a rollback point ({len(deploy.config_files)} config file(s)"
         + (", database backup" if deploy.sqlite_db else "")
-        + "), switch current, restart "
-        + code(service.control_name)
+        + ")"
+        + "".join(f", migrate: {code(' '.join(argv))}" for argv in deploy.migrate)
     )
+    if deploy.strategy == "blue-green" and deploy.blue_green is not None:
+        lines.append(
+            f"4. blue-green: start the idle colour on its port, verify it, point"
+            f" {code(deploy.blue_green.upstream_file)} at it, reload the proxy, drain"
+            f" {deploy.blue_green.drain_s:g} s, stop the old colour"
+        )
+    else:
+        lines.append(f"4. switch current, restart {code(service.control_name)}")
     health = service.health
     verify = (
         f"{health.consecutive} healthy check(s) within {health.within_s:g} s"
         if health
         else ("the service running")
     )
-    lines.append(f"4. verify: {verify}")
+    verify += "".join(f", smoke: {code(' '.join(argv))}" for argv in deploy.smoke)
+    lines.append(f"5. verify: {verify}")
+    limits = [f"{deploy.max_failed_checks} failed check(s) in a row"]
+    limits.append(f"restarts beyond {deploy.max_restarts}")
+    if deploy.max_memory_mib or deploy.max_memory_percent:
+        memory = [f"{deploy.max_memory_mib} MiB"] if deploy.max_memory_mib else []
+        memory += [f"{deploy.max_memory_percent:g}%"] if deploy.max_memory_percent else []
+        limits.append(f"memory over {' or '.join(memory)}")
+    if deploy.error_rate is not None:
+        limits.append(f"errors over {deploy.error_rate.max_ratio:.0%}")
     lines.append(
-        f"5. watch {deploy.watch_s:g} s (every {deploy.watch_interval_s:g} s; roll back after "
-        f"{deploy.max_failed_checks} failed check(s) in a row or restarts beyond "
-        f"{deploy.max_restarts}), keep the last {deploy.keep} releases"
+        f"6. watch {deploy.watch_s:g} s (every {deploy.watch_interval_s:g} s; roll back on "
+        f"{', '.join(limits)}), keep the last {deploy.keep} releases"
     )
     return join_lines(lines)
 
@@ -76,6 +85,8 @@ def render_dry_run(name: str, version: str, service: Service) -> str:
 def render_outcome(deployment: Deployment, outcome: Outcome) -> tuple[str, bool]:
     """The card's footer, and whether to offer a Roll back button."""
     name, icon = esc(deployment.service), _ICONS.get(outcome.state, "•")
+    if deployment.kind is DeploymentKind.DRILL:
+        return _drill_outcome(name, outcome), False
     if outcome.ok:
         was = f" (was {code(outcome.previous_version)})" if outcome.previous_version else ""
         text = f"{icon} <b>{name}</b> runs {code(outcome.version)}{was}."
@@ -84,13 +95,28 @@ def render_outcome(deployment: Deployment, outcome: Outcome) -> tuple[str, bool]
     if outcome.state is DeploymentState.ROLLED_BACK and outcome.rolled_back_to:
         return (
             f"{icon} {code(outcome.version)} failed: {reason}\n"
-            f"Rolled back: <b>{name}</b> runs {code(outcome.rolled_back_to)} again; "
-            f"{code(outcome.version)} is marked bad.",
+            f"Rolled back: <b>{name}</b> runs {code(outcome.rolled_back_to)} again"
+            + (f"; {code(outcome.version)} is marked bad." if outcome.marked_bad else "."),
             False,
         )
     if outcome.state is DeploymentState.ROLLBACK_FAILED:
         return f"{icon} {code(outcome.version)} failed and so did the rollback: {reason}", False
     return f"{icon} Nothing was switched: {reason}", False
+
+
+def _drill_outcome(name: str, outcome: Outcome) -> str:
+    if outcome.ok and outcome.recovered_s is not None and outcome.forward_s is not None:
+        return (
+            f"🧯 Drill passed: <b>{name}</b> was healthy on {code(outcome.previous_version or '-')}"
+            f" {outcome.recovered_s:.2f} s after the switch (time to recover), and runs"
+            f" {code(outcome.version)} again ({outcome.forward_s:.2f} s)."
+        )
+    reason = esc(outcome.error or "unknown")
+    if outcome.state is DeploymentState.ROLLED_BACK and outcome.rolled_back_to:
+        return f"❌ Drill failed: {reason}\n<b>{name}</b> runs {code(outcome.rolled_back_to)}."
+    if outcome.state is DeploymentState.ROLLBACK_FAILED:
+        return f"🚨 Drill failed and so did the way back: {reason}"
+    return f"❌ Drill did not start: {reason}"
 
 
 def render_releases(name: str, releases: Sequence[ReleaseInfo]) -> str:

@@ -36,12 +36,21 @@ class ProgressMessage:
     """A progress listener: edits `message` at most every `min_interval` seconds.
 
     Intermediate states may be skipped under the throttle; `finish` always shows the last one.
+    `controls` (e.g. an Abort button) stay on the message until `finish` replaces them: an
+    edit without reply_markup would drop them.
     """
 
-    def __init__(self, message: Message, title: str, min_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        message: Message,
+        title: str,
+        min_interval: float = 1.0,
+        controls: InlineKeyboardMarkup | None = None,
+    ) -> None:
         self._message = message
         self._title = title
         self._min_interval = min_interval
+        self._controls = controls
         self._steps: Sequence[Step] = ()
         self._sent = message.text_html or ""
         self._last_edit = 0.0
@@ -49,13 +58,16 @@ class ProgressMessage:
     async def __call__(self, steps: Sequence[Step]) -> None:
         self._steps = steps
         if time.monotonic() - self._last_edit >= self._min_interval:
-            await self._edit(render_steps(self._title, steps))
+            await self._edit(render_steps(self._title, steps), self._controls)
 
     async def finish(self, footer: str, reply_markup: InlineKeyboardMarkup | None = None) -> None:
-        await self._edit(render_steps(self._title, self._steps, footer), reply_markup)
+        self._controls = None
+        await self._edit(render_steps(self._title, self._steps, footer), reply_markup, final=True)
 
-    async def _edit(self, text: str, reply_markup: InlineKeyboardMarkup | None = None) -> None:
-        if text == self._sent and reply_markup is None:
+    async def _edit(
+        self, text: str, reply_markup: InlineKeyboardMarkup | None, *, final: bool = False
+    ) -> None:
+        if text == self._sent and not final:
             return
         try:
             await self._message.edit_text(text, reply_markup=reply_markup)

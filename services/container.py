@@ -95,7 +95,7 @@ class Services:
             deployments=deployments,
             env_locks=EnvironmentLocks(storage, audit),
             releases=ReleaseQueries(current_ops, current_hosts),
-            pipeline=DeployPipeline(current_ops, current_hosts, deployments, controller),
+            pipeline=DeployPipeline(current_ops, current_hosts, deployments, controller, http),
         )
         return services
 

@@ -14,13 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from config.inventory import DeployHooks
+from config.inventory import DeployConfig
 from services.hosts import CommandResult, Host
 from services.pipeline_steps import StepFailed
 from services.progress import Progress, StepStatus
 from services.units import tail_lines
 
-HookPhase = Literal["pre_deploy", "post_deploy", "pre_rollback", "post_rollback"]
+HookPhase = Literal[
+    "pre_deploy", "post_deploy", "pre_rollback", "post_rollback", "migrate", "smoke"
+]
+# `migrate` and `smoke` are steps of the deploy itself (DeployConfig.migrate, .smoke), run and
+# reported the same way as hooks.
+_LABELS = {"migrate": "migration", "smoke": "smoke check"}
 TAIL_LINES = 10
 TAIL_CHARS = 1000
 
@@ -74,8 +79,8 @@ class HookResult:
     def describe(self) -> str:
         """One sentence for a chat, with the tail when it failed."""
         if self.ok:
-            return f"The {self.phase} hook {self.name} succeeded."
-        text = f"The {self.phase} hook {self.name} failed ({self.result.summary})."
+            return f"The {label(self.phase)} {self.name} succeeded."
+        text = f"The {label(self.phase)} {self.name} failed ({self.result.summary})."
         return f"{text} Output: {self.tail}" if self.tail else text
 
 
@@ -90,14 +95,20 @@ def output_tail(result: CommandResult, lines: int = TAIL_LINES, chars: int = TAI
     return tail_lines(text, lines)[-chars:]
 
 
-def hooks_of(hooks: DeployHooks, phase: HookPhase) -> list[list[str]]:
-    argvs: list[list[str]] = getattr(hooks, phase)
+def label(phase: HookPhase) -> str:
+    """How a chat names one command of the phase: "pre_deploy hook", "migration"."""
+    return _LABELS.get(phase, f"{phase} hook")
+
+
+def hooks_of(deploy: DeployConfig, phase: HookPhase) -> list[list[str]]:
+    source = deploy if phase in _LABELS else deploy.hooks
+    argvs: list[list[str]] = getattr(source, phase)
     return argvs
 
 
 async def run_hooks(
     host: Host,
-    hooks: DeployHooks,
+    deploy: DeployConfig,
     phase: HookPhase,
     context: HookContext,
     cwd: str,
@@ -111,13 +122,15 @@ async def run_hooks(
     otherwise mark its step failed, go on with the next, and return every result."""
     results: list[HookResult] = []
     env = context.env()
-    for argv in hooks_of(hooks, phase):
+    timeout = deploy.build_timeout_s if phase == "migrate" else deploy.hooks.hook_timeout_s
+    for argv in hooks_of(deploy, phase):
         name = hook_name(argv)
-        async with progress.step(f"hook {phase}: {name}") as step:
+        title = f"{label(phase)}: {name}" if phase in _LABELS else f"hook {phase}: {name}"
+        async with progress.step(title) as step:
             try:
-                result = await host.run(argv, timeout=hooks.hook_timeout_s, env=env, cwd=cwd)
+                result = await host.run(argv, timeout=timeout, env=env, cwd=cwd)
             except ValueError as exc:  # an argv or env the host runner refuses
-                failure = f"The {phase} hook {name} could not run: {exc}"
+                failure = f"The {label(phase)} {name} could not run: {exc}"
                 step.detail = str(exc)
             else:
                 outcome = HookResult(phase, name, result)

@@ -52,3 +52,14 @@ class ReleaseQueries:
         if version == await layout.current():
             raise NoRollbackTarget(f"{name} {version} is already the current release")
         return version
+
+    async def drill_pair(self, name: str) -> tuple[str, str]:
+        """(what runs now, the release a rollback would land on) for a drill."""
+        layout = self.layout(name)
+        current = await layout.current()
+        if current is None:
+            raise NoRollbackTarget(f"{name} has no current release to drill with")
+        target = await layout.previous_good()
+        if target is None:
+            raise NoRollbackTarget(f"{name} has no earlier good release to drill with")
+        return current, target

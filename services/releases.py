@@ -81,6 +81,7 @@ class ReleaseInfo:
     is_previous: bool
     is_bad: bool
     complete: bool  # False: an interrupted build
+    linked: bool = False  # some link under the root points at it (current, blue, green, ...)
 
 
 class ReleaseLayout:
@@ -104,6 +105,10 @@ class ReleaseLayout:
             raise HostCommandFailed(result)
         return result.ok
 
+    async def has(self, name: str) -> bool:
+        """Whether ROOT/`name` exists (a file, link or directory)."""
+        return await self._test("-e", f"{self.root}/{name}")
+
     async def exists(self, version: str) -> bool:
         """True for a complete release (an interrupted build does not count)."""
         return await self._test("-f", f"{self.path(version)}/{META}")
@@ -113,7 +118,7 @@ class ReleaseLayout:
             raise ReleaseNotFound(f"There is no release {version} on {self.host.name}.")
         return self.path(version)
 
-    async def _link(self, name: str) -> str | None:
+    async def read_link(self, name: str) -> str | None:
         argv = ["readlink", "--", f"{self.root}/{name}"]
         result = await self.host.run(argv, timeout=self.timeout_s)
         if result.ok:
@@ -123,10 +128,10 @@ class ReleaseLayout:
         raise HostCommandFailed(result)
 
     async def current(self) -> str | None:
-        return await self._link("current")
+        return await self.read_link("current")
 
     async def previous(self) -> str | None:
-        return await self._link("previous")
+        return await self.read_link("previous")
 
     async def releases(self) -> list[ReleaseInfo]:
         """Every release directory, oldest first (one find); names not versions are ignored."""
@@ -161,6 +166,7 @@ class ReleaseLayout:
                 is_current=links.get("current") == version,
                 is_previous=links.get("previous") == version,
                 is_bad=version in bad,
+                linked=version in links.values(),
                 complete=version in built,
             )
             for version, mtime in dirs.items()
@@ -210,7 +216,8 @@ class ReleaseLayout:
         )
         return data
 
-    async def _replace_link(self, name: str, version: str) -> None:
+    async def replace_link(self, name: str, version: str) -> None:
+        """Point ROOT/`name` at releases/`version` in one rename."""
         # rename(2) replaces the old link in one step. `ln -sfn` does the same only since
         # coreutils 9.0; older ones and busybox unlink first, leaving a moment with no link.
         temporary = f"{self.root}/.{name}-{secrets.token_hex(6)}"
@@ -226,8 +233,8 @@ class ReleaseLayout:
         await self._require(version)
         old = await self.current()
         if old is not None and old != version:
-            await self._replace_link("previous", old)
-        await self._replace_link("current", version)
+            await self.replace_link("previous", old)
+        await self.replace_link("current", version)
         return old
 
     async def prune(self, keep: int, *, protect: Iterable[str] = ()) -> list[str]:
@@ -237,7 +244,7 @@ class ReleaseLayout:
             raise ValueError("keep at least one release")
         spared = {validate_version(version) for version in protect}
         infos = await self.releases()
-        spared |= {i.version for i in infos if i.is_current or i.is_previous}
+        spared |= {i.version for i in infos if i.is_current or i.is_previous or i.linked}
         spared |= {i.version for i in [i for i in infos if i.complete][-keep:]}
         doomed = [i for i in infos if i.version not in spared]
         if doomed:

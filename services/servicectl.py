@@ -15,6 +15,7 @@ import httpx
 
 from config.inventory import HealthConfig, Service
 from config.opsfile import OpsConfig
+from services.blue_green import BlueGreen
 from services.health import (
     CheckResult,
     CommandCheck,
@@ -30,6 +31,7 @@ from services.hosts import Host
 from services.hosts_ssh import Hosts
 from services.metrics import MetricsSampler, ProcessSample
 from services.progress import Progress, StepStatus
+from services.release_build import HostCommandFailed
 from services.service_backends import ServiceBackend, backend_for
 from services.units import ServiceControlError
 
@@ -120,6 +122,20 @@ class ServiceController:
         service = self.service(name)
         return backend_for(service, self._hosts.get(service.host))
 
+    def blue_green(self, name: str) -> BlueGreen | None:
+        """The service's two colours, when it deploys blue-green."""
+        service = self.service(name)
+        if service.deploy is None or service.deploy.strategy != "blue-green":
+            return None
+        return BlueGreen(name, service, self._hosts.get(service.host), self._http)
+
+    async def live_backend(self, name: str) -> ServiceBackend:
+        """What serves now: the service's unit, or the live colour's instance."""
+        colors = self.blue_green(name)
+        if colors is None:
+            return self.backend(name)
+        return colors.backend(await colors.live() or "blue")
+
     def health_check(self, name: str) -> HealthCheck | None:
         service = self.service(name)
         if service.health is None:
@@ -128,13 +144,13 @@ class ServiceController:
 
     async def state(self, name: str) -> ServiceState:
         service = self.service(name)
-        backend = self.backend(name)  # resolves the host: fails before any probe starts
+        self._hosts.get(service.host)  # an unknown host fails before any probe starts
         check = self.health_check(name)
         health_task = asyncio.ensure_future(self._probe(name, check)) if check else None
         try:
-            status = await backend.status()
+            status = await (await self.live_backend(name)).status()
             error = None
-        except ServiceControlError as exc:
+        except (ServiceControlError, HostCommandFailed) as exc:
             status, error = None, str(exc)
         health = await health_task if health_task is not None else None
         return ServiceState(
@@ -163,8 +179,8 @@ class ServiceController:
     async def details(self, name: str, lines: int = 15) -> ServiceDetails:
         state = await self.state(name)
         try:
-            log_tail = await self.backend(name).log_tail(lines)
-        except ServiceControlError as exc:
+            log_tail = await (await self.live_backend(name)).log_tail(lines)
+        except (ServiceControlError, HostCommandFailed) as exc:
             log_tail = f"(log unavailable: {exc})"
         process = None
         if state.main_pid and self.service(name).host == "local":
@@ -174,10 +190,10 @@ class ServiceController:
     async def restart(self, name: str, progress: Progress) -> RestartOutcome:
         """Restart, wait until running, then until healthy; each a step in `progress`."""
         service = self.service(name)
-        backend = self.backend(name)
         old_pid = new_pid = None
         wait: HealthWait | None = None
         try:
+            backend = await self.live_backend(name)
             async with progress.step(f"{service.manager}: restart {service.control_name}"):
                 old_pid = (await backend.status()).main_pid
                 await backend.restart()
@@ -201,7 +217,7 @@ class ServiceController:
                     if not wait.ok:
                         step.status = StepStatus.FAILED
                         step.detail = last.reason if last else "no answer"
-        except ServiceControlError as exc:
+        except (ServiceControlError, HostCommandFailed) as exc:
             return RestartOutcome(False, old_pid, new_pid, wait, str(exc))
         error = None if not progress.failed else progress.steps[-1].detail
         return RestartOutcome(not progress.failed, old_pid, new_pid, wait, error)

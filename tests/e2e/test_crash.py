@@ -227,7 +227,7 @@ async def test_sigkill_at_every_step_ends_healthy_and_truthful(
             done = await client.wait_for(DEPLOYS, resumed_card_ended(resumed), timeout=30)
             if current_at_death != target:  # died switching, before `current` moved
                 assert crash_state is S.SWITCHING
-                assert f"current is {before}, switched to {target} now" in done.text, done.text
+                assert f"current is {before}\n✅ switch to {target}" in done.text, done.text
             runs = await assert_healthy(app)
             if f"app runs {target} (was {before})." in done.text:
                 assert (final, runs) == (S.SUCCEEDED, target), done.text

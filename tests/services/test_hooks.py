@@ -47,7 +47,11 @@ def test_context_env_has_an_empty_previous_version() -> None:
 
 async def test_hooks_run_in_order_in_cwd_with_the_context(tmp_path: Path) -> None:
     code = "import os; print(os.getcwd()); print(os.environ['OPSGATE_VERSION'])"
-    hooks = DeployHooks(pre_deploy=[["touch", "first"], [sys.executable, "-c", code]])
+    hooks = DeployConfig(
+        root="/srv/app",
+        git="/repo",
+        hooks=DeployHooks(pre_deploy=[["touch", "first"], [sys.executable, "-c", code]]),
+    )
     progress = Progress()
     results = await run_hooks(LocalHost(), hooks, "pre_deploy", CONTEXT, str(tmp_path), progress)
     assert [r.ok for r in results] == [True, True]
@@ -61,7 +65,11 @@ async def test_hooks_run_in_order_in_cwd_with_the_context(tmp_path: Path) -> Non
 
 async def test_a_failing_hook_stops_or_is_reported(tmp_path: Path) -> None:
     code = "import sys; print('\\n'.join(map(str, range(30)))); sys.exit('broken')"
-    hooks = DeployHooks(post_deploy=[[sys.executable, "-c", code], ["touch", "after"]])
+    hooks = DeployConfig(
+        root="/srv/app",
+        git="/repo",
+        hooks=DeployHooks(post_deploy=[[sys.executable, "-c", code], ["touch", "after"]]),
+    )
     progress = Progress()
     with pytest.raises(HookFailed) as failed:
         await run_hooks(LocalHost(), hooks, "post_deploy", CONTEXT, str(tmp_path), progress)
@@ -80,6 +88,27 @@ async def test_a_failing_hook_stops_or_is_reported(tmp_path: Path) -> None:
 
 
 async def test_a_slow_hook_times_out(tmp_path: Path) -> None:
-    hooks = DeployHooks(pre_rollback=[["sleep", "5"]], hook_timeout_s=0.2)
+    hooks = DeployConfig(
+        root="/srv/app",
+        git="/repo",
+        hooks=DeployHooks(pre_rollback=[["sleep", "5"]], hook_timeout_s=0.2),
+    )
     with pytest.raises(HookFailed, match="timed out"):
         await run_hooks(LocalHost(), hooks, "pre_rollback", CONTEXT, str(tmp_path), Progress())
+
+
+async def test_migrate_and_smoke_run_like_hooks_with_their_own_names(tmp_path: Path) -> None:
+    deploy = DeployConfig(
+        root="/srv/app",
+        git="/repo",
+        migrate=[["touch", "migrated"]],
+        smoke=[[sys.executable, "-c", "import sys; sys.exit('no orders page')"]],
+    )
+    progress = Progress()
+    results = await run_hooks(LocalHost(), deploy, "migrate", CONTEXT, str(tmp_path), progress)
+    assert [r.ok for r in results] == [True] and (tmp_path / "migrated").exists()
+    assert progress.steps[0].title == "migration: touch"
+    with pytest.raises(HookFailed) as failed:
+        await run_hooks(LocalHost(), deploy, "smoke", CONTEXT, str(tmp_path), progress)
+    assert str(failed.value).startswith(f"The smoke check {hook_name([sys.executable])} failed")
+    assert str(failed.value).endswith("no orders page")

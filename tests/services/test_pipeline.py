@@ -123,7 +123,7 @@ async def make_world(
         deployments = Deployments(storage, AuditLog(storage))
         controller = ServiceController(ops, hosts, http, start_timeout_s=10)
         pipeline = DeployPipeline(
-            lambda: ops, lambda: hosts, deployments, lambda: controller, start_timeout_s=10
+            lambda: ops, lambda: hosts, deployments, lambda: controller, http, start_timeout_s=10
         )
         host = hosts.get("sandbox")
         layout, points = ReleaseLayout(host, str(root)), RollbackPoints(host, str(root))
@@ -177,7 +177,7 @@ async def test_deploy_v1_v2_then_v3_rolls_back_by_itself_then_back_to_v1(world: 
     failed = [s.title for s in progress.steps if s.status is StepStatus.FAILED]
     assert failed == ["health: 2 in a row"]
     assert [s.title for s in progress.steps][-5:] == [
-        "roll back to v2", "restore config files", "restart t-app.service",
+        "restore config files", "roll back to v2", "restart t-app.service",
         "wait until running", "health: 2 in a row",
     ]  # fmt: skip
     point = await world.points.load(third)

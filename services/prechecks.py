@@ -1,0 +1,78 @@
+"""Pre-deploy checks: what must hold on the host before a deploy changes anything.
+
+Each is one Progress step; the first that fails raises `StepFailed` with a sentence that says
+what was found and what was needed, and the deploy ends `failed` with nothing changed.
+"""
+
+from __future__ import annotations
+
+from config.inventory import PreChecks
+from services.hooks import output_tail
+from services.host_facts import (
+    MIB,
+    free_bytes,
+    meminfo,
+    parse_version,
+    python_version,
+)
+from services.hosts import Host
+from services.pipeline_steps import StepFailed
+from services.progress import Progress
+from services.servicectl import ServiceController
+
+
+async def check_current_health(
+    controller: ServiceController, name: str, progress: Progress, *, required: bool
+) -> None:
+    """Reported; a reason to stop only when `required` (often a deploy is what fixes it)."""
+    async with progress.step("current health") as step:
+        state = await controller.state(name)
+        if not state.running:
+            step.detail = f"not running ({state.error or state.state})"
+        elif state.health is None:
+            step.detail = "running, no health check configured"
+        else:
+            step.detail = f"running, health: {state.health.reason}"
+        healthy = state.running and (state.health is None or state.health.ok)
+        if required and not healthy:
+            raise StepFailed(f"{name} is not healthy now ({step.detail}); require_healthy is set.")
+
+
+async def run_prechecks(host: Host, root: str, checks: PreChecks, progress: Progress) -> None:
+    async with progress.step("free disk") as step:
+        free = await free_bytes(host, root, checks.timeout_s)
+        step.detail = f"{free // MIB} MiB free under {root}"
+        if free < checks.min_free_disk_mib * MIB:
+            raise StepFailed(
+                f"Only {free // MIB} MiB free under {root} on {host.name};"
+                f" at least {checks.min_free_disk_mib} MiB are needed."
+            )
+    if checks.min_available_memory_mib is not None:
+        async with progress.step("available memory") as step:
+            available = (await meminfo(host, checks.timeout_s)).get("MemAvailable", 0)
+            step.detail = f"{available // MIB} MiB available"
+            if available < checks.min_available_memory_mib * MIB:
+                raise StepFailed(
+                    f"Only {available // MIB} MiB of memory available on {host.name};"
+                    f" at least {checks.min_available_memory_mib} MiB are needed."
+                )
+    if checks.python is not None:
+        async with progress.step("python version") as step:
+            found = await python_version(host, checks.python, checks.timeout_s)
+            shown = ".".join(map(str, found))
+            step.detail = f"{checks.python[0]}: {shown}"
+            if checks.min_python and found < parse_version(checks.min_python):
+                raise StepFailed(
+                    f"{checks.python[0]} on {host.name} is Python {shown};"
+                    f" {checks.min_python} or newer is needed."
+                )
+    for name, argv in checks.commands.items():
+        async with progress.step(f"check {name}") as step:
+            result = await host.run(argv, timeout=checks.timeout_s)
+            step.detail = output_tail(result) or result.summary
+            if not result.ok:
+                tail = output_tail(result)
+                raise StepFailed(
+                    f"The pre-check {name} failed ({result.summary})."
+                    + (f" Output: {tail}" if tail else "")
+                )
