@@ -274,3 +274,52 @@ def test_segments_hold_targeting_keys_as_text() -> None:
 def test_segment_errors_name_their_path(snippet: str, expected: str) -> None:
     problems = problems_of("[segments]\n" + snippet)
     assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_blue_green_needs_a_template_unit_two_ports_and_its_section() -> None:
+    problems = problems_of(
+        """
+[services.web]
+environment = "production"
+unit = "web.service"
+deploy = { root = "/srv/web", git = "/git/web", strategy = "blue-green" }
+[services.api]
+environment = "production"
+unit = "api@.service"
+[services.api.deploy]
+root = "/srv/api"
+git = "/git/api"
+strategy = "blue-green"
+[services.api.deploy.blue_green]
+blue_port = 8101
+green_port = 8101
+health_url = "http://127.0.0.1:{port}/h"
+upstream_file = "/etc/nginx/api.conf"
+[services.job]
+environment = "production"
+unit = "job.service"
+[services.job.deploy]
+root = "/srv/job"
+git = "/git/job"
+blue_green = { blue_port = 1, green_port = 2, health_url = "http://x:{port}", upstream_file = "/x" }
+"""
+    )
+    assert problems == [
+        'services.web.deploy.blue_green: required with strategy = "blue-green"',
+        'services.web.unit: blue-green needs a systemd template unit, e.g. "web@.service"',
+        "services.api.deploy.blue_green: blue_port and green_port must differ",
+        'services.job.deploy.blue_green: only used with strategy = "blue-green"',
+    ]
+    no_port = problems_of(
+        """
+[services.api]
+environment = "production"
+unit = "api@.service"
+[services.api.deploy]
+root = "/srv/api"
+git = "/git/api"
+strategy = "blue-green"
+blue_green = { blue_port = 1, green_port = 2, health_url = "http://x/h", upstream_file = "/x" }
+"""
+    )
+    assert [p.split(":")[0] for p in no_port] == ["services.api.deploy.blue_green.health_url"]
