@@ -9,7 +9,6 @@ button.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 
@@ -74,7 +73,7 @@ async def deploy(update: Update, context: OpsContext) -> None:
     environment = services.ops.environments.get(service.environment)
     refusal = None
     if environment is not None and not emergency:
-        refusal = deploy_refusal(service.environment, environment, datetime.now(UTC))
+        refusal = deploy_refusal(service.environment, environment, services.clock())
     if dry_run:
         await services.audit.record("deploy.dry_run", str(user.id), name, {"version": version})
         await message.reply_text(render_dry_run(name, version, service, refusal))

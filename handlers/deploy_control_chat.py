@@ -34,7 +34,7 @@ async def cancel(update: Update, context: OpsContext) -> None:
         )
         return
     try:
-        cancelled = await context.services.deployments.cancel(
+        cancelled = await context.services.pipeline.cancel(
             int(args[0].lstrip("#")), str(user.id), "cancelled from chat"
         )
     except DeploymentError as exc:
@@ -105,6 +105,7 @@ async def halt(update: Update, context: OpsContext) -> None:
     try:
         report = await halt_everything(
             services.deployments,
+            services.pipeline.cancel,
             services.plans,
             services.env_locks,
             services.audit,

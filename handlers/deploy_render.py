@@ -93,8 +93,9 @@ def render_outcome(deployment: Deployment, outcome: Outcome) -> tuple[str, bool]
         return text, outcome.previous_version is not None
     reason = esc(outcome.error or "unknown")
     if outcome.state is DeploymentState.ROLLED_BACK and outcome.rolled_back_to:
+        what = "⏹ Stopped" if outcome.aborted else f"{icon} {code(outcome.version)} failed"
         return (
-            f"{icon} {code(outcome.version)} failed: {reason}\n"
+            f"{what}: {reason}\n"
             f"Rolled back: <b>{name}</b> runs {code(outcome.rolled_back_to)} again"
             + (f"; {code(outcome.version)} is marked bad." if outcome.marked_bad else "."),
             False,

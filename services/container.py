@@ -49,6 +49,7 @@ class Services:
     env_locks: EnvironmentLocks
     releases: ReleaseQueries
     pipeline: DeployPipeline
+    clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION
 
@@ -95,7 +96,10 @@ class Services:
             deployments=deployments,
             env_locks=EnvironmentLocks(storage, audit),
             releases=ReleaseQueries(current_ops, current_hosts),
-            pipeline=DeployPipeline(current_ops, current_hosts, deployments, controller, http),
+            pipeline=DeployPipeline(
+                current_ops, current_hosts, deployments, controller, http, clock=clock
+            ),
+            clock=clock,
         )
         return services
 

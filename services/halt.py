@@ -7,6 +7,7 @@ is paused where it stands, and every environment is locked with the reason.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.audit import AuditLog
@@ -26,6 +27,7 @@ class HaltReport:
 
 async def halt(
     deployments: Deployments,
+    cancel: Callable[[int, str, str], Awaitable[Deployment]],
     plans: PlanService,
     locks: EnvironmentLocks,
     audit: AuditLog,
@@ -39,7 +41,7 @@ async def halt(
     for deployment in await deployments.in_flight():
         if deployment.state in BEFORE_SWITCH:
             try:
-                cancelled.append(await deployments.cancel(deployment.id, actor, f"halt: {reason}"))
+                cancelled.append(await cancel(deployment.id, actor, f"halt: {reason}"))
             except DeploymentError:  # it switched meanwhile: it finishes or rolls back
                 running.append(deployment)
         else:

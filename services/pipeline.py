@@ -40,7 +40,6 @@ from typing import TypeVar
 import httpx
 
 from config.opsfile import OpsConfig
-from services.deploy_windows import deploy_refusal
 from services.deployment_model import BEFORE_SWITCH
 from services.deployments import (
     Deployment,
@@ -62,16 +61,19 @@ from services.pipeline_parts import (
     describe,
 )
 from services.pipeline_steps import NotTheReleasesFault, StepFailed
-from services.prechecks import check_current_health, run_prechecks
+from services.prechecks import check_current_health, check_window, run_prechecks
 from services.progress import Progress
-from services.releases import ReleaseLayout, ReleaseNotFound, validate_version
+from services.releases import ReleaseLayout, validate_version
 from services.rollback_points import RollbackPoints
 from services.servicectl import ServiceController, UnknownService
 from services.strategies import BlueGreenStrategy, RestartStrategy, SwitchStrategy
 
+__all__ = ["Aborted", "DeployOutcome", "DeployPipeline"]
+
 log = logging.getLogger(__name__)
 S = DeploymentState
 T = TypeVar("T")
+STOP_TIMEOUT_S = 60.0  # how long /cancel waits for a running deploy's commands to be killed
 
 
 class DeployPipeline:
@@ -106,18 +108,10 @@ class DeployPipeline:
             target = run.target = self._resolve(run.deployment.service)
             deploy = target.deploy
             await self._steps.advance(run, S.PRE_CHECKS)
-            validate_version(run.version)
-            await self._check_window(run)
-            required = deploy.prechecks.require_healthy
-            await check_current_health(target.controller, target.name, progress, required=required)
-            await run_prechecks(target.layout.host, deploy.root, deploy.prechecks, progress)
-            await self._steps.advance(run, S.BUILDING)
-            await self._steps.build(run, target)
-            current = await target.layout.current()
-            # Failures up to the switch: `failed`, nothing switched.
-            await self._steps.hooks(run, target, "pre_deploy", run.version, current)
-            await self._steps.record_point(run, target)
-            await self._steps.migrate(run, target)
+            # Nothing changes on the host until the switch: an abort or /cancel up to there
+            # stops the work at once (its commands are killed) and ends it cancelled; a
+            # failure ends it `failed`.
+            await self._unless_aborted(run, self._prepare(run, target))
             await self._steps.advance(run, S.SWITCHING, f"from {run.previous or 'nothing'}")
             run.switched = True  # the switch may fail half-way: from here on, go back
             await target.strategy.switch(run.version, progress)
@@ -137,8 +131,25 @@ class DeployPipeline:
             return await self._after_failure(run, exc)
         finally:
             self._running.pop(run.id, None)
+            run.stopped.set()
         await self._steps.prune(run, target)
         return DeployOutcome(True, S.SUCCEEDED, run.version, run.previous, None)
+
+    async def _prepare(self, run: Run, target: Target) -> None:
+        """pre_checks and building: up to the moment before the switch."""
+        deploy, progress = target.deploy, run.progress
+        validate_version(run.version)
+        environment = self._ops().environments.get(run.deployment.environment)
+        await check_window(run.deployment, environment, self._clock(), progress)
+        required = deploy.prechecks.require_healthy
+        await check_current_health(target.controller, target.name, progress, required=required)
+        await run_prechecks(target.layout.host, deploy.root, deploy.prechecks, progress)
+        await self._steps.advance(run, S.BUILDING)
+        await self._steps.build(run, target)
+        current = await target.layout.current()
+        await self._steps.hooks(run, target, "pre_deploy", run.version, current)
+        await self._steps.record_point(run, target)
+        await self._steps.migrate(run, target)
 
     async def rollback(
         self, deployment_id: int, progress: Progress, actor: str = "opsgate"
@@ -149,7 +160,7 @@ class DeployPipeline:
         try:
             target = run.target = self._resolve(run.deployment.service)
             await self._steps.advance(run, S.PRE_CHECKS)
-            current = await self._rollback_target(run, target)
+            current = await self._steps.rollback_target(run, target)
             await self._steps.hooks(run, target, "pre_rollback", run.version, current, stop=False)
             await self._steps.record_point(run, target)
             await self._steps.advance(run, S.SWITCHING, f"from {run.previous or 'nothing'}")
@@ -218,18 +229,31 @@ class DeployPipeline:
             return await self._after_failure(run, exc)
         return await run_drill(self._steps, run, target)
 
+    async def cancel(self, deployment_id: int, actor: str, note: str) -> Deployment:
+        """End a deployment that has not switched: one this process is running stops first
+        (its commands are killed; its lock is released only once nothing runs any more).
+        Raises IllegalTransition once it has switched."""
+        run = self._running.get(deployment_id)
+        if run is None or run.switched:
+            return await self._deployments.cancel(deployment_id, actor, note)
+        if run.aborted_by is None:
+            run.aborted_by, run.cancel_note = actor, note
+            run.abort.set()
+        await asyncio.wait_for(run.stopped.wait(), timeout=STOP_TIMEOUT_S)
+        return await self._deployments.get(deployment_id)
+
     async def abort(self, deployment_id: int, actor: str) -> Deployment:
         """Stop a deployment: cancelled before its switch; rolled back (not marked bad) while
         it is verified or watched. Raises IllegalTransition when there is nothing to stop."""
         deployment = await self._deployments.get(deployment_id)
         if deployment.state in BEFORE_SWITCH:
-            return await self._deployments.cancel(deployment_id, actor, "aborted")
+            return await self.cancel(deployment_id, actor, "aborted")
         run = self._running.get(deployment_id)
         if run is None or deployment.finished or deployment.state is S.FAILED:
             raise IllegalTransition(f"#{deployment_id} is {deployment.state}: nothing to abort")
         if run.aborted_by is None:
             run.aborted_by = actor
-            run.abort.set()
+            run.abort.set()  # the `failed` event that follows names the aborter as its actor
         return deployment
 
     async def _unless_aborted(self, run: Run, work: Awaitable[T]) -> T:
@@ -243,7 +267,9 @@ class DeployPipeline:
         if run.abort.is_set():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            raise Aborted(f"Aborted by {run.aborted_by} while {run.deployment.state}.")
+            who = run.aborted_by or "someone"
+            name = self._ops().name_of(int(who)) if who.isdigit() else None
+            raise Aborted(f"Aborted by {name or who} while {run.deployment.state}.")
         return task.result()
 
     async def _approved(self, deployment_id: int, kind: DeploymentKind) -> Deployment:
@@ -275,34 +301,6 @@ class DeployPipeline:
             name, service.deploy, controller, layout, RollbackPoints(host, root), strategy
         )
 
-    async def _check_window(self, run: Run) -> None:
-        """Windows and freezes hold back planned deploys, never an emergency."""
-        deployment = run.deployment
-        environment = self._ops().environments.get(deployment.environment)
-        if environment is None or not (environment.windows or environment.freezes):
-            return
-        async with run.progress.step("deploy window") as step:
-            if deployment.emergency:
-                step.detail = "emergency: windows and freezes do not apply"
-                return
-            refusal = deploy_refusal(deployment.environment, environment, self._clock())
-            if refusal is not None:
-                raise StepFailed(f"{refusal}.")
-            step.detail = "open"
-
-    async def _rollback_target(self, run: Run, target: Target) -> str | None:
-        async with run.progress.step(f"release {run.version}") as step:
-            if not await target.layout.exists(validate_version(run.version)):
-                raise ReleaseNotFound(f"There is no release {run.version} to roll back to.")
-            reason = await target.layout.bad_reason(run.version)
-            if reason is not None:
-                raise StepFailed(f"Release {run.version} is marked bad: {reason}")
-            current = await target.layout.current()
-            if current == run.version:
-                raise StepFailed(f"{run.version} is what runs already.")
-            step.detail = "built, not marked bad"
-            return current
-
     async def _after_failure(self, run: Run, exc: Exception) -> DeployOutcome:
         error = describe(exc)
         if not isinstance(exc, EXPECTED):
@@ -311,8 +309,11 @@ class DeployPipeline:
         if deployment.finished:  # e.g. cancelled while it was building
             return DeployOutcome(False, deployment.state, run.version, run.previous, error)
         actor = run.aborted_by if isinstance(exc, Aborted) and run.aborted_by else run.actor
+        if isinstance(exc, Aborted) and not run.switched:
+            cancelled = await self._deployments.cancel(run.id, actor, run.cancel_note)
+            return DeployOutcome(False, cancelled.state, run.version, run.previous, error)
         if not run.switched or run.target is None:
             failed = await self._deployments.fail(run.id, actor, error)
             return DeployOutcome(False, failed.state, run.version, run.previous, error)
-        bad = not isinstance(exc, NotTheReleasesFault)
-        return await self._steps.roll_back(run, run.target, error, actor, bad=bad)
+        bad, aborted = not isinstance(exc, NotTheReleasesFault), isinstance(exc, Aborted)
+        return await self._steps.roll_back(run, run.target, error, actor, bad=bad, aborted=aborted)

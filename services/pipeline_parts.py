@@ -29,7 +29,7 @@ from services.pipeline_steps import (
 )
 from services.progress import Progress, StepStatus
 from services.release_build import BuildFailed, HostCommandFailed, ReleaseError
-from services.releases import ReleaseLayout
+from services.releases import ReleaseLayout, ReleaseNotFound, validate_version
 from services.rollback_points import RollbackPointError, RollbackPoints
 from services.servicectl import ServiceController, UnknownService
 from services.strategies import SwitchStrategy
@@ -70,6 +70,7 @@ class DeployOutcome:
     recovered_s: float | None = None
     forward_s: float | None = None
     marked_bad: bool = False  # the failed release was marked bad (rollbacks avoid it)
+    aborted: bool = False  # a person stopped it (the error says who)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Run:
     switched: bool = False  # from here on a failure rolls back
     abort: asyncio.Event = field(default_factory=asyncio.Event)
     aborted_by: str | None = None
+    cancel_note: str = "aborted"  # the note of the `cancelled` event, when stopped pre-switch
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)  # set when run() returns
 
     @property
     def id(self) -> int:
@@ -112,6 +115,19 @@ class PipelineSteps:
 
     async def advance(self, run: Run, state: DeploymentState, note: str = "") -> None:
         run.deployment = await self._deployments.advance(run.id, state, run.actor, note)
+
+    async def rollback_target(self, run: Run, target: Target) -> str | None:
+        async with run.progress.step(f"release {run.version}") as step:
+            if not await target.layout.exists(validate_version(run.version)):
+                raise ReleaseNotFound(f"There is no release {run.version} to roll back to.")
+            reason = await target.layout.bad_reason(run.version)
+            if reason is not None:
+                raise StepFailed(f"Release {run.version} is marked bad: {reason}")
+            current = await target.layout.current()
+            if current == run.version:
+                raise StepFailed(f"{run.version} is what runs already.")
+            step.detail = "built, not marked bad"
+            return current
 
     async def fail(self, run: Run, actor: str, error: str) -> None:
         run.deployment = await self._deployments.fail(run.id, actor, error)
@@ -229,7 +245,14 @@ class PipelineSteps:
             ) from exc
 
     async def roll_back(
-        self, run: Run, target: Target, error: str, actor: str, *, bad: bool = True
+        self,
+        run: Run,
+        target: Target,
+        error: str,
+        actor: str,
+        *,
+        bad: bool = True,
+        aborted: bool = False,
     ) -> DeployOutcome:
         if bad:
             await self.mark_bad(target, run.version, error)
@@ -281,6 +304,7 @@ class PipelineSteps:
             error,
             rolled_back_to=run.previous,
             marked_bad=bad,
+            aborted=aborted,
         )
 
     async def prune(self, run: Run, target: Target) -> None:

@@ -6,7 +6,12 @@ what was found and what was needed, and the deploy ends `failed` with nothing ch
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from config.inventory import PreChecks
+from config.opsfile import Environment
+from services.deploy_windows import deploy_refusal
+from services.deployment_model import Deployment
 from services.hooks import output_tail
 from services.host_facts import (
     MIB,
@@ -76,3 +81,19 @@ async def run_prechecks(host: Host, root: str, checks: PreChecks, progress: Prog
                     f"The pre-check {name} failed ({result.summary})."
                     + (f" Output: {tail}" if tail else "")
                 )
+
+
+async def check_window(
+    deployment: Deployment, environment: Environment | None, now: datetime, progress: Progress
+) -> None:
+    """Windows and freezes hold back planned deploys, never an emergency."""
+    if environment is None or not (environment.windows or environment.freezes):
+        return
+    async with progress.step("deploy window") as step:
+        if deployment.emergency:
+            step.detail = "emergency: windows and freezes do not apply"
+            return
+        refusal = deploy_refusal(deployment.environment, environment, now)
+        if refusal is not None:
+            raise StepFailed(f"{refusal}.")
+        step.detail = "open"

@@ -31,7 +31,14 @@ async def test_halt_cancels_unswitched_pauses_plans_and_locks(tmp_path: Path) ->
         await plans.start("checkout", [5, 50], timedelta(hours=1), "1")
 
         report = await halt(
-            deployments, plans, locks, audit, ["production", "staging"], "3", "bad migration"
+            deployments,
+            deployments.cancel,
+            plans,
+            locks,
+            audit,
+            ["production", "staging"],
+            "3",
+            "bad migration",
         )
 
         assert [d.id for d in report.cancelled] == [waiting.id]
