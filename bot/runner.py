@@ -21,7 +21,7 @@ from config.settings import Settings, UpdateMode
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from handlers.context import OpsApplication
-from handlers.deploy_cards import resume_after_restart
+from handlers.deploy_cards import resume_after_restart, retire_card
 from handlers.deploy_render import render_recovery
 from handlers.flags_chat import run_plan_tick
 from services.audit import utc_now
@@ -139,6 +139,8 @@ class Opsgate:
             "%d deployment(s) were in flight at start-up",
             len(result.ended) + len(result.needs_attention),
         )
+        for deployment in [*result.ended, *result.needs_attention]:
+            await retire_card(application.bot, deployment)
         if services.ops.chats.deploys is not None:
             await application.bot.send_message(services.ops.chats.deploys, text)
         for deployment in result.needs_attention:

@@ -6,7 +6,10 @@ now and, after a success, offers a Roll back button.
 
 from __future__ import annotations
 
+import logging
+
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import TelegramError
 
 from handlers.callbacks import CallbackData
 from handlers.context import OpsContext
@@ -17,6 +20,7 @@ from services.container import Services
 from services.deployment_model import Deployment, DeploymentKind
 from services.progress import Progress
 
+log = logging.getLogger(__name__)
 NS_ROLLBACK, NS_ABORT = "rb", "ab"
 
 
@@ -52,6 +56,18 @@ async def start_card(
     # Tracked by the Application, tied to the update: errors reach the error handler, which
     # tells the chat, and shutdown waits for the deploy.
     context.application.create_task(_run(context.services, deployment, progress), update=update)
+
+
+async def retire_card(bot: Bot, deployment: Deployment) -> None:
+    """The card of a run that died with opsgate: its Abort button would do nothing now."""
+    if deployment.progress_chat_id is None or deployment.progress_message_id is None:
+        return
+    try:
+        await bot.edit_message_reply_markup(
+            deployment.progress_chat_id, deployment.progress_message_id, reply_markup=None
+        )
+    except TelegramError as exc:  # deleted, or had no buttons: nothing to retire
+        log.info("card of #%s left as it was: %s", deployment.id, exc)
 
 
 async def resume_after_restart(bot: Bot, services: Services, deployment: Deployment) -> None:

@@ -235,6 +235,12 @@ async def test_sigkill_at_every_step_ends_healthy_and_truthful(
                 assert f"Rolled back: app runs {before} again" in done.text, done.text
                 assert (final, runs) == (S.ROLLED_BACK, before)
         nothing_in_flight(db)
+        # The dead run's card keeps its last text but loses its Abort button.
+        [(card_id,)] = read_db(
+            db, "SELECT progress_message_id FROM deployments WHERE id = ?", deployment_id
+        )
+        [dead_card] = [m for m in await client.messages(DEPLOYS) if m.message_id == card_id]
+        assert dead_card.buttons == [], dead_card
         last_id = deployment_id
 
     # Every crash left exactly one deployment: no update was handled twice after a restart.
