@@ -20,6 +20,8 @@ from telegram.ext import (
 
 from config.settings import Settings, UpdateMode
 from handlers import (
+    approvals_chat,
+    audit_chat,
     basic,
     deploy_chat,
     deploy_control_chat,
@@ -51,6 +53,8 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
         deploy_chat,
         deploy_control_chat,
         drill_chat,
+        approvals_chat,
+        audit_chat,
         flags_chat,
         locks_chat,
     )
@@ -58,7 +62,8 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
 
 
 def all_buttons(extra: Iterable[ButtonRoute] = ()) -> ButtonRegistry:
-    buttons = [*services_chat.BUTTONS, *deploy_chat.BUTTONS, *deploy_control_chat.BUTTONS]
+    modules = (services_chat, deploy_chat, deploy_control_chat, approvals_chat)
+    buttons = [b for m in modules for b in m.BUTTONS]
     return ButtonRegistry([*buttons, *extra])
 
 
@@ -94,6 +99,11 @@ def build_application(
     for route in buttons.all():
         handler = CallbackQueryHandler(route.callback, pattern=pattern_for(route.namespace))
         application.add_handler(handler, GROUP_COMMANDS)
+    # Replies carry evidence for a sign-off, or the reason for a rejection.
+    replies = filters.REPLY & (filters.TEXT | filters.PHOTO | filters.Document.ALL)
+    application.add_handler(
+        MessageHandler(replies & ~filters.COMMAND, approvals_chat.reply_received), GROUP_COMMANDS
+    )
     application.add_handler(MessageHandler(filters.COMMAND, basic.unknown_command), GROUP_FALLBACK)
     application.add_error_handler(on_error)
     return application

@@ -18,6 +18,7 @@ from bot.httpapp import create_http_app
 from bot.httpserver import BackgroundHTTPServer
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings, UpdateMode
+from handlers.approvals_chat import approval_timers
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from handlers.context import OpsApplication
@@ -92,6 +93,12 @@ class Opsgate:
             interval=ops.bot.plan_check_s,
             first=ops.bot.plan_check_s,
             name="flag-plans",
+        )
+        application.job_queue.run_repeating(
+            approval_timers,
+            interval=ops.approvals.check_s,
+            first=ops.approvals.check_s,
+            name="approval-timers",
         )
 
         webhook = settings.mode is UpdateMode.WEBHOOK

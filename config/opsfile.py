@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, StringConstraints, ValidationError
 
+from config.approvals import ApprovalOptions, EnvironmentApproval
 from config.inventory import (
     FILE_PATH_PATTERN,
     FLAG_KEY_PATTERN,
@@ -73,7 +74,6 @@ class Chats(_Strict):
 
 class Environment(_Strict):
     description: str = ""
-    # Until role checklists land, an approver (role admin) presses Approve on the request.
     requires_approval: bool = False
     # Production: /drill refuses it (an environment called production or prod always is).
     production: bool = False
@@ -81,6 +81,9 @@ class Environment(_Strict):
     # freeze; rollbacks and --emergency deploys are never held back by either.
     windows: list[DeployWindow] = Field(default_factory=list)
     freezes: list[Freeze] = Field(default_factory=list)
+    # Who signs off a deploy here (config/approvals.py); `requires_approval` alone means one
+    # person with the role admin, no checklist.
+    approval: EnvironmentApproval | None = None
 
 
 class OpsConfig(_Strict):
@@ -89,6 +92,7 @@ class OpsConfig(_Strict):
     roles: dict[Name, list[UserId]] = Field(default_factory=dict)
     chats: Chats = Chats()
     environments: dict[Name, Environment] = Field(default_factory=dict)
+    approvals: ApprovalOptions = ApprovalOptions()
     services: dict[Name, Service] = Field(default_factory=dict)
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
     # Feature-flag segments: name -> members' targeting keys (user ids or other keys).
@@ -202,6 +206,7 @@ def _check_references(config: OpsConfig) -> list[str]:
                 f"services.{name}.environment: unknown environment {service.environment!r}"
                 f" (known: {', '.join(known_envs)})"
             )
+    problems.extend(_check_approval_roles(config))
     problems.extend(check_hosts(config.services, config.hosts))
     problems.extend(check_services(config.services))
     problems.extend(
@@ -210,6 +215,25 @@ def _check_references(config: OpsConfig) -> list[str]:
         if decl.service is not None and decl.service not in config.services
     )
     return problems
+
+
+def _check_approval_roles(config: OpsConfig) -> list[str]:
+    """Every role a policy names must exist: a sign-off nobody can give never ends."""
+    named: list[tuple[str, str]] = []
+    for env_name, env in config.environments.items():
+        if env.approval is not None:
+            path = f"environments.{env_name}.approval.roles"
+            named += [(f"{path}.{role}", role) for role in env.approval.roles]
+        elif env.requires_approval:
+            named.append((f"environments.{env_name}.requires_approval", "admin"))
+    options = config.approvals
+    named += [(f"approvals.checklists.{role}", role) for role in options.checklists]
+    named += [(f"approvals.rollback_roles[{i}]", r) for i, r in enumerate(options.rollback_roles)]
+    if options.escalation_role is not None:
+        named.append(("approvals.escalation_role", options.escalation_role))
+    return [
+        f"{path}: no role {role!r} in [roles]" for path, role in named if not config.roles.get(role)
+    ]
 
 
 def parse_ops_text(text: str, source: str = "<ops file>") -> OpsConfig:

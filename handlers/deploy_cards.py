@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+    Update,
+)
 from telegram.error import TelegramError
 
 from handlers.callbacks import CallbackData
@@ -43,8 +50,25 @@ def card_title(deployment: Deployment) -> str:
 async def start_card(
     update: Update, message: Message, deployment: Deployment, context: OpsContext, *, reply: bool
 ) -> None:
+    card = await message.reply_text(card_title(deployment)) if reply else message
+    await _run_on_card(update, card, deployment, context)
+
+
+async def send_card(
+    update: Update, context: OpsContext, deployment: Deployment, chat_id: int, reply_to: int | None
+) -> None:
+    """A new card in `chat_id` (e.g. under the /deploy that asked, once signed off)."""
+    reply = (
+        None if reply_to is None else ReplyParameters(reply_to, allow_sending_without_reply=True)
+    )
+    card = await context.bot.send_message(chat_id, card_title(deployment), reply_parameters=reply)
+    await _run_on_card(update, card, deployment, context)
+
+
+async def _run_on_card(
+    update: Update, card: Message, deployment: Deployment, context: OpsContext
+) -> None:
     title = card_title(deployment)
-    card = await message.reply_text(title) if reply else message
     await context.services.deployments.set_progress_message(
         deployment.id, card.chat_id, card.message_id
     )

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import Message, Update
 
+from handlers.approvals_chat import ask_signoff
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
-from handlers.deploy_cards import NS_ROLLBACK, card_data, start_card
+from handlers.deploy_cards import NS_ROLLBACK, start_card
 from handlers.deploy_render import (
     render_dry_run,
     render_history,
@@ -24,6 +25,7 @@ from handlers.deploy_render import (
 )
 from handlers.render import code, esc
 from handlers.services_chat import service_name_problem
+from services.approval_model import deploy_policy, rollback_policy
 from services.deploy_windows import deploy_refusal
 from services.deployment_model import Deployment, DeploymentError, DeploymentKind
 from services.deployment_model import DeploymentState as S
@@ -35,8 +37,6 @@ log = logging.getLogger(__name__)
 DEPLOY_ROLE = "sre"
 EMERGENCY_ROLE = "oncall"
 FLAGS = ("--dry-run", "--emergency")
-APPROVE_ROLE = "admin"
-NS_APPROVAL = "dp"
 
 
 def deploy_problem(name: str, context: OpsContext) -> str | None:
@@ -91,13 +91,13 @@ async def deploy(update: Update, context: OpsContext) -> None:
     except (DeploymentError, EnvLockError) as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
-    needs_approval = environment is not None and environment.requires_approval
-    if needs_approval and not emergency:
-        await _ask_approval(message, requested, context)
+    policy = deploy_policy(services.ops, service.environment)
+    if policy is not None and not emergency:
+        await ask_signoff(message, requested, policy, context)
         return
-    note = "emergency: approval after the fact" if needs_approval else "no approval needed"
+    note = "emergency: approval after the fact" if policy else "no approval needed"
     await services.deployments.advance(requested.id, S.APPROVED, str(user.id), note)
-    if needs_approval:
+    if policy is not None:
         await _after_the_fact(requested, user.id, context)
     await start_card(update, message, requested, context, reply=True)
 
@@ -120,48 +120,6 @@ async def _after_the_fact(deployment: Deployment, user_id: int, context: OpsCont
 def role_for_deploy(args: str) -> str:
     """`--emergency` skips approval, so only the on-call role may use it."""
     return EMERGENCY_ROLE if "--emergency" in args.split() else DEPLOY_ROLE
-
-
-async def _ask_approval(message: Message, deployment: Deployment, context: OpsContext) -> None:
-    await context.services.deployments.advance(deployment.id, S.AWAITING_APPROVAL, "opsgate")
-    buttons = [
-        InlineKeyboardButton("✅ Approve", callback_data=card_data(NS_APPROVAL, "ok", deployment)),
-        InlineKeyboardButton("✖ Reject", callback_data=card_data(NS_APPROVAL, "no", deployment)),
-    ]
-    await message.reply_text(
-        f"🚀 Deploy #{deployment.id}: <b>{esc(deployment.service)}</b> {code(deployment.version)} "
-        f"to {esc(deployment.environment)} waits for approval by someone with the role "
-        f"<b>{APPROVE_ROLE}</b> (not the requester).",
-        reply_markup=InlineKeyboardMarkup([buttons]),
-    )
-
-
-async def approval_pressed(update: Update, context: OpsContext) -> None:
-    """Approve or reject a waiting deployment; re-checked against its row."""
-    query = update.callback_query
-    if query is None or not isinstance(query.message, Message):
-        return
-    data = CallbackData.decode(query.data)
-    deployments = context.services.deployments
-    try:
-        deployment = await deployments.get(data.row_id)
-    except DeploymentError:
-        deployment = None
-    if deployment is None or deployment.state is not S.AWAITING_APPROVAL:
-        await query.answer(NO_LONGER_VALID, show_alert=True)
-        return
-    actor = str(query.from_user.id)
-    if data.action == "ok" and actor == deployment.requested_by:
-        await query.answer("You requested it: someone else approves.", show_alert=True)
-        return
-    if data.action == "no":
-        await deployments.cancel(deployment.id, actor, "rejected")
-        await query.answer("Rejected.")
-        await query.message.edit_text(f"✖ Deploy #{deployment.id} rejected; nothing was changed.")
-        return
-    await deployments.advance(deployment.id, S.APPROVED, actor, "approved by button")
-    await query.answer("Approved.")
-    await start_card(update, query.message, deployment, context, reply=False)
 
 
 async def rollback(update: Update, context: OpsContext) -> None:
@@ -190,16 +148,25 @@ async def _request_rollback(
     context: OpsContext,
 ) -> None:
     services = context.services
+    environment = services.ops.services[name].environment
+    # Where deploys need sign-off, a rollback needs one person of a rollback role: the
+    # requester themself when they hold one (recorded as an emergency), else someone else.
+    policy = rollback_policy(services.ops, environment)
+    user_roles = services.ops.roles_of(int(actor)) if actor.isdigit() else set()
+    emergency = policy is not None and any(r.role in user_roles for r in policy.roles)
     try:
         target = await services.releases.rollback_target(name, version)
-        environment = services.ops.services[name].environment
         requested = await services.deployments.request(
-            name, environment, target, actor, kind=DeploymentKind.ROLLBACK
+            name, environment, target, actor, kind=DeploymentKind.ROLLBACK, emergency=emergency
         )
     except (DeploymentError, EnvLockError, InvalidVersion, LookupError, HostCommandFailed) as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
-    await services.deployments.advance(requested.id, S.APPROVED, "opsgate", "rollback")
+    if policy is not None and not emergency:
+        await ask_signoff(message, requested, policy, context)
+        return
+    note = "emergency policy: the requester holds a rollback role" if emergency else "rollback"
+    await services.deployments.advance(requested.id, S.APPROVED, actor, note)
     await start_card(update, message, requested, context, reply=True)
 
 
@@ -270,6 +237,5 @@ COMMANDS = [
     Command("history", "recent deployments [SERVICE]", history),
 ]
 BUTTONS = [
-    ButtonRoute(NS_APPROVAL, approval_pressed, role=APPROVE_ROLE),
     ButtonRoute(NS_ROLLBACK, rollback_pressed, role=DEPLOY_ROLE),
 ]

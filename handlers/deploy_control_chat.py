@@ -6,6 +6,7 @@ import re
 
 from telegram import Update
 
+from handlers.approvals_chat import end_signoff
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
@@ -40,6 +41,7 @@ async def cancel(update: Update, context: OpsContext) -> None:
     except DeploymentError as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
+    await end_signoff(context, cancelled.id, str(user.id), "cancelled from chat")
     await message.reply_text(
         f"✖ Deploy #{cancelled.id} of <b>{esc(cancelled.service)}</b> {code(cancelled.version)} "
         "cancelled; nothing was switched."
@@ -116,6 +118,8 @@ async def halt(update: Update, context: OpsContext) -> None:
     except EnvLockError as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
+    for deployment in report.cancelled:
+        await end_signoff(context, deployment.id, str(user.id), f"halt: {reason}")
     who = esc(services.ops.name_of(user.id) or user.first_name)
     lines = [
         f"🛑 <b>HALT</b> by {who}: {esc(reason)}",

@@ -12,7 +12,9 @@ from pathlib import Path
 import httpx
 
 from config.opsfile import OpsConfig
+from services.approvals import Approvals
 from services.audit import AuditLog, utc_now
+from services.audit_export import AuditExport
 from services.confirmations import Confirmations
 from services.deployments import Deployments
 from services.env_locks import EnvironmentLocks
@@ -49,6 +51,8 @@ class Services:
     env_locks: EnvironmentLocks
     releases: ReleaseQueries
     pipeline: DeployPipeline
+    approvals: Approvals
+    audit_export: AuditExport
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION
@@ -79,6 +83,7 @@ class Services:
             return services.controller()
 
         gate = FlagGate(current_ops, controller, http)
+        approvals = Approvals(storage, audit, deployments, current_ops, clock)
         services = cls(
             ops=ops,
             ops_path=ops_path,
@@ -99,6 +104,8 @@ class Services:
             pipeline=DeployPipeline(
                 current_ops, current_hosts, deployments, controller, http, clock=clock
             ),
+            approvals=approvals,
+            audit_export=AuditExport(storage, deployments, approvals, current_ops),
             clock=clock,
         )
         return services

@@ -154,6 +154,86 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        7,
+        "approvals: sign-off requests, checklist items, votes, evidence, rejection prompts",
+        """
+        CREATE TABLE approval_requests (
+            id             INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment_id  INTEGER NOT NULL UNIQUE REFERENCES deployments (id),
+            requester      TEXT    NOT NULL,
+            status         TEXT    NOT NULL,
+            any_role       INTEGER NOT NULL DEFAULT 0,
+            origin_chat_id     INTEGER,
+            origin_message_id  INTEGER,
+            chat_id        INTEGER,
+            message_id     INTEGER,
+            created_at     TEXT    NOT NULL,
+            remind_at      TEXT    NOT NULL,
+            escalate_at    TEXT    NOT NULL,
+            expires_at     TEXT    NOT NULL,
+            reminded       INTEGER NOT NULL DEFAULT 0,
+            escalated      INTEGER NOT NULL DEFAULT 0,
+            ended_at       TEXT,
+            ended_by       TEXT,
+            reason         TEXT    NOT NULL DEFAULT ''
+        );
+        CREATE INDEX approval_requests_open ON approval_requests (id) WHERE ended_at IS NULL;
+        CREATE TABLE approval_roles (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            request_id  INTEGER NOT NULL REFERENCES approval_requests (id),
+            role        TEXT    NOT NULL,
+            needed      INTEGER NOT NULL,
+            position    INTEGER NOT NULL,
+            UNIQUE (request_id, role)
+        );
+        CREATE TABLE approval_items (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            role_id     INTEGER NOT NULL REFERENCES approval_roles (id),
+            item_key    TEXT    NOT NULL,
+            text        TEXT    NOT NULL,
+            required    INTEGER NOT NULL,
+            position    INTEGER NOT NULL,
+            ticked_by   TEXT,
+            ticked_at   TEXT,
+            UNIQUE (role_id, item_key)
+        );
+        CREATE TABLE approval_votes (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            role_id     INTEGER NOT NULL REFERENCES approval_roles (id),
+            user_id     TEXT    NOT NULL,
+            decision    TEXT    NOT NULL,
+            reason      TEXT    NOT NULL DEFAULT '',
+            at          TEXT    NOT NULL,
+            UNIQUE (role_id, user_id)
+        );
+        CREATE TABLE approval_evidence (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            request_id  INTEGER NOT NULL REFERENCES approval_requests (id),
+            item_id     INTEGER REFERENCES approval_items (id),
+            user_id     TEXT    NOT NULL,
+            kind        TEXT    NOT NULL,
+            content     TEXT    NOT NULL,
+            file_id     TEXT,
+            at          TEXT    NOT NULL
+        );
+        CREATE TABLE evidence_choices (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            evidence_id  INTEGER NOT NULL REFERENCES approval_evidence (id),
+            item_id      INTEGER NOT NULL REFERENCES approval_items (id),
+            UNIQUE (evidence_id, item_id)
+        );
+        CREATE TABLE rejection_prompts (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            role_id     INTEGER NOT NULL REFERENCES approval_roles (id),
+            user_id     TEXT    NOT NULL,
+            chat_id     INTEGER NOT NULL,
+            message_id  INTEGER NOT NULL,
+            at          TEXT    NOT NULL,
+            UNIQUE (chat_id, message_id)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,7 +1,8 @@
 """What opsgate does at start-up with deployments a previous run left in flight.
 
 A deployment that had not switched yet changed nothing on the host: it is ended as failed,
-which releases its lock, and its requester is told to ask again. One that had switched keeps
+which releases its lock, and its requester is told to ask again; except one awaiting
+approval, which waits for people, not for opsgate: its sign-off goes on. One that had switched keeps
 its lock and is handed back to the pipeline (`DeployPipeline.resume`): verified again and
 ended succeeded, or rolled back.
 """
@@ -10,7 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.deployment_model import BEFORE_SWITCH, Deployment, DeploymentError
+from services.deployment_model import (
+    BEFORE_SWITCH,
+    Deployment,
+    DeploymentError,
+    DeploymentState,
+)
 from services.deployments import Deployments
 
 RESTART_NOTE = "opsgate restarted before the switch; nothing was changed"
@@ -25,6 +31,8 @@ class Reconciled:
 async def reconcile(deployments: Deployments) -> Reconciled:
     ended, attention = [], []
     for deployment in await deployments.in_flight():
+        if deployment.state is DeploymentState.AWAITING_APPROVAL:
+            continue
         if deployment.state in BEFORE_SWITCH:
             try:
                 ended.append(await deployments.fail(deployment.id, "opsgate", RESTART_NOTE))

@@ -123,6 +123,22 @@ class SandboxClient:
         result = await self._call("POST", "/send", json=body | {"reply_to_message_id": reply_to})
         return int(result["message_id"])
 
+    async def send_file(
+        self,
+        user_id: int,
+        chat_id: int,
+        kind: str,
+        name: str,
+        data: bytes,
+        caption: str = "",
+        reply_to: int | None = None,
+    ) -> int:
+        """A user sends a photo or document (`kind`), with a caption."""
+        file = {"kind": kind, "name": name, "data": base64.b64encode(data).decode()}
+        body = {"user_id": user_id, "chat_id": chat_id, "text": caption, "file": file}
+        result = await self._call("POST", "/send", json=body | {"reply_to_message_id": reply_to})
+        return int(result["message_id"])
+
     async def press(self, user_id: int, chat_id: int, message_id: int, data: str) -> str:
         """Press a button by its callback_data; it need not be on the keyboard (forged presses)."""
         body = {"user_id": user_id, "chat_id": chat_id, "message_id": message_id, "data": data}

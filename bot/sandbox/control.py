@@ -5,6 +5,7 @@ Plain JSON in and out. Bad input answers 400 and unknown things 404, both as ``{
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.sandbox.models import JSON, Chat, User
+from bot.sandbox.models import JSON, Chat, StoredFile, User
 from bot.sandbox.state import SandboxState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -62,13 +63,34 @@ async def add_chat(state: SandboxState, request: Request) -> JSON:
 
 
 async def send(state: SandboxState, request: Request) -> JSON:
+    """A user's message: text, or a photo/document ({kind, name, mime_type, data: base64})
+    with `text` as its caption."""
     body = await _body(request)
     reply_to = body.get("reply_to_message_id")
+    sent = body.get("file")
+    file = None
+    if isinstance(sent, dict):
+        kind = str(sent["kind"])
+        if kind not in ("photo", "document"):
+            raise ValueError(f"unknown file kind {kind!r}")
+        number = state.next_id()
+        prefix = "AgAC" if kind == "photo" else "BQAC"
+        data = base64.b64decode(str(sent["data"]))
+        file = StoredFile(
+            kind,
+            f"{prefix}{number}",
+            f"AQAD{number}",
+            str(sent.get("name", "file")),
+            str(sent.get("mime_type", "application/octet-stream")),
+            data,
+        )
+        file.width, file.height = (1, 1) if kind == "photo" else (0, 0)
     return state.user_send(
         int(body["user_id"]),
         int(body["chat_id"]),
-        str(body["text"]),
+        str(body.get("text", "")),
         None if reply_to is None else int(reply_to),
+        file,
     )
 
 

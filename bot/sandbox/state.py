@@ -165,17 +165,31 @@ class SandboxState:
     async def wait_wakeup(self) -> None:
         await self._updates_arrived.wait()
 
-    def user_send(self, user_id: int, chat_id: int, text: str, reply_to: int | None) -> JSON:
-        """A user writes in a chat: the message lands in the transcript and as an update."""
+    def user_send(
+        self,
+        user_id: int,
+        chat_id: int,
+        text: str,
+        reply_to: int | None,
+        file: StoredFile | None = None,
+    ) -> JSON:
+        """A user writes in a chat (with a photo or document, `text` is its caption): the
+        message lands in the transcript and as an update."""
         user = self.user(user_id)
         chat = self.chat(chat_id)
         if chat is None:
             raise LookupError(f"chat {chat_id} is unknown; add it first")
         replied = self.message(chat_id, reply_to) if reply_to is not None else None
-        entities = command_entities(text)
-        message = self.add_message(
-            chat, user, text=text, html=text, entities=entities, reply_to=replied
-        )
+        if file is not None:
+            self.files[file.file_id] = file
+            message = self.add_message(
+                chat, user, html=text, caption=text or None, file=file, reply_to=replied
+            )
+        else:
+            entities = command_entities(text)
+            message = self.add_message(
+                chat, user, text=text, html=text, entities=entities, reply_to=replied
+            )
         update_id = self.push_update("message", message.to_api())
         return {"message_id": message.message_id, "update_id": update_id}
 

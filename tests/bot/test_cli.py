@@ -22,7 +22,7 @@ def _restore_logging() -> Iterator[None]:
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(CONFIG_DIR / "opsgate.example.toml")]) == 0
     out = capsys.readouterr().out
-    assert "OK (2 service(s), 2 environment(s), 3 people, 3 role(s))" in out
+    assert "OK (2 service(s), 2 environment(s), 8 people, 11 role(s))" in out
 
 
 def test_check_config_lists_every_problem_and_exits_2(

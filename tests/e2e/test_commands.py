@@ -63,6 +63,8 @@ async def test_commands_menu_is_set_at_start(opsgate: Opsgate, client: SandboxCl
         "bad",
         "halt",
         "drill",
+        "approvals",
+        "audit",
         "flags",
         "flag",
         "lock",

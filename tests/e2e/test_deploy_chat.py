@@ -42,14 +42,29 @@ def card(messages: list[SandboxMessage], marker: str) -> SandboxMessage | None:
     return next((m for m in reversed(messages) if m.from_bot and marker in m.text), None)
 
 
+async def signoff_message(client: SandboxClient, deployment: str) -> SandboxMessage:
+    """The approval message of deployment `deployment` ("#3") in the approvals chat."""
+    return await client.wait_for(
+        APPROVALS,
+        lambda ms: next((m for m in ms if f"Deploy {deployment} " in m.text and m.buttons), None),
+    )
+
+
+async def press_approve(client: SandboxClient, user: int, deployment: str) -> str | None:
+    """Press "Approve as admin" (the plain policy's only role) as `user`; the answer."""
+    message = await signoff_message(client, deployment)
+    pressed = await client.press_button(user, APPROVALS, message.message_id, 1)
+    return await callback_answer_text(client, pressed)
+
+
 async def deploy_and_wait(
     client: SandboxClient, user: int, text: str, approver: int | None = None
 ) -> SandboxMessage:
     reply = await client.reply_after(user, DEPLOYS, text, timeout=30)
     if approver is not None:
-        assert "waits for approval" in reply.text, reply.text
-        pressed = await client.press_button(approver, DEPLOYS, reply.message_id, 1)
-        assert await callback_answer_text(client, pressed) == "Approved."
+        assert "waits for sign-off in the approvals chat: admin ×1." in reply.text, reply.text
+        answer = await press_approve(client, approver, reply.text.split()[1])
+        assert answer == "Approved: signed off."
     message_id = reply.message_id
 
     def finished(messages: list[SandboxMessage]) -> SandboxMessage | None:
@@ -74,12 +89,12 @@ async def test_deploy_rollback_story(
     assert not (root / "current").exists()
 
     own = await client.reply_after(CAROL, DEPLOYS, "/deploy app v1")
-    pressed = await client.press_button(CAROL, DEPLOYS, own.message_id, 1)
-    assert await callback_answer_text(client, pressed) == "You requested it: someone else approves."
-    refused = await client.press_button(BOB, DEPLOYS, own.message_id, 1)
-    assert await callback_answer_text(client, refused) == "This needs the role admin."
-    pressed = await client.press_button(ALICE, DEPLOYS, own.message_id, 1)
-    assert await callback_answer_text(client, pressed) == "Approved."
+    assert own.text == "🕐 #1 app v1 waits for sign-off in the approvals chat: admin ×1."
+    assert await press_approve(client, CAROL, "#1") == (
+        "You asked for this deployment: someone else approves it."
+    )
+    assert await press_approve(client, BOB, "#1") == "This needs the role admin."
+    assert await press_approve(client, ALICE, "#1") == "Approved: signed off."
     v1 = await client.wait_for(DEPLOYS, lambda ms: card(ms, "runs v1"), timeout=90)
     assert "✅ app runs v1." in v1.text
 
@@ -121,7 +136,10 @@ async def test_bad_cancel_and_halt(
     )
 
     waiting = await client.reply_after(CAROL, DEPLOYS, "/deploy app v2")
-    assert "waits for approval" in waiting.text
+    assert "waits for sign-off" in waiting.text
+    signoff = await signoff_message(client, "#2")
+    approve = signoff.buttons[0][0].data
+    assert approve is not None
     refused = await client.reply_after(BOB, DEPLOYS, "/cancel 2")
     assert refused.text.startswith("⛔ /cancel needs the role sre.")
     halted = await client.reply_after(CAROL, DEPLOYS, "/halt database migration went wrong")
@@ -135,7 +153,15 @@ async def test_bad_cancel_and_halt(
     ]
     again = await client.reply_after(CAROL, DEPLOYS, "/deploy app v2")
     assert again.text.startswith("⛔ staging is locked by 1003") and "halt: database" in again.text
-    pressed = await client.press_button(ALICE, DEPLOYS, waiting.message_id, 1)
+    # The sign-off ended with the deploy: its message says so, and its old button is stale.
+    ended = await client.wait_for(
+        APPROVALS,
+        lambda ms: next(
+            (m for m in ms if m.message_id == signoff.message_id and not m.buttons), None
+        ),
+    )
+    assert "✖ Ended by carol: halt: database migration went wrong." in ended.text
+    pressed = await client.press(ALICE, APPROVALS, signoff.message_id, approve)
     assert await callback_answer_text(client, pressed) == "This button is no longer valid."
     assert (await client.reply_after(CAROL, DEPLOYS, "/cancel 2")).text.startswith("⛔")
     kinds = [e.kind for e in await opsgate.services.audit.events(kind="opsgate.halt")]
