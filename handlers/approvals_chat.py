@@ -87,16 +87,17 @@ async def signoff_pressed(update: Update, context: OpsContext) -> None:
         return
     approvals, user_id = context.services.approvals, str(query.from_user.id)
     data = CallbackData.decode(query.data)
+    where = _where(query.message)
     try:
         if data.action in ("tick", "untick"):
             ticked = data.action == "tick"
-            request, changed = await approvals.tick(data.row_id, user_id, ticked)
+            request, changed = await approvals.tick(data.row_id, user_id, ticked, where)
             answer = "Ticked." if ticked else "Unticked."
         elif data.action == "ok":
-            request, changed = await approvals.approve(data.row_id, user_id)
+            request, changed = await approvals.approve(data.row_id, user_id, where)
             answer = "Approved." if request.is_open else "Approved: signed off."
         elif data.action == "no":
-            role = await approvals.start_rejection(data.row_id, user_id)
+            role = await approvals.start_rejection(data.row_id, user_id, where)
             await _ask_reason(query.message, query.from_user.id, role.id, role.role, context)
             await query.answer("Reply to my message with the reason.")
             return
@@ -145,16 +146,26 @@ async def evidence_picked(update: Update, context: OpsContext) -> None:
         return
     choice_id = CallbackData.decode(query.data).row_id
     try:
-        request = await context.services.approvals.attach_evidence(
-            choice_id, str(query.from_user.id)
+        request, changed = await context.services.approvals.attach_evidence(
+            choice_id, str(query.from_user.id), _where(query.message)
         )
     except ApprovalError as exc:
         await query.answer(str(exc), show_alert=True)
         return
+    if not changed:
+        await query.answer("Attached already.")
+        return
     await query.answer("Attached.")
-    if isinstance(query.message, Message):
+    if isinstance(query.message, Message):  # the picker, never the approval message
         await query.message.edit_text("📎 Evidence attached.", reply_markup=None)
     await _refresh(context, request)
+
+
+def _where(message: object) -> tuple[int, int] | None:
+    """The (chat, message) a button was pressed on; an inaccessible one matches nothing."""
+    if isinstance(message, Message):
+        return message.chat_id, message.message_id
+    return (0, 0)
 
 
 async def reply_received(update: Update, context: OpsContext) -> None:
@@ -187,6 +198,9 @@ async def reply_received(update: Update, context: OpsContext) -> None:
         evidence_id, choices = await approvals.add_evidence(
             request.id, str(user.id), kind, content, file_id
         )
+    except ButtonNoLongerValid:
+        await message.reply_text("⛔ This sign-off has ended; nothing was changed.")
+        return
     except ApprovalError as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
@@ -283,7 +297,9 @@ async def _timer(context: OpsContext, action: TimerAction) -> None:
             )
         return
     owed = [r for r in request.waiting_on]
-    people = sorted({uid for r in owed for uid in ops.roles.get(r.role, [])})
+    people = sorted(
+        {uid for r in owed for uid in ops.roles.get(r.role, []) if str(uid) != request.requester}
+    )
     if action.kind == "remind":
         text = f"⏰ Reminder: {what} still needs sign-off.\n{render_waiting(request, ops)}"
         text += "\n" + " ".join(mention(ops, uid) for uid in people)

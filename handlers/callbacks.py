@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 MAX_CALLBACK_BYTES = 64  # Telegram's limit
 _PART = r"[a-z][a-z0-9_]{0,15}"
-_CALLBACK_RE = re.compile(rf"({_PART}):({_PART}):([0-9]{{1,19}})")
+# 18 digits: always below SQLite's largest integer (2^63 - 1), so an id never overflows.
+_CALLBACK_RE = re.compile(rf"({_PART}):({_PART}):([0-9]{{1,18}})")
 
 
 class InvalidCallback(ValueError):
@@ -40,4 +41,4 @@ class CallbackData:
 
 def pattern_for(namespace: str) -> str:
     """An anchored regex for CallbackQueryHandler: only this namespace's well-formed data."""
-    return rf"^{re.escape(namespace)}:{_PART}:[0-9]{{1,19}}\Z"
+    return rf"^{re.escape(namespace)}:{_PART}:[0-9]{{1,18}}\Z"

@@ -37,6 +37,7 @@ ESCALATE = "UPDATE approval_requests SET reminded = 1, escalated = 1 WHERE id = 
 log = logging.getLogger(__name__)
 MAX_EVIDENCE = 1000  # characters of a link or text kept as evidence
 MAX_REASON = 500
+Where = tuple[int, int] | None  # (chat id, message id) a button was pressed on
 
 
 class Approvals:
@@ -157,7 +158,9 @@ class Approvals:
 
     # -- presses ---------------------------------------------------------------------------
 
-    async def tick(self, item_id: int, user_id: str, ticked: bool) -> tuple[ApprovalRequest, bool]:
+    async def tick(
+        self, item_id: int, user_id: str, ticked: bool, where: Where = None
+    ) -> tuple[ApprovalRequest, bool]:
         """Tick (or untick) one checklist item; pressing what is already so changes nothing.
         Returns the request and whether it changed."""
         async with self._storage.transaction() as db:
@@ -171,7 +174,9 @@ class Approvals:
             if not rows:
                 raise ButtonNoLongerValid()
             request_id, role_id, text, ticked_by = rows[0]
-            request, role = await self._open_role(db, int(request_id), int(role_id), user_id)
+            request, role = await self._open_role(
+                db, int(request_id), int(role_id), user_id, where
+            )
             if role.approvals:
                 raise ApprovalRefused(f"{role.role} has approved already: its list is closed.")
             if (ticked_by is not None) == ticked:
@@ -186,13 +191,15 @@ class Approvals:
             await self._record(db, request, kind, user_id, data)
             return await self._read(db, request.id), True
 
-    async def approve(self, role_id: int, user_id: str) -> tuple[ApprovalRequest, bool]:
+    async def approve(
+        self, role_id: int, user_id: str, where: Where = None
+    ) -> tuple[ApprovalRequest, bool]:
         """One person's approval for one role; the request is approved once every role (or,
         for a rollback, any role) has enough. Then the deployment moves to approved.
         Returns the request and whether it changed."""
         async with self._storage.transaction() as db:
             request_id = await request_id_of_role(db, role_id)
-            request, role = await self._open_role(db, request_id, role_id, user_id)
+            request, role = await self._open_role(db, request_id, role_id, user_id, where)
             if user_id == request.requester:
                 raise ApprovalRefused("You asked for this deployment: someone else approves it.")
             if any(v.user_id == user_id for v in role.votes):
@@ -233,11 +240,13 @@ class Approvals:
                 log.warning("signed-off #%s could not start: %s", request.deployment_id, exc)
         return request, True
 
-    async def start_rejection(self, role_id: int, user_id: str) -> RoleSignoff:
+    async def start_rejection(
+        self, role_id: int, user_id: str, where: Where = None
+    ) -> RoleSignoff:
         """Reject pressed: checks only; the reason comes as a reply to the prompt."""
         async with self._storage.transaction() as db:
             request_id = await request_id_of_role(db, role_id)
-            request, role = await self._open_role(db, request_id, role_id, user_id)
+            request, role = await self._open_role(db, request_id, role_id, user_id, where)
             if user_id == request.requester:
                 raise ApprovalRefused("It is your own request: /cancel withdraws it.")
             return role
@@ -330,7 +339,11 @@ class Approvals:
                 choices.append(EvidenceChoice(cursor.lastrowid, role_name, text))
             return evidence_id, choices
 
-    async def attach_evidence(self, choice_id: int, user_id: str) -> ApprovalRequest:
+    async def attach_evidence(
+        self, choice_id: int, user_id: str, where: Where = None
+    ) -> tuple[ApprovalRequest, bool]:
+        """File evidence under the item picked; `where`: the message pressed (the picker,
+        never the approval message). Returns the request and whether it changed."""
         async with self._storage.transaction() as db:
             rows = list(
                 await db.execute_fetchall(
@@ -345,9 +358,11 @@ class Approvals:
                 raise ButtonNoLongerValid()
             evidence_id, request_id, _, attached, item_id, text, role = rows[0]
             request = await self._read(db, int(request_id))
+            if where is not None and where == (request.chat_id, request.message_id):
+                raise ButtonNoLongerValid()
             if attached is not None or not request.is_open:
                 if attached == item_id:
-                    return request  # a replayed press
+                    return request, False  # a replayed press
                 raise ButtonNoLongerValid()
             signoff = next(r for r in request.roles if r.role == str(role))
             if signoff.role not in self._roles_of(user_id):
@@ -359,7 +374,7 @@ class Approvals:
             )
             data = {"role": str(role), "item": str(text), "evidence": int(evidence_id)}
             await self._record(db, request, "approval.evidence", user_id, data)
-            return await self._read(db, request.id)
+            return await self._read(db, request.id), True
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -421,12 +436,19 @@ class Approvals:
         return request
 
     async def _open_role(
-        self, db: aiosqlite.Connection, request_id: int, role_id: int, user_id: str
+        self,
+        db: aiosqlite.Connection,
+        request_id: int,
+        role_id: int,
+        user_id: str,
+        where: Where = None,
     ) -> tuple[ApprovalRequest, RoleSignoff]:
         request = await self._read(db, request_id)
         role = next((r for r in request.roles if r.id == role_id), None)
         if role is None or not request.is_open or await _deployment_ended(db, request):
             raise ButtonNoLongerValid()
+        if where is not None and where != (request.chat_id, request.message_id):
+            raise ButtonNoLongerValid()  # a row of another request's message
         if role.role not in self._roles_of(user_id):
             raise ApprovalRefused(f"This needs the role {role.role}.")
         return request, role

@@ -662,7 +662,8 @@ async def test_evidence_goes_to_the_presser_s_own_open_items(make_world: MakeWor
         "no longer valid",
         ButtonNoLongerValid,
     )
-    attached = await world.approvals.attach_evidence(regression.id, BOB)
+    attached, changed = await world.approvals.attach_evidence(regression.id, BOB)
+    assert changed
     [evidence] = item_of(attached, "regression").evidence
     assert (evidence.id, evidence.user_id, evidence.kind, evidence.content, evidence.at) == (
         evidence_id,
@@ -673,7 +674,7 @@ async def test_evidence_goes_to_the_presser_s_own_open_items(make_world: MakeWor
     )
     assert attached.evidence == (evidence,)
     assert await world.kinds() == ["approval.requested", "approval.evidence"]
-    assert await world.approvals.attach_evidence(regression.id, BOB) == attached  # replayed
+    assert await world.approvals.attach_evidence(regression.id, BOB) == (attached, False)
     assert await world.kinds() == ["approval.requested", "approval.evidence"]
     # Filed already: its other choice is spent.
     await refused(
@@ -694,7 +695,7 @@ async def test_evidence_goes_to_the_presser_s_own_open_items(make_world: MakeWor
         )
     _, still = await world.approvals.add_evidence(request.id, CAROL, "text", "report", None)
     assert [c.role for c in still] == ["security"]
-    scan = await world.approvals.attach_evidence(still[0].id, CAROL)
+    scan, _ = await world.approvals.attach_evidence(still[0].id, CAROL)
     assert [e.content for e in scan.evidence] == ["https://ci.example/run/7", "report"]
     await tick_and_approve(world, scan, "security")
     await refused(
@@ -709,7 +710,7 @@ async def test_evidence_text_is_capped(make_world: MakeWorld) -> None:
     world = make_world()
     request = await world.open()
     _, [choice, _] = await world.approvals.add_evidence(request.id, BOB, "text", "y" * 1500, None)
-    attached = await world.approvals.attach_evidence(choice.id, BOB)
+    attached, _ = await world.approvals.attach_evidence(choice.id, BOB)
     assert [e.content for e in attached.evidence] == ["y" * 1000]
 
 
