@@ -174,9 +174,7 @@ class Approvals:
             if not rows:
                 raise ButtonNoLongerValid()
             request_id, role_id, text, ticked_by = rows[0]
-            request, role = await self._open_role(
-                db, int(request_id), int(role_id), user_id, where
-            )
+            request, role = await self._open_role(db, int(request_id), int(role_id), user_id, where)
             if role.approvals:
                 raise ApprovalRefused(f"{role.role} has approved already: its list is closed.")
             if (ticked_by is not None) == ticked:
@@ -240,9 +238,7 @@ class Approvals:
                 log.warning("signed-off #%s could not start: %s", request.deployment_id, exc)
         return request, True
 
-    async def start_rejection(
-        self, role_id: int, user_id: str, where: Where = None
-    ) -> RoleSignoff:
+    async def start_rejection(self, role_id: int, user_id: str, where: Where = None) -> RoleSignoff:
         """Reject pressed: checks only; the reason comes as a reply to the prompt."""
         async with self._storage.transaction() as db:
             request_id = await request_id_of_role(db, role_id)
