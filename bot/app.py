@@ -20,6 +20,7 @@ from telegram.ext import (
 
 from config.settings import Settings, UpdateMode
 from handlers import (
+    alerts_chat,
     approvals_chat,
     audit_chat,
     basic,
@@ -55,6 +56,7 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
         drill_chat,
         approvals_chat,
         audit_chat,
+        alerts_chat,
         flags_chat,
         locks_chat,
     )
@@ -62,7 +64,7 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
 
 
 def all_buttons(extra: Iterable[ButtonRoute] = ()) -> ButtonRegistry:
-    modules = (services_chat, deploy_chat, deploy_control_chat, approvals_chat)
+    modules = (services_chat, deploy_chat, deploy_control_chat, approvals_chat, alerts_chat)
     buttons = [b for m in modules for b in m.BUTTONS]
     return ButtonRegistry([*buttons, *extra])
 

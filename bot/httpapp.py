@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from telegram import Update
 
+from bot.alert_webhooks import alert_routes
 from bot.ofrep import ofrep_routes
 from handlers.context import OpsApplication
 from services.container import Services
@@ -35,6 +36,7 @@ def create_http_app(
     webhook_secret: str | None = None,
     webhook_url: str = "",
     api_token: str = "",
+    alerts_token: str = "",
 ) -> Starlette:
     """`webhook_secret` set means webhook mode: updates are accepted only with that header.
 
@@ -70,6 +72,7 @@ def create_http_app(
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     routes += ofrep_routes(services.flag_source, api_token)
+    routes += alert_routes(services, alerts_token, services.pipeline.critical_alerts)
     if webhook_secret is not None:
         routes.append(Route(webhook_path(webhook_url), telegram_webhook, methods=["POST"]))
     return Starlette(routes=routes)

@@ -18,6 +18,7 @@ from bot.httpapp import create_http_app
 from bot.httpserver import BackgroundHTTPServer
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings, UpdateMode
+from handlers.alerts_chat import alert_tick, monitor_tick
 from handlers.approvals_chat import approval_timers
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
@@ -100,6 +101,11 @@ class Opsgate:
             first=ops.approvals.check_s,
             name="approval-timers",
         )
+        application.job_queue.run_repeating(
+            alert_tick, interval=ops.alerts.tick_s, first=ops.alerts.tick_s, name="alerts"
+        )
+        every = ops.alerts.monitor_interval_s
+        application.job_queue.run_repeating(monitor_tick, every, first=every, name="monitor")
 
         webhook = settings.mode is UpdateMode.WEBHOOK
         secret = None
@@ -112,6 +118,7 @@ class Opsgate:
             secret,
             settings.webhook_url,
             settings.api_token.get_secret_value(),
+            settings.alerts_token.get_secret_value(),
         )
         self._http = BackgroundHTTPServer(http_app, settings.http_host, settings.http_port)
         await self._http.start()

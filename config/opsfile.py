@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, StringConstraints, ValidationError
 
+from config.alerts import AlertOptions
 from config.approvals import ApprovalOptions, EnvironmentApproval
 from config.inventory import (
     FILE_PATH_PATTERN,
@@ -93,6 +94,7 @@ class OpsConfig(_Strict):
     chats: Chats = Chats()
     environments: dict[Name, Environment] = Field(default_factory=dict)
     approvals: ApprovalOptions = ApprovalOptions()
+    alerts: AlertOptions = AlertOptions()
     services: dict[Name, Service] = Field(default_factory=dict)
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
     # Feature-flag segments: name -> members' targeting keys (user ids or other keys).
@@ -110,6 +112,8 @@ class OpsConfig(_Strict):
         alerts = self.chats.alerts
         ids = [self.chats.deploys, self.chats.approvals, alerts.critical, alerts.warning]
         ids.append(alerts.info)
+        ids += [route.chat for route in self.alerts.routes]  # where alerts (and Ack) live
+        ids.append(self.approvals.escalation_chat)
         return frozenset(i for i in ids if i is not None)
 
     def is_listed_chat(self, chat_id: int) -> bool:

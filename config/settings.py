@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     db: Path = Path("opsgate.db")
     http_addr: str = "127.0.0.1:8080"
     api_token: SecretStr = Field(default=SecretStr(""))
+    # The bearer token alert webhooks must send (Alertmanager: http_config.authorization).
+    alerts_token: SecretStr = Field(default=SecretStr(""))
     mode: UpdateMode = UpdateMode.POLLING
     # Public URL Telegram posts updates to in webhook mode, e.g. https://ops.example.com/telegram.
     webhook_url: str = ""
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """The secret values that must never reach a log line or a chat message."""
-        values = [self.bot_token, self.api_token, self.webhook_secret]
+        values = [self.bot_token, self.api_token, self.webhook_secret, self.alerts_token]
         return [v.get_secret_value() for v in values if v.get_secret_value()]
 
 

@@ -136,10 +136,10 @@ async def rollback(update: Update, context: OpsContext) -> None:
         await message.reply_text(problem)
         return
     version = args[1] if len(args) == 2 else None
-    await _request_rollback(update, message, args[0], version, str(user.id), context)
+    await request_rollback(update, message, args[0], version, str(user.id), context)
 
 
-async def _request_rollback(
+async def request_rollback(
     update: Update,
     message: Message,
     name: str,
@@ -185,7 +185,7 @@ async def rollback_pressed(update: Update, context: OpsContext) -> None:
         return
     await query.answer(f"Rolling back to {deployment.previous_version}…")
     await query.message.edit_reply_markup(None)
-    await _request_rollback(
+    await request_rollback(
         update,
         query.message,
         deployment.service,

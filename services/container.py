@@ -12,6 +12,11 @@ from pathlib import Path
 import httpx
 
 from config.opsfile import OpsConfig
+from services.alerts.changes import RecentChanges
+from services.alerts.engine import AlertEngine
+from services.alerts.monitor import Monitor
+from services.alerts.outbox import Outbox
+from services.alerts.scheduler import AlertScheduler
 from services.approvals import Approvals
 from services.audit import AuditLog, utc_now
 from services.audit_export import AuditExport
@@ -53,6 +58,11 @@ class Services:
     pipeline: DeployPipeline
     approvals: Approvals
     audit_export: AuditExport
+    alerts: AlertEngine
+    alert_scheduler: AlertScheduler
+    outbox: Outbox
+    recent_changes: RecentChanges
+    monitor: Monitor
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION
@@ -84,6 +94,8 @@ class Services:
 
         gate = FlagGate(current_ops, controller, http)
         approvals = Approvals(storage, audit, deployments, current_ops, clock)
+        alert_engine = AlertEngine(storage, audit, current_ops, clock)
+        sampler = MetricsSampler()
         services = cls(
             ops=ops,
             ops_path=ops_path,
@@ -92,7 +104,7 @@ class Services:
             confirmations=Confirmations(storage, audit),
             hosts=hosts_from_config(ops.hosts, control_dir=str(control_dir)),
             http=http,
-            sampler=MetricsSampler(),
+            sampler=sampler,
             control_dir=control_dir,
             flags=flags,
             plans=PlanService(storage, audit, flags, gate, clock),
@@ -106,6 +118,11 @@ class Services:
             ),
             approvals=approvals,
             audit_export=AuditExport(storage, deployments, approvals, current_ops),
+            alerts=alert_engine,
+            alert_scheduler=AlertScheduler(storage, current_ops, clock),
+            outbox=Outbox(storage, current_ops, clock),
+            recent_changes=RecentChanges(deployments, flags, current_ops, clock),
+            monitor=Monitor(alert_engine, current_ops, controller, sampler, clock),
             clock=clock,
         )
         return services

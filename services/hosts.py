@@ -226,6 +226,10 @@ class LocalHost:
                 await self._stop(pgid, collector)
         except BaseException:  # cancelled: leave nothing running behind
             _killpg(pgid, signal.SIGKILL)
+            # Reap it before going on: an unreaped child is a zombie, and its Popen warns
+            # (ResourceWarning) whenever it is collected, far from here.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({collector.exited}, timeout=_KILL_WAIT_S)
             raise
         finally:
             transport.close()

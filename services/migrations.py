@@ -234,6 +234,67 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        8,
+        "alerts: alerts by fingerprint, their groups and messages, silences, the outbox",
+        """
+        CREATE TABLE alert_groups (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            key           TEXT    NOT NULL UNIQUE,
+            labels        TEXT    NOT NULL,
+            chat_id       INTEGER NOT NULL,
+            route         INTEGER NOT NULL,
+            message_id    INTEGER,
+            dirty         INTEGER NOT NULL DEFAULT 0,
+            due_at        TEXT,
+            notified_at   TEXT,
+            escalation    INTEGER NOT NULL DEFAULT 0,
+            acked_by      TEXT,
+            acked_at      TEXT
+        );
+        CREATE TABLE alerts (
+            fingerprint   TEXT    PRIMARY KEY,
+            group_id      INTEGER NOT NULL REFERENCES alert_groups (id),
+            labels        TEXT    NOT NULL,
+            annotations   TEXT    NOT NULL,
+            source        TEXT    NOT NULL,
+            status        TEXT    NOT NULL,
+            starts_at     TEXT    NOT NULL,
+            ends_at       TEXT,
+            first_seen    TEXT    NOT NULL,
+            last_seen     TEXT    NOT NULL,
+            notified      TEXT    NOT NULL DEFAULT ''
+        );
+        CREATE INDEX alerts_group ON alerts (group_id, status);
+        CREATE TABLE silences (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            matchers    TEXT    NOT NULL,
+            starts_at   TEXT    NOT NULL,
+            ends_at     TEXT    NOT NULL,
+            created_by  TEXT    NOT NULL,
+            comment     TEXT    NOT NULL DEFAULT '',
+            ended_by    TEXT
+        );
+        CREATE TABLE alert_outbox (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id     INTEGER NOT NULL,
+            group_id    INTEGER,
+            kind        TEXT    NOT NULL,
+            fingerprints TEXT   NOT NULL,
+            silent      INTEGER NOT NULL DEFAULT 0,
+            dedup       TEXT    UNIQUE,
+            state       TEXT    NOT NULL,
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            next_at     TEXT    NOT NULL,
+            created_at  TEXT    NOT NULL,
+            sent_at     TEXT,
+            message_id  INTEGER,
+            folded_into INTEGER,
+            error       TEXT    NOT NULL DEFAULT ''
+        );
+        CREATE INDEX alert_outbox_pending ON alert_outbox (next_at) WHERE state = 'pending';
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

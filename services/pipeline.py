@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
 
 from config.opsfile import OpsConfig
+from services.alerts.model import IncomingAlert
 from services.deployment_model import BEFORE_SWITCH
 from services.deployments import (
     Deployment,
@@ -256,6 +257,20 @@ class DeployPipeline:
             run.abort.set()  # the `failed` event that follows names the aborter as its actor
         return deployment
 
+    async def critical_alerts(self, alerts: Sequence[IncomingAlert]) -> None:
+        """A critical alert for a service being watched after its deploy is a failed watch:
+        the release is marked bad and rolled back, like any other trigger."""
+        for alert in alerts:
+            service = alert.labels.get("service")
+            for run in list(self._running.values()):
+                target = run.target
+                if target is None or target.name != service or run.abort.is_set():
+                    continue
+                if run.deployment.state is S.WATCHING:
+                    summary = alert.annotations.get("summary", "")
+                    run.alert = f"{alert.labels.get('alertname', 'alert')} {summary}".strip()
+                    run.abort.set()
+
     async def _unless_aborted(self, run: Run, work: Awaitable[T]) -> T:
         """`work`, unless an abort comes first: then it is cancelled and `Aborted` raised."""
         task = asyncio.ensure_future(work)
@@ -267,6 +282,8 @@ class DeployPipeline:
         if run.abort.is_set():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            if run.alert is not None:
+                raise StepFailed(f"A critical alert fired while watched: {run.alert}")
             who = run.aborted_by or "someone"
             name = self._ops().name_of(int(who)) if who.isdigit() else None
             raise Aborted(f"Aborted by {name or who} while {run.deployment.state}.")

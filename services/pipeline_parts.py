@@ -94,6 +94,7 @@ class Run:
     abort: asyncio.Event = field(default_factory=asyncio.Event)
     aborted_by: str | None = None
     cancel_note: str = "aborted"  # the note of the `cancelled` event, when stopped pre-switch
+    alert: str | None = None  # a critical alert fired while watched: fail (and mark bad)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)  # set when run() returns
 
     @property

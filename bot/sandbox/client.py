@@ -247,6 +247,17 @@ class SandboxClient:
         body = {"per_chat_per_minute": per_chat_per_minute, "global_per_second": global_per_second}
         await self._call("POST", "/flood", json=body)
 
+    async def set_faults(
+        self, rate_429: float = 0, rate_5xx: float = 0, retry_after: int = 1, seed: int = 0
+    ) -> dict[str, Any]:
+        """Inject failures of sending methods; returns the counts so far."""
+        body = {"rate_429": rate_429, "rate_5xx": rate_5xx, "retry_after": retry_after}
+        return dict(await self._call("POST", "/faults", json=body | {"seed": seed}))
+
+    async def fault_counts(self) -> dict[str, Any]:
+        """Injected 429s/5xx so far, and 429s the flood limits gave (`flood_refusals`)."""
+        return dict(await self._call("POST", "/faults", json={}))
+
     async def set_outage(self, on: bool) -> None:
         await self._call("POST", "/outage", json={"on": on})
 

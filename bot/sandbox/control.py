@@ -145,6 +145,20 @@ async def outage(state: SandboxState, request: Request) -> JSON:
     return {"ok": True}
 
 
+async def faults(state: SandboxState, request: Request) -> JSON:
+    """Set injected failures ({rate_429, rate_5xx, retry_after, seed}); GET-like answer with
+    the counts so far."""
+    body = await _body(request)
+    if body:
+        state.faults.configure(
+            float(body.get("rate_429", 0)),
+            float(body.get("rate_5xx", 0)),
+            int(body.get("retry_after", 1)),
+            int(body.get("seed", 0)),
+        )
+    return {"injected": state.faults.injected, "flood_refusals": state.faults.flood_refusals}
+
+
 async def reset(state: SandboxState, request: Request) -> JSON:
     state.reset()
     return {"ok": True}
@@ -163,6 +177,7 @@ def control_routes(state: SandboxState) -> list[Route]:
         ("GET", "/version", version),
         ("POST", "/flood", flood),
         ("POST", "/outage", outage),
+        ("POST", "/faults", faults),
         ("POST", "/reset", reset),
     ]
     return [Route(path, _endpoint(state, action), methods=[verb]) for verb, path, action in table]

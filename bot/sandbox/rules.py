@@ -122,6 +122,7 @@ def keyboard(params: Params) -> JSON | None:
 def throttle(state: SandboxState, chat_id: int, counts_global: bool) -> None:
     wait = state.flood.retry_after(chat_id, counts_global)
     if wait:
+        state.faults.flood_refusals += 1
         text = f"Too Many Requests: retry after {wait}"
         raise ApiError(429, text, {"retry_after": wait})
     state.flood.record(chat_id, counts_global)

@@ -84,9 +84,17 @@ def bot_endpoint(state: SandboxState, token: Secret) -> Callable[[Request], Awai
         sent = request.path_params["token"].encode()
         if not hmac.compare_digest(sent, str(token).encode()):  # bytes: str must be ASCII
             return JSONResponse(ApiError(401, "Unauthorized").body(), status_code=401)
-        handler = METHODS.get(request.path_params["method"].lower())
+        method = request.path_params["method"].lower()
+        handler = METHODS.get(method)
         if handler is None:
             return JSONResponse(ApiError(404, "Not Found").body(), status_code=404)
+        fault = state.faults.draw(method)
+        if fault == "5xx":
+            return HTMLResponse(BAD_GATEWAY, status_code=502)
+        if fault == "429":
+            wait = state.faults.retry_after
+            error = ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
+            return JSONResponse(error.body(), status_code=429)
         try:
             result = await handler(state, await read_params(request))
         except ApiError as exc:

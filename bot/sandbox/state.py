@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import time
 from collections import deque
 from typing import Any
@@ -50,6 +51,39 @@ class Flood:
             self._global.append(now)
 
 
+class Faults:
+    """Injected failures of message-sending methods: some 429s and some 5xx, seeded, so a
+    test sees the same sequence every run. `flood_refusals` counts 429s the flood limits
+    (not the injection) gave: a client within the limits never gets one."""
+
+    SENDING = frozenset({"sendmessage", "editmessagetext", "senddocument", "sendphoto"})
+
+    def __init__(self) -> None:
+        self.rate_429 = 0.0
+        self.rate_5xx = 0.0
+        self.retry_after = 1
+        self.flood_refusals = 0
+        self.injected = {"429": 0, "5xx": 0}
+        self._random = random.Random(0)
+
+    def configure(self, rate_429: float, rate_5xx: float, retry_after: int, seed: int) -> None:
+        self.rate_429, self.rate_5xx, self.retry_after = rate_429, rate_5xx, retry_after
+        self._random = random.Random(seed)
+
+    def draw(self, method: str) -> str | None:
+        """ "429", "5xx" or None for one call of `method`."""
+        if method not in self.SENDING:
+            return None
+        roll = self._random.random()
+        if roll < self.rate_429:
+            self.injected["429"] += 1
+            return "429"
+        if roll < self.rate_429 + self.rate_5xx:
+            self.injected["5xx"] += 1
+            return "5xx"
+        return None
+
+
 class PollConflict(Exception):
     """A newer getUpdates call took over this one."""
 
@@ -75,6 +109,7 @@ class SandboxState:
         self.webhook: Webhook | None = None
         self.flood = Flood()
         self.outage = False
+        self.faults = Faults()
         self.closed = False
         self._ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count[int]] = {}

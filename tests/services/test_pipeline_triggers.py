@@ -27,6 +27,7 @@ import pytest
 
 from bot.demo_web import free_port
 from config.opsfile import OpsConfig, parse_ops_text
+from services.alerts.model import AlertStatus, IncomingAlert
 from services.audit import AuditLog
 from services.deployments import DeploymentKind, Deployments, DeploymentState, IllegalTransition
 from services.hosts_ssh import Hosts, hosts_from_config
@@ -350,6 +351,29 @@ async def test_abort_while_watching_rolls_back_without_marking_bad(world: World)
     with pytest.raises(IllegalTransition, match="not approved"):
         await world.pipeline.run(waiting, Progress())
     assert await world.deployments.in_flight() == []
+
+
+async def test_a_critical_alert_while_watched_rolls_back_and_marks_bad(world: World) -> None:
+    assert (await world.deploy("v1"))[1].ok
+    world.configure(watch_s=20)
+    deployment_id, progress = await world.request("v2"), Progress()
+    running = asyncio.create_task(world.pipeline.run(deployment_id, progress))
+    await wait_for(progress, "watch 20 s")
+    now = datetime.now(UTC)
+
+    def alert(service: str) -> IncomingAlert:
+        labels = {"alertname": "ApiErrors", "severity": "critical", "service": service}
+        return IncomingAlert(labels, {"summary": "5xx"}, AlertStatus.FIRING, now, None, "generic")
+
+    # Another service's critical changes nothing here.
+    await world.pipeline.critical_alerts([alert("other")])
+    assert not running.done()
+    await world.pipeline.critical_alerts([alert("app")])
+    outcome = await running
+    assert (outcome.state, outcome.rolled_back_to) == (S.ROLLED_BACK, "v1")
+    assert outcome.error == "A critical alert fired while watched: ApiErrors 5xx"
+    assert outcome.marked_bad and await world.layout.bad_reason("v2") == outcome.error
+    assert (await world.health())["version"] == "v1"
 
 
 async def test_abort_during_pre_checks_cancels_and_builds_nothing(world: World) -> None:

@@ -1,0 +1,330 @@
+"""Alerts in chat: the outbox's Telegram side, Ack / Silence / Roll back / Set to 0% buttons,
+/alerts, /silences, /silence and /unsilence, and the job that works the outbox."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from datetime import timedelta
+
+from telegram import Bot, CallbackQuery, Message, Update
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+
+from handlers.alerts_render import (
+    NS_ALERT,
+    group_keyboard,
+    render_digest,
+    render_group,
+    render_silence,
+)
+from handlers.approvals_render import mention
+from handlers.buttons import NO_LONGER_VALID, ButtonRoute
+from handlers.callbacks import CallbackData
+from handlers.commands import Command
+from handlers.context import OpsContext
+from handlers.deploy_chat import DEPLOY_ROLE, request_rollback
+from handlers.render import esc, join_lines
+from services.alerts.changes import RecentDeploy, RecentFlagChange
+from services.alerts.model import AlertGroup, Matcher, MatcherError, parse_matchers
+from services.alerts.outbox import Delivery, DeliveryFailed, RetryLater
+from services.container import Services
+from services.flags.plans import PlanError
+
+log = logging.getLogger(__name__)
+SILENCE_ROLE = "sre"
+DURATION = re.compile(r"([0-9]{1,4})([smhd])")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_SILENCE = timedelta(days=30)
+
+
+class TelegramNotifier:
+    """Delivers outbox rows as Telegram messages; maps Bot API failures to the outbox's."""
+
+    def __init__(self, bot: Bot, services: Services) -> None:
+        self._bot = bot
+        self._services = services
+
+    async def deliver(self, delivery: Delivery) -> int | None:
+        try:
+            return await self._deliver(delivery)
+        except RetryAfter as exc:
+            raise RetryLater(_seconds(exc.retry_after)) from exc
+        except (BadRequest, Forbidden) as exc:
+            raise DeliveryFailed(str(exc), permanent=True) from exc
+        except NetworkError as exc:  # includes TimedOut and 5xx answers
+            raise DeliveryFailed(str(exc), permanent=False) from exc
+
+    async def _deliver(self, delivery: Delivery) -> int | None:
+        services = self._services
+        engine = services.alerts
+        silences = await engine.silences()
+        if delivery.kind == "digest" or delivery.group_id is None:
+            found = [await engine.alert(fp) for fp in delivery.fingerprints]
+            text = render_digest([a for a in found if a is not None], silences)
+            sent = await self._bot.send_message(
+                delivery.chat_id, text, disable_notification=delivery.silent
+            )
+            return sent.message_id
+        group = await engine.group(delivery.group_id)
+        if group is None:
+            return None
+        if delivery.kind == "escalate":
+            return await self._escalate(group)
+        if delivery.kind == "backup":
+            return await self._backup(group)
+        deploy, flag = await changes_for(self._services, group)
+        text = render_group(
+            group, services.ops, silences, kind=delivery.kind, deploy=deploy, flag=flag
+        )
+        markup = group_keyboard(group, deploy, flag)
+        if delivery.kind == "update" and group.message_id is not None:
+            try:
+                await self._bot.edit_message_text(
+                    text, chat_id=group.chat_id, message_id=group.message_id, reply_markup=markup
+                )
+                return group.message_id
+            except BadRequest as exc:
+                if "not modified" in str(exc):
+                    return group.message_id
+                if "not found" not in str(exc):
+                    raise
+        sent = await self._bot.send_message(
+            delivery.chat_id, text, reply_markup=markup, disable_notification=delivery.silent
+        )
+        return sent.message_id
+
+    async def _escalate(self, group: AlertGroup) -> int | None:
+        """The on-call people, each in a private chat; the group chat if none can be reached."""
+        ops = self._services.ops
+        text = (
+            f"🚨 Unacknowledged critical in the alerts chat: "
+            f"{esc(', '.join(sorted({a.name for a in group.firing})))}. Press 👀 Ack there."
+        )
+        reached = None
+        for user_id in ops.roles.get(ops.alerts.oncall_role or "", []):
+            try:
+                reached = (await self._bot.send_message(user_id, text)).message_id
+            except Forbidden:  # they never started a chat with the bot
+                log.warning("could not message on-call %s directly", user_id)
+        if reached is None:
+            return await self._backup(group)
+        return reached
+
+    async def _backup(self, group: AlertGroup) -> int:
+        ops = self._services.ops
+        role = ops.alerts.backup_role or ops.alerts.oncall_role or ""
+        people = " ".join(mention(ops, uid) for uid in ops.roles.get(role, []))
+        names = esc(", ".join(sorted({a.name for a in group.firing})))
+        text = f"📣 Still unacknowledged: {names}. {people}".rstrip()
+        sent = await self._bot.send_message(group.chat_id, text)
+        return sent.message_id
+
+
+async def changes_for(
+    services: Services, group: AlertGroup
+) -> tuple[RecentDeploy | None, RecentFlagChange | None]:
+    """The deploy and flag change of the last hour for the group's service, if any."""
+    service = _service_of(group)
+    if service is None:
+        return None, None
+    changes = services.recent_changes
+    return await changes.deploy(service), await changes.flag(service)
+
+
+def _service_of(group: AlertGroup) -> str | None:
+    return next((a.labels["service"] for a in group.alerts if a.labels.get("service")), None)
+
+
+def _seconds(value: object) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(str(value))
+
+
+async def alert_tick(context: OpsContext) -> None:
+    """The repeating job: due groups into the outbox, the outbox into the chats."""
+    services = context.services
+    await services.alert_scheduler.flush()
+    await services.outbox.deliver_due(TelegramNotifier(context.bot, services))
+
+
+async def monitor_tick(context: OpsContext) -> None:
+    """The repeating job: one sampling cycle of opsgate's own monitor rules."""
+    reported = await context.services.monitor.cycle()
+    for alert in reported:
+        log.info("monitor: %s %s", alert.labels.get("alertname"), alert.status)
+
+
+async def alert_pressed(update: Update, context: OpsContext) -> None:
+    """Ack, Silence 1h/24h, Roll back, Set to 0%: each checked against its row now."""
+    query = update.callback_query
+    if query is None:
+        return
+    data = CallbackData.decode(query.data)
+    services, user = context.services, query.from_user
+    if data.action in ("rb", "f0") and DEPLOY_ROLE not in services.ops.roles_of(user.id):
+        await query.answer(f"This needs the role {DEPLOY_ROLE}.", show_alert=True)
+        return
+    if data.action == "rb":
+        deployment = await services.recent_changes.deployment(data.row_id)
+        if deployment is None or not isinstance(query.message, Message):
+            await query.answer(NO_LONGER_VALID, show_alert=True)
+            return
+        await query.answer(f"Rolling back to {deployment.previous_version}…")
+        await request_rollback(
+            update, query.message, deployment.service, deployment.previous_version,
+            str(user.id), context,
+        )  # fmt: skip
+        return
+    group = await services.alerts.group(data.row_id)
+    if group is None or not group.firing or data.action not in ("ack", "s1", "s24", "f0"):
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        return
+    if data.action == "ack":
+        group = await services.alerts.ack(group.id, str(user.id)) or group
+        await query.answer("You are on it: escalation stops.")
+    elif data.action == "f0":
+        await _flag_to_zero(query, group, str(user.id), context)
+        return
+    else:
+        hours = 1 if data.action == "s1" else 24
+        matchers = _matchers_for(group)
+        await services.alerts.silence(matchers, timedelta(hours=hours), str(user.id), "button")
+        await query.answer(f"Silenced for {hours} h.")
+    await _redraw(context, group.id)
+
+
+def _matchers_for(group: AlertGroup) -> tuple[Matcher, ...]:
+    labels = dict(group.labels) or {"alertname": group.alerts[0].name}
+    return tuple(Matcher(k, v) for k, v in sorted(labels.items()))
+
+
+async def _flag_to_zero(
+    query: CallbackQuery, group: AlertGroup, actor: str, context: OpsContext
+) -> None:
+    services = context.services
+    service = _service_of(group)
+    flag = await services.recent_changes.flag(service) if service else None
+    if flag is None:
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        return
+    with contextlib.suppress(PlanError):  # no plan running for it
+        await services.plans.pause(flag.key, actor)
+    await services.flags.set_rollout(flag.key, 0, actor, note="from an alert")
+    await query.answer(f"{flag.key} is at 0% now.")
+    await _redraw(context, group.id)
+
+
+async def _redraw(context: OpsContext, group_id: int) -> None:
+    services = context.services
+    group = await services.alerts.group(group_id)
+    if group is None or group.message_id is None:
+        return
+    deploy, flag = await changes_for(services, group)
+    silences = await services.alerts.silences()
+    text = render_group(group, services.ops, silences, deploy=deploy, flag=flag)
+    try:
+        await context.bot.edit_message_text(
+            text,
+            chat_id=group.chat_id,
+            message_id=group.message_id,
+            reply_markup=group_keyboard(group, deploy, flag),
+        )
+    except BadRequest as exc:
+        if "not modified" not in str(exc):
+            raise
+
+
+async def alerts_command(update: Update, context: OpsContext) -> None:
+    """What is firing now, by group."""
+    message = update.effective_message
+    if message is None:
+        return
+    services = context.services
+    groups = await services.alerts.firing_groups()
+    if not groups:
+        await message.reply_text("✅ Nothing is firing.")
+        return
+    silences = await services.alerts.silences()
+    texts = [render_group(g, services.ops, silences) for g in groups[:10]]
+    more = f"\n… and {len(groups) - 10} more group(s)" if len(groups) > 10 else ""
+    await message.reply_text(join_lines(texts)[:3900] + more)
+
+
+async def silences_command(update: Update, context: OpsContext) -> None:
+    """Silences in force."""
+    message = update.effective_message
+    if message is None:
+        return
+    services = context.services
+    active = await services.alerts.silences()
+    if not active:
+        await message.reply_text("No silences in force.")
+        return
+    await message.reply_text(join_lines([render_silence(s, services.ops) for s in active]))
+
+
+async def silence_command(update: Update, context: OpsContext) -> None:
+    """/silence MATCHERS DURATION [comment]: e.g. /silence alertname=DiskFull 2h disk swap."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    args = context.args or []
+    durations = [i for i, a in enumerate(args) if DURATION.fullmatch(a)]
+    if not durations or durations[0] == 0:
+        await message.reply_text(
+            "Usage: /silence label=value [label=~regex ...] DURATION [comment]"
+            " (DURATION like 30m, 2h, 1d)"
+        )
+        return
+    at = durations[0]
+    try:
+        matchers = parse_matchers(" ".join(args[:at]))
+    except MatcherError as exc:
+        await message.reply_text(f"⛔ {esc(exc)}. Nothing was silenced.")
+        return
+    duration = parse_duration(args[at])
+    if not timedelta(0) < duration <= MAX_SILENCE:
+        await message.reply_text("⛔ A silence lasts 1 s to 30 days. Nothing was silenced.")
+        return
+    comment = " ".join(args[at + 1 :])
+    silence = await context.services.alerts.silence(matchers, duration, str(user.id), comment)
+    text = render_silence(silence, context.services.ops)
+    await message.reply_text(f"{text}. /unsilence {silence.id} ends it.")
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `30m`, `2h`, `1d` (checked by DURATION before)."""
+    match = DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return timedelta(seconds=int(match.group(1)) * UNITS[match.group(2)])
+
+
+async def unsilence_command(update: Update, context: OpsContext) -> None:
+    """/unsilence ID: ends a silence now."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    args = context.args or []
+    if len(args) != 1 or not re.fullmatch(r"#?[0-9]{1,9}", args[0]):
+        await message.reply_text("Usage: /unsilence ID (see /silences)")
+        return
+    ended = await context.services.alerts.unsilence(int(args[0].lstrip("#")), str(user.id))
+    if ended is None:
+        await message.reply_text(f"⛔ No silence #{esc(args[0].lstrip('#'))} in force.")
+        return
+    await message.reply_text(f"🔔 Silence #{ended.id} ended; its alerts notify again.")
+
+
+COMMANDS = [
+    Command("alerts", "alerts firing now", alerts_command),
+    Command("silences", "silences in force", silences_command),
+    Command(
+        "silence",
+        "silence alerts: MATCHERS DURATION [comment]",
+        silence_command,
+        role=SILENCE_ROLE,
+    ),
+    Command("unsilence", "end a silence: ID", unsilence_command, role=SILENCE_ROLE),
+]
+BUTTONS = [ButtonRoute(NS_ALERT, alert_pressed)]

@@ -1,0 +1,121 @@
+"""Alert messages: a group with its alerts, who acknowledged it, what changed lately."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from config.opsfile import OpsConfig
+from handlers.callbacks import CallbackData
+from handlers.render import code, esc, join_lines
+from services.alerts.changes import RecentDeploy, RecentFlagChange
+from services.alerts.model import Alert, AlertGroup, AlertStatus, Silence
+
+NS_ALERT = "al"
+ICONS = {"critical": "🔥", "warning": "⚠️", "info": "ℹ️"}
+HIDDEN = ("alertname", "severity")  # said in the line itself
+MAX_LINES = 40  # alerts listed in one group message; the rest are counted
+
+
+def labels_text(labels: Mapping[str, str], skip: Sequence[str] = HIDDEN) -> str:
+    shown = [f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip]
+    return " ".join(shown)
+
+
+def alert_line(alert: Alert, silences: Sequence[Silence]) -> str:
+    icon = "✅" if alert.status is AlertStatus.RESOLVED else ICONS.get(alert.severity, "⚠️")
+    muted = " 🔕" if any(s.matches(alert.labels) for s in silences) else ""
+    line = f"{icon} <b>{esc(alert.name)}</b> {esc(labels_text(alert.labels))}{muted}".rstrip()
+    if alert.summary:
+        line += f" — {esc(alert.summary[:160])}"
+    when = alert.ends_at if alert.status is AlertStatus.RESOLVED else alert.starts_at
+    return f"{line} ({_hm(when)})"
+
+
+def _hm(at: datetime | None) -> str:
+    return at.strftime("%H:%M UTC") if at else "-"
+
+
+def who(ops: OpsConfig, user_id: str | None) -> str:
+    if user_id is None:
+        return "-"
+    name = ops.name_of(int(user_id)) if user_id.isdigit() else None
+    return esc(name or user_id)
+
+
+def render_group(
+    group: AlertGroup,
+    ops: OpsConfig,
+    silences: Sequence[Silence],
+    *,
+    kind: str = "notify",
+    deploy: RecentDeploy | None = None,
+    flag: RecentFlagChange | None = None,
+) -> str:
+    firing = group.firing
+    if firing:
+        head = f"{ICONS.get(group.severity, '⚠️')} <b>{esc(group.severity.upper())}</b>"
+        head += f" — {len(firing)} firing"
+    else:
+        head = "✅ <b>RESOLVED</b>"
+    if kind == "repeat":
+        head = "🔁 Still firing: " + head
+    scope = labels_text(group.labels, skip=())
+    lines = [f"{head} {esc(scope)}".rstrip()]
+    alerts = sorted(group.alerts, key=lambda a: (a.status is AlertStatus.RESOLVED, a.first_seen))
+    lines += [alert_line(a, silences) for a in alerts[:MAX_LINES]]
+    if len(alerts) > MAX_LINES:
+        lines.append(f"… and {len(alerts) - MAX_LINES} more: /alerts")
+    if group.acked_by and firing:
+        lines.append(f"👀 {who(ops, group.acked_by)} is on it (since {_hm(group.acked_at)})")
+    if deploy is not None:
+        lines.append(
+            f"🔗 {esc(deploy.service)} {code(deploy.version)} was deployed at"
+            f" {_hm(deploy.at)} (#{deploy.deployment_id}; before: {code(deploy.previous_version)})"
+        )
+    if flag is not None:
+        lines.append(
+            f"🔗 flag {code(flag.key)} was set to {esc(flag.to_value)}% at {_hm(flag.at)}"
+            f" by {who(ops, flag.actor)}"
+        )
+    return join_lines(lines)
+
+
+def group_keyboard(
+    group: AlertGroup, deploy: RecentDeploy | None, flag: RecentFlagChange | None
+) -> InlineKeyboardMarkup | None:
+    if not group.firing:
+        return None  # resolved: nothing left to do on it
+
+    def data(action: str, row_id: int) -> str:
+        return CallbackData(NS_ALERT, action, row_id).encode()
+
+    rows = [
+        [
+            InlineKeyboardButton("👀 Ack", callback_data=data("ack", group.id)),
+            InlineKeyboardButton("🔕 1h", callback_data=data("s1", group.id)),
+            InlineKeyboardButton("🔕 24h", callback_data=data("s24", group.id)),
+        ]
+    ]
+    if deploy is not None:
+        label = f"↩️ Roll back to {deploy.previous_version}"[:48]
+        rows.append([InlineKeyboardButton(label, callback_data=data("rb", deploy.deployment_id))])
+    if flag is not None:
+        label = f"🚩 Set {flag.key} to 0%"[:48]
+        rows.append([InlineKeyboardButton(label, callback_data=data("f0", group.id))])
+    return InlineKeyboardMarkup(rows)
+
+
+def render_digest(alerts: Sequence[Alert], silences: Sequence[Silence]) -> str:
+    firing = sum(a.status is AlertStatus.FIRING for a in alerts)
+    head = f"📦 <b>Digest</b>: {len(alerts)} alert change(s), {firing} firing"
+    return join_lines([head, *(alert_line(a, silences) for a in alerts)])
+
+
+def render_silence(silence: Silence, ops: OpsConfig) -> str:
+    matchers = " ".join(str(m) for m in silence.matchers)
+    text = f"🔕 #{silence.id} {code(matchers)} until {silence.ends_at:%Y-%m-%d %H:%M} UTC"
+    text += f" by {who(ops, silence.created_by)}"
+    return text + (f": {esc(silence.comment)}" if silence.comment else "")

@@ -1,0 +1,1 @@
+"""Alerts: intake, grouping and routing, silences, the outbox that delivers them."""

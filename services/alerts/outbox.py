@@ -1,0 +1,223 @@
+"""Delivering the alert outbox within Telegram's limits, without losing anything.
+
+Rows are written by the scheduler in the same transaction as the change they report, so a
+crash never loses one; a row is marked sent only after the chat accepted it, so a crash may
+send one twice (at least once), never zero times. Per chat at most `chat_per_minute` messages
+in any 60 s (counted from the rows themselves, so a restart does not reset the count), and at
+most `global_per_second` overall. When a chat has more waiting than it may receive, they are
+folded into digests (each naming every alert it carries) instead of being dropped. A 429 holds
+the chat for its retry_after; other failures back off (2, 4, ... 60 s); a request the chat
+refuses for good (a 400) is marked failed and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from config.opsfile import OpsConfig
+from services.audit import utc_now
+from services.storage import Storage
+
+log = logging.getLogger(__name__)
+MAX_PER_DIGEST = 60  # alerts named in one digest message: its text stays within 4096
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    chat_id: int
+    kind: str  # notify | update | repeat | escalate | backup | digest
+    group_id: int | None
+    fingerprints: tuple[str, ...]
+    silent: bool
+
+
+class Notifier(Protocol):
+    async def deliver(self, delivery: Delivery) -> int | None:
+        """Send (or edit) it; returns the message id. Raises RetryLater or DeliveryFailed."""
+        ...
+
+
+class RetryLater(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"retry after {seconds:g} s")
+        self.seconds = seconds
+
+
+class DeliveryFailed(Exception):
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Outbox:
+    def __init__(
+        self,
+        storage: Storage,
+        ops: Callable[[], OpsConfig],
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._storage = storage
+        self._ops = ops
+        self._clock = clock
+        self._held: dict[int, datetime] = {}  # chat -> no sends before (a 429's retry_after)
+        self._second: deque[float] = deque()  # monotonic times of the last second's sends
+
+    async def pending(self) -> int:
+        rows = list(
+            await self._storage.db.execute_fetchall(
+                "SELECT count(*) FROM alert_outbox WHERE state = 'pending'"
+            )
+        )
+        return int(rows[0][0])
+
+    async def deliver_due(self, notifier: Notifier) -> int:
+        """Deliver what is due, within the limits; returns how many messages went out."""
+        now = self._clock()
+        rows = await self._storage.db.execute_fetchall(
+            "SELECT id, chat_id, group_id, kind, fingerprints, silent FROM alert_outbox"
+            " WHERE state = 'pending' AND next_at <= ? ORDER BY id",
+            (now.isoformat(),),
+        )
+        by_chat: dict[int, list[Delivery]] = {}
+        for r in rows:
+            item = Delivery(
+                id=int(r[0]),
+                chat_id=int(r[1]),
+                group_id=None if r[2] is None else int(r[2]),
+                kind=str(r[3]),
+                fingerprints=tuple(json.loads(r[4])),
+                silent=bool(r[5]),
+            )
+            by_chat.setdefault(item.chat_id, []).append(item)
+        sent = 0
+        for chat_id, items in by_chat.items():
+            if self._held.get(chat_id, now) > now:
+                continue
+            budget = self._ops().alerts.chat_per_minute - await self._sent_last_minute(chat_id)
+            if budget <= 0:
+                continue
+            for item in await self._fold(items, budget):
+                if not self._global_slot():
+                    return sent
+                if await self._deliver(notifier, item):
+                    sent += 1
+                else:
+                    break  # held or failing: the rest of this chat waits its turn
+        return sent
+
+    async def _sent_last_minute(self, chat_id: int) -> int:
+        since = (self._clock() - timedelta(seconds=60)).isoformat()
+        rows = list(
+            await self._storage.db.execute_fetchall(
+                "SELECT count(*) FROM alert_outbox WHERE chat_id = ? AND state = 'sent'"
+                " AND sent_at > ?",
+                (chat_id, since),
+            )
+        )
+        return int(rows[0][0])
+
+    def _global_slot(self) -> bool:
+        now = time.monotonic()
+        while self._second and self._second[0] <= now - 1:
+            self._second.popleft()
+        if len(self._second) >= self._ops().alerts.global_per_second:
+            return False
+        self._second.append(now)
+        return True
+
+    async def _fold(self, items: list[Delivery], budget: int) -> list[Delivery]:
+        """Within budget as they are; else (and digest rows always) into digests of at most
+        MAX_PER_DIGEST alerts, as many as the budget allows; the rest waits."""
+        digests = [i for i in items if i.kind == "digest"]
+        if len(items) <= budget and len(digests) <= 1:
+            return items[:budget]
+        foldable = items if len(items) > budget else digests
+        kept = [i for i in items if i not in foldable]
+        batches: list[list[Delivery]] = [[]]
+        for item in foldable:
+            size = sum(len(i.fingerprints) for i in batches[-1])
+            if batches[-1] and size + len(item.fingerprints) > MAX_PER_DIGEST:
+                batches.append([])
+            batches[-1].append(item)
+        room = max(budget - len(kept), 1)
+        folded = [await self._fold_batch(batch) for batch in batches[:room]]
+        return [*kept, *folded][:budget]
+
+    async def _fold_batch(self, batch: list[Delivery]) -> Delivery:
+        if len(batch) == 1 and batch[0].kind == "digest":
+            return batch[0]
+        fingerprints = tuple(dict.fromkeys(fp for item in batch for fp in item.fingerprints))
+        now = self._clock().isoformat()
+        silent = all(item.silent for item in batch)
+        async with self._storage.transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO alert_outbox (chat_id, kind, fingerprints, silent, state, next_at,"
+                " created_at) VALUES (?, 'digest', ?, ?, 'pending', ?, ?)",
+                (batch[0].chat_id, json.dumps(fingerprints), silent, now, now),
+            )
+            digest_id = cursor.lastrowid
+            assert digest_id is not None
+            await db.executemany(
+                "UPDATE alert_outbox SET state = 'folded', folded_into = ? WHERE id = ?",
+                [(digest_id, item.id) for item in batch],
+            )
+        return Delivery(digest_id, batch[0].chat_id, "digest", None, fingerprints, silent)
+
+    async def _deliver(self, notifier: Notifier, item: Delivery) -> bool:
+        try:
+            message_id = await notifier.deliver(item)
+        except RetryLater as exc:
+            held = self._clock() + timedelta(seconds=exc.seconds)
+            self._held[item.chat_id] = held
+            await self._retry(item, held, str(exc))
+            return False
+        except DeliveryFailed as exc:
+            if exc.permanent:
+                log.error("alert message %s to %s failed for good: %s", item.id, item.chat_id, exc)
+                await self._storage.write(
+                    "UPDATE alert_outbox SET state = 'failed', error = ? WHERE id = ?",
+                    (str(exc)[:500], item.id),
+                )
+                return False
+            await self._backoff(item, str(exc))
+            return False
+        await self._sent(item, message_id)
+        return True
+
+    async def _sent(self, item: Delivery, message_id: int | None) -> None:
+        now = self._clock().isoformat()
+        async with self._storage.transaction() as db:
+            await db.execute(
+                "UPDATE alert_outbox SET state = 'sent', sent_at = ?, message_id = ?,"
+                " attempts = attempts + 1 WHERE id = ?",
+                (now, message_id, item.id),
+            )
+            if item.kind in ("notify", "repeat") and message_id is not None:
+                await db.execute(
+                    "UPDATE alert_groups SET message_id = ? WHERE id = ?",
+                    (message_id, item.group_id),
+                )
+
+    async def _retry(self, item: Delivery, at: datetime, error: str) -> None:
+        await self._storage.write(
+            "UPDATE alert_outbox SET next_at = ?, attempts = attempts + 1, error = ? WHERE id = ?",
+            (at.isoformat(), error[:500], item.id),
+        )
+
+    async def _backoff(self, item: Delivery, error: str) -> None:
+        rows = list(
+            await self._storage.db.execute_fetchall(
+                "SELECT attempts FROM alert_outbox WHERE id = ?", (item.id,)
+            )
+        )
+        attempts = int(rows[0][0]) if rows else 0
+        wait = min(60.0, 2.0 ** (attempts + 1))
+        await self._retry(item, self._clock() + timedelta(seconds=wait), error)

@@ -1,0 +1,83 @@
+"""Reading alert groups and silences from their tables."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import aiosqlite
+
+from services.alerts.model import Alert, AlertGroup, AlertStatus, Matcher, Silence
+
+
+def _time(value: object) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def _at(value: object) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+async def read_group(db: aiosqlite.Connection, group_id: int) -> AlertGroup | None:
+    rows = list(
+        await db.execute_fetchall(
+            "SELECT id, key, labels, chat_id, route, message_id, notified_at, escalation,"
+            " acked_by, acked_at FROM alert_groups WHERE id = ?",
+            (group_id,),
+        )
+    )
+    if not rows:
+        return None
+    g = rows[0]
+    alerts = tuple(
+        Alert(
+            fingerprint=str(a[0]),
+            group_id=group_id,
+            labels=json.loads(a[1]),
+            annotations=json.loads(a[2]),
+            source=str(a[3]),
+            status=AlertStatus(str(a[4])),
+            starts_at=_at(a[5]),
+            ends_at=_time(a[6]),
+            first_seen=_at(a[7]),
+            last_seen=_at(a[8]),
+        )
+        for a in await db.execute_fetchall(
+            "SELECT fingerprint, labels, annotations, source, status, starts_at, ends_at,"
+            " first_seen, last_seen FROM alerts WHERE group_id = ?"
+            " ORDER BY first_seen, fingerprint",
+            (group_id,),
+        )
+    )
+    return AlertGroup(
+        id=int(g[0]),
+        key=str(g[1]),
+        labels=json.loads(g[2]),
+        chat_id=int(g[3]),
+        route=int(g[4]),
+        message_id=None if g[5] is None else int(g[5]),
+        notified_at=_time(g[6]),
+        escalation=int(g[7]),
+        acked_by=None if g[8] is None else str(g[8]),
+        acked_at=_time(g[9]),
+        alerts=alerts,
+    )
+
+
+async def read_silences(db: aiosqlite.Connection) -> list[Silence]:
+    rows = await db.execute_fetchall(
+        "SELECT id, matchers, starts_at, ends_at, created_by, comment, ended_by FROM silences"
+        " ORDER BY id"
+    )
+    return [
+        Silence(
+            id=int(r[0]),
+            matchers=tuple(Matcher(str(m[0]), str(m[1]), bool(m[2])) for m in json.loads(r[1])),
+            starts_at=_at(r[2]),
+            ends_at=_at(r[3]),
+            created_by=str(r[4]),
+            comment=str(r[5]),
+            ended_by=None if r[6] is None else str(r[6]),
+        )
+        for r in rows
+    ]
