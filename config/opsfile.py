@@ -222,7 +222,8 @@ def _check_references(config: OpsConfig) -> list[str]:
 
 
 def _check_approval_roles(config: OpsConfig) -> list[str]:
-    """Every role a policy names must exist: a sign-off nobody can give never ends."""
+    """Every role a policy or an alert route names must exist: a sign-off nobody can give
+    never ends, an escalation to nobody reaches no one."""
     named: list[tuple[str, str]] = []
     for env_name, env in config.environments.items():
         if env.approval is not None:
@@ -235,6 +236,15 @@ def _check_approval_roles(config: OpsConfig) -> list[str]:
     named += [(f"approvals.rollback_roles[{i}]", r) for i, r in enumerate(options.rollback_roles)]
     if options.escalation_role is not None:
         named.append(("approvals.escalation_role", options.escalation_role))
+    alerts = config.alerts
+    for key in ("oncall_role", "backup_role"):
+        if (role := getattr(alerts, key)) is not None:
+            named.append((f"alerts.{key}", role))
+    named += [
+        (f"alerts.routes[{i}].mention_role", route.mention_role)
+        for i, route in enumerate(alerts.routes)
+        if route.mention_role is not None
+    ]
     return [
         f"{path}: no role {role!r} in [roles]" for path, role in named if not config.roles.get(role)
     ]

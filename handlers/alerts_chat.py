@@ -26,6 +26,7 @@ from handlers.context import OpsContext
 from handlers.deploy_chat import DEPLOY_ROLE, request_rollback
 from handlers.render import esc, join_lines
 from services.alerts.changes import RecentDeploy, RecentFlagChange
+from services.alerts.engine import routes_of
 from services.alerts.model import AlertGroup, Matcher, MatcherError, parse_matchers
 from services.alerts.outbox import Delivery, DeliveryFailed, RetryLater
 from services.container import Services
@@ -78,6 +79,11 @@ class TelegramNotifier:
             group, services.ops, silences, kind=delivery.kind, deploy=deploy, flag=flag
         )
         markup = group_keyboard(group, deploy, flag)
+        routes = routes_of(services.ops)
+        route = routes[group.route] if 0 <= group.route < len(routes) else None
+        if route is not None and route.mention_role and group.firing and delivery.kind != "update":
+            people = services.ops.roles.get(route.mention_role, [])
+            text += "\n" + " ".join(mention(services.ops, uid) for uid in people)
         if delivery.kind == "update" and group.message_id is not None:
             try:
                 await self._bot.edit_message_text(

@@ -248,6 +248,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             dirty         INTEGER NOT NULL DEFAULT 0,
             due_at        TEXT,
             notified_at   TEXT,
+            firing_since  TEXT,
             escalation    INTEGER NOT NULL DEFAULT 0,
             acked_by      TEXT,
             acked_at      TEXT

@@ -187,8 +187,8 @@ class AlertEngine:
         )
         if alert.status is AlertStatus.FIRING:  # it fired again: a new ack is needed
             await db.execute(
-                "UPDATE alert_groups SET acked_by = NULL, acked_at = NULL, escalation = 0"
-                " WHERE id = ?",
+                "UPDATE alert_groups SET acked_by = NULL, acked_at = NULL, escalation = 0,"
+                " firing_since = NULL WHERE id = ?",
                 (group_id,),
             )
         return alert.status

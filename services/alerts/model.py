@@ -85,6 +85,7 @@ class AlertGroup:
     route: int
     message_id: int | None
     notified_at: datetime | None
+    firing_since: datetime | None  # first sent in this firing spell: escalation counts from it
     escalation: int
     acked_by: str | None
     acked_at: datetime | None

@@ -27,6 +27,7 @@ from services.storage import Storage
 
 log = logging.getLogger(__name__)
 MAX_PER_DIGEST = 60  # alerts named in one digest message: its text stays within 4096
+FOLDABLE = frozenset({"notify", "repeat", "digest"})  # what may go out as a digest
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,6 @@ class Outbox:
         self._storage = storage
         self._ops = ops
         self._clock = clock
-        self._held: dict[int, datetime] = {}  # chat -> no sends before (a 429's retry_after)
         self._second: deque[float] = deque()  # monotonic times of the last second's sends
 
     async def pending(self) -> int:
@@ -98,13 +98,19 @@ class Outbox:
             )
             by_chat.setdefault(item.chat_id, []).append(item)
         sent = 0
+        held = await self._held_chats(now)
         for chat_id, items in by_chat.items():
-            if self._held.get(chat_id, now) > now:
+            if chat_id in held:
                 continue
+            # Escalations go to people directly: never folded, never held by the chat's
+            # budget. Edits (a resolution) are not folded either: the message must tell.
+            direct = [i for i in items if i.kind == "escalate"]
             budget = self._ops().alerts.chat_per_minute - await self._sent_last_minute(chat_id)
-            if budget <= 0:
-                continue
-            for item in await self._fold(items, budget):
+            kept = [i for i in items if i.kind in ("update", "backup")][: max(budget, 0)]
+            foldable = [i for i in items if i.kind in FOLDABLE]
+            room = budget - len(kept)
+            batch = [*direct, *kept, *(await self._fold(foldable, room) if room > 0 else [])]
+            for item in batch:
                 if not self._global_slot():
                     return sent
                 if await self._deliver(notifier, item):
@@ -112,6 +118,15 @@ class Outbox:
                 else:
                     break  # held or failing: the rest of this chat waits its turn
         return sent
+
+    async def _held_chats(self, now: datetime) -> set[int]:
+        """Chats a 429 holds: from the rows themselves, so a restart keeps the hold."""
+        rows = await self._storage.db.execute_fetchall(
+            "SELECT DISTINCT chat_id FROM alert_outbox WHERE state = 'pending' AND next_at > ?"
+            " AND error LIKE 'retry after%'",
+            (now.isoformat(),),
+        )
+        return {int(r[0]) for r in rows}
 
     async def _sent_last_minute(self, chat_id: int) -> int:
         since = (self._clock() - timedelta(seconds=60)).isoformat()
@@ -174,10 +189,8 @@ class Outbox:
     async def _deliver(self, notifier: Notifier, item: Delivery) -> bool:
         try:
             message_id = await notifier.deliver(item)
-        except RetryLater as exc:
-            held = self._clock() + timedelta(seconds=exc.seconds)
-            self._held[item.chat_id] = held
-            await self._retry(item, held, str(exc))
+        except RetryLater as exc:  # the row's next_at holds the whole chat (_held_chats)
+            await self._retry(item, self._clock() + timedelta(seconds=exc.seconds), str(exc))
             return False
         except DeliveryFailed as exc:
             if exc.permanent:
@@ -201,9 +214,10 @@ class Outbox:
                 (now, message_id, item.id),
             )
             if item.kind in ("notify", "repeat") and message_id is not None:
+                # Repeats count from when it went out, not from when it was queued.
                 await db.execute(
-                    "UPDATE alert_groups SET message_id = ? WHERE id = ?",
-                    (message_id, item.group_id),
+                    "UPDATE alert_groups SET message_id = ?, notified_at = ? WHERE id = ?",
+                    (message_id, now, item.group_id),
                 )
 
     async def _retry(self, item: Delivery, at: datetime, error: str) -> None:

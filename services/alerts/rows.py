@@ -22,7 +22,7 @@ async def read_group(db: aiosqlite.Connection, group_id: int) -> AlertGroup | No
     rows = list(
         await db.execute_fetchall(
             "SELECT id, key, labels, chat_id, route, message_id, notified_at, escalation,"
-            " acked_by, acked_at FROM alert_groups WHERE id = ?",
+            " acked_by, acked_at, firing_since FROM alert_groups WHERE id = ?",
             (group_id,),
         )
     )
@@ -57,6 +57,7 @@ async def read_group(db: aiosqlite.Connection, group_id: int) -> AlertGroup | No
         route=int(g[4]),
         message_id=None if g[5] is None else int(g[5]),
         notified_at=_time(g[6]),
+        firing_since=_time(g[10]),
         escalation=int(g[7]),
         acked_by=None if g[8] is None else str(g[8]),
         acked_at=_time(g[9]),

@@ -72,10 +72,22 @@ class AlertScheduler:
                 group = await read_group(db, int(group_id))
                 if group is not None:
                     written += await self._changes(db, group, silences, critical, now)
+            # Firing alerts nobody was shown (a silence that ended, a critical that holds
+            # nothing back any more): out as soon as they are visible.
+            held = await db.execute_fetchall(
+                "SELECT DISTINCT a.group_id FROM alerts a JOIN alert_groups g"
+                " ON g.id = a.group_id WHERE a.status = 'firing' AND a.notified != 'firing'"
+                " AND g.dirty = 0"
+            )
+            for (group_id,) in list(held):
+                group = await read_group(db, int(group_id))
+                if group is not None:
+                    written += await self._changes(db, group, silences, critical, now)
             repeat_before = (now - timedelta(seconds=options.repeat_interval_s)).isoformat()
-            stale = await db.execute_fetchall(
-                "SELECT id FROM alert_groups WHERE dirty = 0 AND acked_by IS NULL AND"
-                " notified_at <= ? AND message_id IS NOT NULL",
+            stale = await db.execute_fetchall(  # sent, not just queued: then repeated
+                "SELECT id FROM alert_groups g WHERE dirty = 0 AND acked_by IS NULL AND"
+                " notified_at <= ? AND NOT EXISTS (SELECT 1 FROM alert_outbox o WHERE"
+                " o.group_id = g.id AND o.state = 'pending')",
                 (repeat_before,),
             )
             for (group_id,) in list(stale):
@@ -107,8 +119,8 @@ class AlertScheduler:
             kind = "digest"
         elif new:
             kind = "notify"
-        elif resolved and group.message_id is not None:
-            kind = "update"
+        elif resolved:  # an edit of its message; a new one if it was only in a digest
+            kind = "update" if group.message_id is not None else "notify"
         else:
             return 0
         shown = [*show, *resolved] if kind != "digest" else [*new, *resolved]
@@ -129,16 +141,16 @@ class AlertScheduler:
         options = self._ops().alerts
         written = 0
         rows = await db.execute_fetchall(
-            "SELECT id FROM alert_groups WHERE acked_by IS NULL AND notified_at IS NOT NULL"
+            "SELECT id FROM alert_groups WHERE acked_by IS NULL AND firing_since IS NOT NULL"
             " AND escalation < 2"
         )
         for (group_id,) in list(rows):
             group = await read_group(db, int(group_id))
-            if group is None or group.notified_at is None or group.severity != "critical":
+            if group is None or group.firing_since is None or group.severity != "critical":
                 continue
             if not _shown_firing(group, silences, critical):
                 continue
-            waited = (now - group.notified_at).total_seconds()
+            waited = (now - group.firing_since).total_seconds()  # repeats do not reset it
             level = group.escalation
             if level == 0 and waited >= options.escalate_after_s and options.oncall_role:
                 written += await self._enqueue(db, group, "escalate", group.firing, now)
@@ -179,7 +191,14 @@ class AlertScheduler:
         )
         if kind in ("notify", "repeat", "digest"):
             await db.execute(
-                "UPDATE alert_groups SET notified_at = ? WHERE id = ?", (now.isoformat(), group.id)
+                "UPDATE alert_groups SET notified_at = ?, firing_since = COALESCE(firing_since,"
+                " ?) WHERE id = ?",
+                (now.isoformat(), now.isoformat(), group.id),
+            )
+        if not group.firing:  # all resolved: the next firing spell escalates afresh
+            await db.execute(
+                "UPDATE alert_groups SET firing_since = NULL, escalation = 0 WHERE id = ?",
+                (group.id,),
             )
         return 1
 
