@@ -48,7 +48,9 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-async def measure(work: Callable[[], Awaitable[object]], cycles: int) -> tuple[list[float], list[float]]:
+async def measure(
+    work: Callable[[], Awaitable[object]], cycles: int
+) -> tuple[list[float], list[float]]:
     cpu, wall = [], []
     for _ in range(cycles):
         c0, w0 = cpu_seconds(), time.perf_counter()
@@ -69,7 +71,11 @@ def ops_text(sandbox: SystemdSandbox, ports: list[int]) -> str:
             f'unit = "b-mon{n}.service"',
             f'health = {{ url = "http://127.0.0.1:{port}/health", attempts = 1 }}',
         ]
-    for name, metric in (("Cpu", "cpu_percent"), ("Mem", "memory_percent"), ("Disk", "disk_percent")):
+    for name, metric in (
+        ("Cpu", "cpu_percent"),
+        ("Mem", "memory_percent"),
+        ("Disk", "disk_percent"),
+    ):
         lines += ["[[alerts.rules]]", f'name = "{name}"', f'metric = "{metric}"', "above = 99.9"]
     lines += ["[[alerts.rules]]", 'name = "Down"', 'metric = "service_down"', "for_s = 30"]
     return "\n".join(lines) + "\n"
@@ -113,8 +119,11 @@ async def run(sandbox: SystemdSandbox, cycles: int, count: int) -> None:
         await sandbox.host.run(["systemctl", "stop", f"b-mon{n}.service"])
     med = statistics.median
     print(f"{cycles} cycles; rules: cpu, memory, disk, service_down x {count} services")
-    print(f"monitor cycle: CPU {med(cpu_m) * 1000:.1f} ms (incl. children), wall {med(wall_m) * 1000:.1f} ms")
-    print(f"bare reads:    CPU {med(cpu_b) * 1000:.1f} ms (incl. children), wall {med(wall_b) * 1000:.1f} ms")
+    for label, cpu, wall in (("monitor cycle", cpu_m, wall_m), ("bare reads   ", cpu_b, wall_b)):
+        print(
+            f"{label}: CPU {med(cpu) * 1000:.1f} ms (incl. children),"
+            f" wall {med(wall) * 1000:.1f} ms"
+        )
     print(f"ratio (CPU): {med(cpu_m) / med(cpu_b):.2f}")
     print(f"at monitor_interval_s = 15: {med(cpu_m) / 15 * 100:.3f}% of one core")
 
