@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the integration tests start for real (sshd on loopback, systemd in a namespace).
 DEBIAN_PACKAGES := openssh-server openssh-client systemd util-linux procps prometheus-alertmanager nginx \
+                   prometheus \
                    git sqlite3 coreutils findutils
 
 .PHONY: install system-deps test lint demo bench clean
@@ -30,7 +31,7 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  guard=""; if [ ! -e /usr/sbin/policy-rc.d ]; then guard=1; \
 	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  status=$$?; [ -n "$$guard" ] && rm -f /usr/sbin/policy-rc.d; [ $$status = 0 ] || exit $$status; \
 	else echo "not root: please install$$missing"; fi
 

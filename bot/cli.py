@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from bot.logs import configure_logging
 from bot.runner import Opsgate
+from bot.sdnotify import notify, start_watchdog, stop_watchdog
 from config.opsfile import OpsFileError, load_ops_file
 from config.settings import Settings
 
@@ -43,11 +44,16 @@ async def serve_until_signalled(opsgate: Opsgate) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watchdog = None
     try:
         await opsgate.start()
+        notify("READY=1")  # Type=notify: systemd counts opsgate started only now
+        watchdog = start_watchdog()
         await stop.wait()
         log.info("signal received, shutting down")
     finally:
+        notify("STOPPING=1")
+        await stop_watchdog(watchdog)
         await opsgate.stop()
 
 

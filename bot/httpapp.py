@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from telegram import Update
 
 from bot.alert_webhooks import alert_routes
+from bot.metrics_http import metrics_endpoint, metrics_response
 from bot.ofrep import ofrep_routes
 from handlers.context import OpsApplication
 from services.container import Services
@@ -45,13 +46,28 @@ def create_http_app(
 
     async def health(request: Request) -> JSONResponse:
         writable = await services.storage.is_writable()
+        runtime = services.runtime
+        reachable = runtime.chat_reachable
+        checked = runtime.chat_checked_at
+        uptime = round(services.uptime_seconds(), 1)
         body = {
-            "status": "healthy" if writable else "degraded",
+            "status": "healthy" if writable and reachable is not False else "degraded",
             "version": services.version,
-            "uptime_seconds": round(services.uptime_seconds(), 1),
+            "uptime": uptime,
+            "uptime_seconds": uptime,
+            "open_deployments": len(await services.deployments.in_flight()),
+            "plans_active": [plan.flag_key for plan in await services.plans.active()],
+            "telegram": {
+                "reachable": reachable,
+                "checked_at": checked.isoformat() if checked else None,
+                "api_errors": runtime.chat_api_errors,
+            },
             "database_writable": writable,
         }
         return JSONResponse(body, status_code=200 if writable else 503)
+
+    async def metrics(request: Request) -> Response:
+        return metrics_response(await metrics_endpoint(services))
 
     async def telegram_webhook(request: Request) -> Response:
         given = request.headers.get(SECRET_HEADER, "")
@@ -70,7 +86,10 @@ def create_http_app(
         await application.update_queue.put(update)
         return Response(status_code=200)
 
-    routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
     routes += ofrep_routes(services.flag_source, api_token)
     routes += alert_routes(services, alerts_token, services.pipeline.critical_alerts)
     if webhook_secret is not None:

@@ -25,6 +25,7 @@ from handlers.commands import Command
 from handlers.context import OpsApplication
 from handlers.deploy_cards import resume_after_restart, retire_card
 from handlers.deploy_render import render_recovery
+from handlers.errors import check_chat_reachable
 from handlers.flags_chat import run_plan_tick
 from services.audit import utc_now
 from services.container import Services
@@ -106,6 +107,7 @@ class Opsgate:
         )
         every = ops.alerts.monitor_interval_s
         application.job_queue.run_repeating(monitor_tick, every, first=every, name="monitor")
+        application.job_queue.run_repeating(check_chat_reachable, 60, first=0.5, name="chat-ping")
 
         webhook = settings.mode is UpdateMode.WEBHOOK
         secret = None

@@ -50,10 +50,13 @@ class TelegramNotifier:
         try:
             return await self._deliver(delivery)
         except RetryAfter as exc:
+            self._services.runtime.chat_api_errors += 1
             raise RetryLater(_seconds(exc.retry_after)) from exc
         except (BadRequest, Forbidden) as exc:
+            self._services.runtime.chat_api_errors += 1
             raise DeliveryFailed(str(exc), permanent=True) from exc
         except NetworkError as exc:  # includes TimedOut and 5xx answers
+            self._services.runtime.chat_api_errors += 1
             raise DeliveryFailed(str(exc), permanent=False) from exc
 
     async def _deliver(self, delivery: Delivery) -> int | None:

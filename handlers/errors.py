@@ -25,6 +25,8 @@ def describe_update(update: object) -> str:
 async def on_error(update: object, context: OpsContext) -> None:
     """Logs the traceback under a short ref and answers "something went wrong (ref ...)"."""
     ref = secrets.token_hex(4)
+    if isinstance(context.error, TelegramError):
+        context.services.runtime.chat_api_errors += 1
     log.error(
         "unhandled error, ref %s, in %s", ref, describe_update(update), exc_info=context.error
     )
@@ -38,3 +40,16 @@ async def on_error(update: object, context: OpsContext) -> None:
         )
     except TelegramError as exc:
         log.warning("could not tell chat about error ref %s: %s", ref, exc)
+
+
+async def check_chat_reachable(context: OpsContext) -> None:
+    """The repeating job behind /health's "telegram": one getMe."""
+    runtime = context.services.runtime
+    try:
+        await context.bot.get_me()
+    except TelegramError as exc:
+        runtime.chat_api_errors += 1
+        runtime.checked(False, context.services.clock())
+        log.warning("the Bot API did not answer getMe: %s", exc)
+        return
+    runtime.checked(True, context.services.clock())

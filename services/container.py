@@ -31,6 +31,7 @@ from services.hosts_ssh import Hosts, hosts_from_config
 from services.metrics import MetricsSampler
 from services.pipeline import DeployPipeline
 from services.release_queries import ReleaseQueries
+from services.runtime import RuntimeStatus
 from services.servicectl import ServiceController
 from services.storage import Storage
 
@@ -63,6 +64,7 @@ class Services:
     outbox: Outbox
     recent_changes: RecentChanges
     monitor: Monitor
+    runtime: RuntimeStatus = field(default_factory=RuntimeStatus)
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION

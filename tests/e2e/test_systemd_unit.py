@@ -1,0 +1,106 @@
+"""config/opsgate.service on the real systemd sandbox: Type=notify, and a stalled watchdog.
+
+The shipped unit is installed as it is; a drop-in changes only what this machine needs (root
+instead of the opsgate user, the venv's opsgate, paths under the test's directory, a home
+that stays readable because this Python lives under /root, and short watchdog times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.httpserver import free_port
+from bot.sandbox import SandboxClient, SandboxThread
+from services.systemd import SystemdManager
+from tests.e2e.conftest import ALICE, DEPLOYS, OPS_TEXT, TOKEN
+from tests.systemd_sandbox import SystemdSandbox
+
+UNIT = "opsgate.service"
+REPO = Path(__file__).resolve().parents[2]
+OPSGATE = Path(sys.executable).parent / "opsgate"
+
+
+@dataclass(frozen=True)
+class Installed:
+    manager: SystemdManager
+    http_port: int
+
+
+@pytest.fixture
+async def installed(
+    systemd_sandbox: SystemdSandbox, sandbox: SandboxThread, client: SandboxClient
+) -> AsyncIterator[Installed]:
+    work = Path(tempfile.mkdtemp(prefix="unit_", dir=systemd_sandbox.work_dir))
+    (work / "ops.toml").write_text(OPS_TEXT)
+    port = free_port()
+    (work / "opsgate.env").write_text(
+        f"OPSGATE_BOT_TOKEN={TOKEN}\nOPSGATE_BOT_API_URL={sandbox.base_url}\n"
+        f"OPSGATE_CONFIG={work / 'ops.toml'}\nOPSGATE_DB={work / 'opsgate.db'}\n"
+        f"OPSGATE_HTTP_ADDR=127.0.0.1:{port}\n"
+    )
+    shutil.copy(REPO / "config" / "opsgate.service", systemd_sandbox.unit_dir / UNIT)
+    dropin = systemd_sandbox.unit_dir / f"{UNIT}.d"
+    dropin.mkdir(exist_ok=True)
+    (dropin / "test.conf").write_text(
+        "[Service]\nUser=root\nGroup=root\n"
+        f"EnvironmentFile=\nEnvironmentFile={work / 'opsgate.env'}\nEnvironment=\n"
+        f"WorkingDirectory={work}\nExecStart=\nExecStart={OPSGATE} run\n"
+        f"ReadWritePaths={work}\nProtectHome=read-only\n"
+        "WatchdogSec=2s\nTimeoutAbortSec=1s\nRestartSec=0.2s\n"
+    )
+    manager = SystemdManager(systemd_sandbox.host)
+    await manager.daemon_reload()
+    try:
+        yield Installed(manager, port)
+    finally:
+        await systemd_sandbox.host.run(["systemctl", "stop", UNIT])
+        await systemd_sandbox.host.run(["systemctl", "reset-failed", UNIT])
+        (systemd_sandbox.unit_dir / UNIT).unlink()
+        shutil.rmtree(dropin)
+        await manager.daemon_reload()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def health(port: int) -> int:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(f"http://127.0.0.1:{port}/health", timeout=5)).status_code
+
+
+async def test_starts_as_notify_and_a_stalled_watchdog_restarts_it(
+    installed: Installed, systemd_sandbox: SystemdSandbox, client: SandboxClient
+) -> None:
+    manager = installed.manager
+    # `systemctl start` of a Type=notify unit returns once READY=1 came: answering already.
+    await manager.start(UNIT)
+    first = await manager.show(UNIT, ["Type", "WatchdogUSec", "NRestarts", "MainPID"])
+    assert first.active, first
+    assert (first.properties["Type"], first.properties["WatchdogUSec"]) == ("notify", "2s")
+    assert first.n_restarts == 0
+    assert await health(installed.http_port) == 200
+    reply = await client.reply_after(ALICE, DEPLOYS, "/whoami", timeout=30)
+    assert str(ALICE) in reply.text
+
+    # Stopped (SIGSTOP), it feeds no watchdog: systemd aborts it and starts it again.
+    stall = await systemd_sandbox.host.run(["systemctl", "kill", "--signal=SIGSTOP", UNIT])
+    assert stall.ok, stall.stderr
+    for _ in range(300):
+        now = await manager.show(UNIT, ["NRestarts", "MainPID"])
+        if now.n_restarts >= 1 and now.active and now.main_pid != first.main_pid:
+            break
+        await asyncio.sleep(0.1)
+    assert now.n_restarts == 1 and now.active, now
+    assert now.main_pid != first.main_pid
+    journal = await manager.journal_tail(UNIT, 50)
+    assert "Watchdog timeout" in journal, journal
+    assert await health(installed.http_port) == 200
+    again = await client.reply_after(ALICE, DEPLOYS, "/whoami", timeout=30)
+    assert str(ALICE) in again.text
