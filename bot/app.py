@@ -29,6 +29,7 @@ from handlers import (
     drill_chat,
     flags_chat,
     locks_chat,
+    report_chat,
     services_chat,
 )
 from handlers.access import gate
@@ -59,6 +60,7 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
         alerts_chat,
         flags_chat,
         locks_chat,
+        report_chat,
     )
     return CommandRegistry([c for m in handler_modules for c in m.COMMANDS] + list(extra))
 

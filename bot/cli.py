@@ -1,4 +1,4 @@
-"""The `opsgate` command: run, demo, check-config."""
+"""The `opsgate` command: run, demo, check-config; deploy, rollback, flag, status (a client)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bot.api_client import add_commands, run_client
 from bot.logs import configure_logging
 from bot.runner import Opsgate
 from bot.sdnotify import notify, start_watchdog, stop_watchdog
@@ -94,8 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("file", nargs="?", type=Path, help="default: $OPSGATE_CONFIG")
     demo = sub.add_parser("demo", help="offline demo: sandbox + bot + terminal chat")
     demo.add_argument("--script", type=Path, help="play a scripted conversation and exit")
+    sub.add_parser("doctor", help="check the token, chats, hosts and database; say what to fix")
+    add_commands(sub)
     args = parser.parse_args(argv)
 
+    if args.command == "doctor":
+        from bot.doctor import run_doctor
+
+        return run_doctor(load_settings())
+    if args.command in ("deploy", "rollback", "flag", "status"):
+        return run_client(args, load_settings())
     if args.command == "check-config":
         return check_config(args.file or load_settings().config)
     if args.command == "run":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import sys
@@ -11,6 +12,7 @@ from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 
+import httpx
 from pydantic import SecretStr
 
 from bot import demo_web
@@ -18,10 +20,12 @@ from bot.logs import configure_logging
 from bot.runner import Opsgate
 from bot.sandbox import SandboxClient, SandboxServer
 from bot.supervisord_local import PrivateSupervisord, SupervisordUnavailable, private_supervisord
-from bot.terminal import ScriptError, TerminalChat
+from bot.terminal import AlertHook, ScriptError, TerminalChat
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings
 from services.hosts import LocalHost
+from services.release_build import ArtifactSource
+from services.releases import ReleaseLayout
 from services.supervisor import SupervisorManager, program_section
 
 # Not a secret: the sandbox accepts only this token, and it never leaves this machine.
@@ -63,7 +67,9 @@ async def seed_sandbox(client: SandboxClient, ops: OpsConfig) -> dict[str, int]:
     return groups
 
 
-def demo_settings(sandbox: SandboxServer, ops_path: Path, workdir: Path) -> Settings:
+def demo_settings(
+    sandbox: SandboxServer, ops_path: Path, workdir: Path, alerts_token: str = ""
+) -> Settings:
     return Settings(
         _env_file=None,
         bot_token=SecretStr(DEMO_TOKEN),
@@ -72,23 +78,46 @@ def demo_settings(sandbox: SandboxServer, ops_path: Path, workdir: Path) -> Sett
         db=workdir / "demo.db",
         http_addr="127.0.0.1:0",
         api_token=SecretStr(secrets.token_urlsafe(16)),  # OFREP stays closed to strangers
+        alerts_token=SecretStr(alerts_token),
         log_level="WARNING",
     )
 
 
 DEMO_PROGRAM = "demo-web"
 # Stand-ins in config/demo.toml, replaced by the running demo's real paths and port.
-PLACEHOLDERS = ("/tmp/opsgate-demo/supervisord.conf", '"supervisorctl"', "127.0.0.1:18080")  # noqa: S108
+PLACEHOLDERS = (
+    "/tmp/opsgate-demo/supervisord.conf",  # noqa: S108
+    '"supervisorctl"',
+    "127.0.0.1:18080",
+    "/tmp/opsgate-demo/web",  # noqa: S108
+    "/tmp/opsgate-demo/artifacts",  # noqa: S108
+)
 DEMO_WEB = str(Path(demo_web.__file__).resolve())
+# The demo's releases: the same program, told its version and whether it is healthy.
+RELEASES = {"v1": True, "v2": True, "v3": False}
 
 
-async def start_demo_service(sv: PrivateSupervisord) -> int:
-    """Run bot/demo_web.py under the private supervisord; returns its port."""
+def write_artifacts(directory: Path) -> None:
+    for version, healthy in RELEASES.items():
+        release = directory / version
+        release.mkdir(parents=True, exist_ok=True)
+        (release / "release.json").write_text(
+            json.dumps({"version": version, "healthy": healthy}) + "\n"
+        )
+
+
+async def start_demo_service(sv: PrivateSupervisord, root: Path, artifacts: Path) -> int:
+    """v1 released under `root` (as opsgate lays releases out), then run under the private
+    supervisord from ROOT/current; returns its port."""
+    layout = ReleaseLayout(LocalHost(), str(root))
+    await layout.prepare("v1", ArtifactSource(str(artifacts / "{version}")))
+    await layout.switch("v1")
     port = demo_web.free_port()
     manager = SupervisorManager(
         LocalHost(), str(sv.config_path), conf_dir=str(sv.conf_dir), supervisorctl=sv.supervisorctl
     )
-    argv = [sys.executable, DEMO_WEB, "--port", str(port)]
+    release = str(root / "current" / "release.json")
+    argv = [sys.executable, DEMO_WEB, "--port", str(port), "--release", release]
     section = program_section(DEMO_PROGRAM, argv, directory=str(sv.directory), startsecs=1)
     await manager.add_program(DEMO_PROGRAM, section)
     await manager.start(DEMO_PROGRAM)
@@ -96,10 +125,16 @@ async def start_demo_service(sv: PrivateSupervisord) -> int:
 
 
 def write_demo_ops(workdir: Path, sv: PrivateSupervisord | None, port: int | None) -> Path:
-    """The demo ops file, pointing at this run's supervisord and port when there is one."""
+    """The demo ops file, pointing at this run's supervisord, port and directories."""
     text = demo_ops_path().read_text()
     if sv is not None and port is not None:
-        real = (str(sv.config_path), f'"{sv.supervisorctl}"', f"127.0.0.1:{port}")
+        real = (
+            str(sv.config_path),
+            f'"{sv.supervisorctl}"',
+            f"127.0.0.1:{port}",
+            str(workdir / "web"),
+            str(workdir / "artifacts"),
+        )
         for placeholder, value in zip(PLACEHOLDERS, real, strict=True):
             text = text.replace(placeholder, value)
     path = workdir / "demo.toml"
@@ -107,10 +142,31 @@ def write_demo_ops(workdir: Path, sv: PrivateSupervisord | None, port: int | Non
     return path
 
 
+def alert_poster(opsgate: Opsgate, token: str) -> AlertHook:
+    """`:alert SEVERITY NAME SERVICE summary...` in a script: what Alertmanager would send."""
+
+    async def post(words: list[str]) -> str:
+        severity, name, service, *summary = words
+        alert = {"labels": {"alertname": name, "severity": severity, "service": service}}
+        alert["annotations"] = {"summary": " ".join(summary)}
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"http://127.0.0.1:{opsgate.http_port}/webhooks/generic",
+                json={"alerts": [alert]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        return f"{name} ({severity}, service {service}): HTTP {response.status_code}"
+
+    return post
+
+
 async def _demo(script_lines: list[str] | None, sv: PrivateSupervisord | None) -> None:
     with tempfile.TemporaryDirectory(prefix="opsgate-demo-") as tmp:
         workdir = Path(tmp)
-        port = await start_demo_service(sv) if sv is not None else None
+        write_artifacts(workdir / "artifacts")
+        port = None
+        if sv is not None:
+            port = await start_demo_service(sv, workdir / "web", workdir / "artifacts")
         ops_path = write_demo_ops(workdir, sv, port)
         ops = load_ops_file(ops_path)
         async with (
@@ -120,11 +176,20 @@ async def _demo(script_lines: list[str] | None, sv: PrivateSupervisord | None) -
             groups = await seed_sandbox(client, ops)
             await client.add_chat(UNLISTED_GROUP[1], "supergroup", title="Lobby")
             groups[UNLISTED_GROUP[0]] = UNLISTED_GROUP[1]
-            opsgate = Opsgate(demo_settings(sandbox, ops_path, workdir), ops)
+            token = secrets.token_urlsafe(16)
+            opsgate = Opsgate(demo_settings(sandbox, ops_path, workdir, token), ops)
             await opsgate.start()
             try:
                 people = {name: user_id for user_id, name in ops.people.items()}
-                chat = TerminalChat(client, people, groups)
+                deployments = opsgate.services.deployments
+
+                async def busy() -> bool:  # a deploy is still running (not waiting for people)
+                    running = await deployments.in_flight()
+                    return any(d.state.value != "awaiting_approval" for d in running)
+
+                chat = TerminalChat(
+                    client, people, groups, alerts=alert_poster(opsgate, token), busy=busy
+                )
                 if script_lines is not None:
                     await chat.play(script_lines)
                 elif sys.stdin.isatty():

@@ -1,8 +1,11 @@
 """A tiny stdlib HTTP service for tests of systemd and supervisord control.
 
     python3 bot/demo_web.py --port N [--fail-after S] [--exit-code C] [--unhealthy]
+                            [--release PATH/release.json]
 
-GET /health answers {"status": "healthy"} (503 and "unhealthy" with --unhealthy). A startup
+GET /health answers {"status": "healthy"} (503 and "unhealthy" with --unhealthy). With
+--release, a release's JSON ({"version": ..., "healthy": ...}) says its version (shown by
+/health) and whether it is healthy: the demo deploys releases that differ only in it. A startup
 line goes to stdout so the journal or the supervisord log has something to show.
 `--exit-code C` alone exits with C at once, before listening; with `--fail-after S` the
 service runs for S seconds and then exits with C (default 1). Under systemd Type=notify it
@@ -48,14 +51,17 @@ def notify_ready() -> None:
         sock.sendto(b"READY=1", address)
 
 
-def make_handler(healthy: bool) -> type[BaseHTTPRequestHandler]:
+def make_handler(healthy: bool, version: str | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path != "/health":
                 self.send_error(404)
                 return
             status = "healthy" if healthy else "unhealthy"
-            body = json.dumps({"status": status, "pid": os.getpid()}).encode()
+            payload: dict[str, object] = {"status": status, "pid": os.getpid()}
+            if version is not None:
+                payload["version"] = version
+            body = json.dumps(payload).encode()
             self.send_response(200 if healthy else 503)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -74,14 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-after", type=float, default=None)
     parser.add_argument("--exit-code", type=int, default=None)
     parser.add_argument("--unhealthy", action="store_true")
+    parser.add_argument("--release", default=None)
     args = parser.parse_args(argv)
+    healthy, version = not args.unhealthy, None
+    if args.release is not None:
+        with open(args.release) as file:  # read once: a restart picks up the new release
+            release = json.load(file)
+        healthy, version = bool(release["healthy"]) and healthy, str(release["version"])
 
     if args.exit_code is not None and args.fail_after is None:
         say(f"demo-web pid {os.getpid()} failing at startup with exit code {args.exit_code}")
         return int(args.exit_code)
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(not args.unhealthy))
-    say(f"demo-web pid {os.getpid()} listening on 127.0.0.1:{args.port}")
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(healthy, version))
+    release = f" release {version}" if version else ""
+    say(f"demo-web{release} pid {os.getpid()} listening on 127.0.0.1:{args.port}")
     notify_ready()
 
     exit_code = 0

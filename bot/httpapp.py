@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from telegram import Update
 
 from bot.alert_webhooks import alert_routes
+from bot.api import api_routes
 from bot.metrics_http import metrics_endpoint, metrics_response
 from bot.ofrep import ofrep_routes
 from handlers.context import OpsApplication
@@ -92,6 +93,7 @@ def create_http_app(
     ]
     routes += ofrep_routes(services.flag_source, api_token)
     routes += alert_routes(services, alerts_token, services.pipeline.critical_alerts)
+    routes += api_routes(application, services, api_token)
     if webhook_secret is not None:
         routes.append(Route(webhook_path(webhook_url), telegram_webhook, methods=["POST"]))
     return Starlette(routes=routes)

@@ -25,7 +25,7 @@ from handlers.commands import Command
 from handlers.context import OpsApplication
 from handlers.deploy_cards import resume_after_restart, retire_card
 from handlers.deploy_render import render_recovery
-from handlers.errors import check_chat_reachable
+from handlers.errors import check_chat_reachable, retention_tick
 from handlers.flags_chat import run_plan_tick
 from services.audit import utc_now
 from services.container import Services
@@ -108,6 +108,8 @@ class Opsgate:
         every = ops.alerts.monitor_interval_s
         application.job_queue.run_repeating(monitor_tick, every, first=every, name="monitor")
         application.job_queue.run_repeating(check_chat_reachable, 60, first=0.5, name="chat-ping")
+        keep = ops.retention.every_h * 3600
+        application.job_queue.run_repeating(retention_tick, keep, first=60, name="retention")
 
         webhook = settings.mode is UpdateMode.WEBHOOK
         secret = None

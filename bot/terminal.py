@@ -6,6 +6,9 @@ Script lines (and interactive input) look like this:
     bob@deploys> /status      bob, in the group the ops file calls `deploys`
     carol@approvals> [2]      carol presses button 2 of the newest message with buttons there
     :wait                     wait until the bot has been quiet for a few seconds
+    :alert critical ApiErrors web 5xx above 5%
+                              an alert arrives (severity, name, service, summary), as
+                              Alertmanager would send it
     # a comment
 
 Interactively, `:as NAME` and `:in CHAT` change who and where, `:quit` leaves.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -24,6 +27,7 @@ from bot.sandbox import SandboxClient, SandboxMessage
 
 PRIVATE = "private"
 WAIT_QUIET = 2.5  # `:wait`: seconds without any change that mean the bot is done
+FINAL_QUIET = 4.0  # at the end: longer than the 3 s a rate-limited group may wait
 _LINE_RE = re.compile(
     r"^(?P<user>[a-z][a-z0-9_-]*)(?:@(?P<chat>[a-z][a-z0-9_-]*))?>\s?(?P<text>.*)$"
 )
@@ -34,6 +38,10 @@ _PRESS_RE = re.compile(r"^\[(\d{1,2})\]$")
 class ChatRef:
     name: str
     chat_id: int
+
+
+AlertHook = Callable[[list[str]], Awaitable[str]]
+BusyCheck = Callable[[], Awaitable[bool]]
 
 
 class ScriptError(ValueError):
@@ -50,8 +58,12 @@ class TerminalChat:
         groups: dict[str, int],
         out: TextIO = sys.stdout,
         quiet: float = 0.4,
+        alerts: AlertHook | None = None,
+        busy: BusyCheck | None = None,
     ) -> None:
         self._client = client
+        self._alerts = alerts
+        self._busy = busy  # `:wait` also waits while this says work is under way
         self._people = people
         self._groups = groups
         self._out = out
@@ -140,13 +152,34 @@ class TerminalChat:
             if not line or line.startswith("#"):
                 continue
             if line == ":wait":  # long work (a restart) edits its message for a while
-                await self._client.wait_idle(quiet=WAIT_QUIET, timeout=120)
-                await self.show_changes()
+                await self.wait()
+                continue
+            if line.startswith(":alert "):
+                await self.alert(line.split()[1:], number)
                 continue
             match = _LINE_RE.match(line)
             if match is None:
                 raise ScriptError(f"line {number}: expected `user[@chat]> text`, got {line!r}")
             await self.act(match["user"], match["chat"] or PRIVATE, match["text"])
+        # Replies the rate limiter held back (20 a minute in a group) still count.
+        await self._client.wait_idle(quiet=FINAL_QUIET, timeout=120)
+        await self.show_changes()
+
+    async def wait(self) -> None:
+        """Until the bot has been quiet a while and (when it can tell) nothing runs: a deploy
+        watching its service changes no message for seconds."""
+        for _ in range(240):
+            await self._client.wait_idle(quiet=WAIT_QUIET, timeout=120)
+            if self._busy is None or not await self._busy():
+                break
+        await self.show_changes()
+
+    async def alert(self, words: list[str], number: int = 0) -> None:
+        if self._alerts is None or len(words) < 3:
+            raise ScriptError(f"line {number}: `:alert SEVERITY NAME SERVICE [summary]`")
+        print(f"[alertmanager] fired {await self._alerts(words)}", file=self._out)
+        await self._client.wait_idle(quiet=WAIT_QUIET, timeout=30)
+        await self.show_changes()
 
     async def interactive(self) -> None:
         loop = asyncio.get_running_loop()
@@ -165,6 +198,8 @@ class TerminalChat:
                 elif line.startswith(":in "):
                     self.chat_of(self.user, line[4:].strip())
                     self.chat = line[4:].strip()
+                elif line.startswith(":alert "):
+                    await self.alert(line.split()[1:])
                 elif line:
                     await self.act(self.user, self.chat, line)
             except (ScriptError, LookupError) as exc:

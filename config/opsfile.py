@@ -38,6 +38,7 @@ from config.inventory import (
     check_hosts,
     check_services,
 )
+from config.retention import RetentionOptions
 from config.schedule import DeployWindow, Freeze
 
 
@@ -95,6 +96,7 @@ class OpsConfig(_Strict):
     environments: dict[Name, Environment] = Field(default_factory=dict)
     approvals: ApprovalOptions = ApprovalOptions()
     alerts: AlertOptions = AlertOptions()
+    retention: RetentionOptions = RetentionOptions()
     services: dict[Name, Service] = Field(default_factory=dict)
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
     # Feature-flag segments: name -> members' targeting keys (user ids or other keys).

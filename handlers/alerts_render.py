@@ -12,6 +12,7 @@ from handlers.callbacks import CallbackData
 from handlers.render import code, esc, join_lines
 from services.alerts.changes import RecentDeploy, RecentFlagChange
 from services.alerts.model import Alert, AlertGroup, AlertStatus, Silence
+from services.alerts.outbox import MAX_LABEL_CHARS, MAX_SUMMARY_CHARS
 
 NS_ALERT = "al"
 ICONS = {"critical": "🔥", "warning": "⚠️", "info": "ℹ️"}
@@ -27,9 +28,10 @@ def labels_text(labels: Mapping[str, str], skip: Sequence[str] = HIDDEN) -> str:
 def alert_line(alert: Alert, silences: Sequence[Silence]) -> str:
     icon = "✅" if alert.status is AlertStatus.RESOLVED else ICONS.get(alert.severity, "⚠️")
     muted = " 🔕" if any(s.matches(alert.labels) for s in silences) else ""
-    line = f"{icon} <b>{esc(alert.name)}</b> {esc(labels_text(alert.labels))}{muted}".rstrip()
+    labels = labels_text(alert.labels)[:MAX_LABEL_CHARS]
+    line = f"{icon} <b>{esc(alert.name[:80])}</b> {esc(labels)}{muted}".rstrip()
     if alert.summary:
-        line += f" — {esc(alert.summary[:160])}"
+        line += f" — {esc(alert.summary[:MAX_SUMMARY_CHARS])}"
     when = alert.ends_at if alert.status is AlertStatus.RESOLVED else alert.starts_at
     return f"{line} ({_hm(when)})"
 

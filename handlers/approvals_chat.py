@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 
-from telegram import ForceReply, Message, ReplyParameters, Update
+from telegram import Bot, ForceReply, Message, ReplyParameters, Update
 from telegram.error import BadRequest, TelegramError
 
 from handlers.approvals_render import (
@@ -33,6 +33,7 @@ from services.approval_model import (
     RequestStatus,
     TimerAction,
 )
+from services.container import Services
 from services.deployment_model import Deployment
 
 log = logging.getLogger(__name__)
@@ -43,23 +44,36 @@ async def ask_signoff(
     message: Message, deployment: Deployment, policy: Policy, context: OpsContext
 ) -> None:
     """Open the request, post its message in the approvals chat, and say where it is."""
-    services = context.services
-    request = await services.approvals.open(
-        deployment, policy, origin=(message.chat_id, message.message_id)
+    origin = (message.chat_id, message.message_id)
+    request = await open_signoff(context.bot, context.services, deployment, policy, origin)
+    roles = ", ".join(f"{r.role} ×{r.needed}" for r in request.roles)
+    where = "below" if request.chat_id == message.chat_id else "in the approvals chat"
+    await message.reply_text(
+        f"🕐 #{deployment.id} <b>{esc(deployment.service)}</b> {code(deployment.version)} waits"
+        f" for sign-off {where}: {esc(roles)}."
     )
-    chat_id = services.ops.chats.approvals or message.chat_id
-    sent = await context.bot.send_message(
+
+
+async def open_signoff(
+    bot: Bot,
+    services: Services,
+    deployment: Deployment,
+    policy: Policy,
+    origin: tuple[int, int] | None,
+) -> ApprovalRequest:
+    """The request and its approval message (approvals chat, else where it was asked, else
+    the deploys chat); also for requests that came through the HTTP API."""
+    request = await services.approvals.open(deployment, policy, origin=origin)
+    chat_id = services.ops.chats.approvals or (origin[0] if origin else services.ops.chats.deploys)
+    if chat_id is None:
+        return request
+    sent = await bot.send_message(
         chat_id,
         render_request(request, deployment, services.ops),
         reply_markup=request_keyboard(request),
     )
     await services.approvals.set_message(request.id, sent.chat_id, sent.message_id)
-    roles = ", ".join(f"{r.role} ×{r.needed}" for r in request.roles)
-    where = "below" if sent.chat_id == message.chat_id else "in the approvals chat"
-    await message.reply_text(
-        f"🕐 #{deployment.id} <b>{esc(deployment.service)}</b> {code(deployment.version)} waits"
-        f" for sign-off {where}: {esc(roles)}."
-    )
+    return await services.approvals.get(request.id)
 
 
 async def _refresh(context: OpsContext, request: ApprovalRequest) -> None:

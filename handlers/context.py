@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from telegram.ext import Application, CallbackContext, ExtBot
 
@@ -20,6 +20,11 @@ class BotData:
         self.services: Services | None = None
         self.commands: CommandRegistry | None = None
         self.buttons: ButtonRegistry | None = None
+
+    def require_services(self) -> Services:
+        if self.services is None:
+            raise RuntimeError("services are not wired yet")
+        return self.services
 
 
 class OpsContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], BotData]):
@@ -43,6 +48,11 @@ class OpsContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], Bo
         if buttons is None:
             raise RuntimeError("buttons are not registered yet")
         return buttons
+
+    @property
+    def ops_application(self) -> OpsApplication:
+        """The Application, typed as the one build_application made (PTB types it loosely)."""
+        return cast("OpsApplication", self.application)
 
 
 OpsApplication = Application[Any, OpsContext, Any, Any, BotData, Any]

@@ -19,7 +19,7 @@ from telegram import (
 from telegram.error import TelegramError
 
 from handlers.callbacks import CallbackData
-from handlers.context import OpsContext
+from handlers.context import OpsApplication, OpsContext
 from handlers.deploy_render import render_outcome
 from handlers.progress import ProgressMessage
 from handlers.render import code, esc
@@ -51,35 +51,47 @@ async def start_card(
     update: Update, message: Message, deployment: Deployment, context: OpsContext, *, reply: bool
 ) -> None:
     card = await message.reply_text(card_title(deployment)) if reply else message
-    await _run_on_card(update, card, deployment, context)
+    await _run_on_card(context.ops_application, card, deployment, update)
 
 
 async def send_card(
     update: Update, context: OpsContext, deployment: Deployment, chat_id: int, reply_to: int | None
 ) -> None:
     """A new card in `chat_id` (e.g. under the /deploy that asked, once signed off)."""
+    await launch(context.ops_application, deployment, chat_id, reply_to, update)
+
+
+async def launch(
+    application: OpsApplication,
+    deployment: Deployment,
+    chat_id: int,
+    reply_to: int | None = None,
+    update: Update | None = None,
+) -> None:
+    """Post the card in `chat_id` and run the deployment on it (also from the HTTP API)."""
     reply = (
         None if reply_to is None else ReplyParameters(reply_to, allow_sending_without_reply=True)
     )
-    card = await context.bot.send_message(chat_id, card_title(deployment), reply_parameters=reply)
-    await _run_on_card(update, card, deployment, context)
+    card = await application.bot.send_message(
+        chat_id, card_title(deployment), reply_parameters=reply
+    )
+    await _run_on_card(application, card, deployment, update)
 
 
 async def _run_on_card(
-    update: Update, card: Message, deployment: Deployment, context: OpsContext
+    application: OpsApplication, card: Message, deployment: Deployment, update: Update | None
 ) -> None:
+    services = application.bot_data.require_services()
     title = card_title(deployment)
-    await context.services.deployments.set_progress_message(
-        deployment.id, card.chat_id, card.message_id
-    )
+    await services.deployments.set_progress_message(deployment.id, card.chat_id, card.message_id)
     controls = None
     if deployment.kind is DeploymentKind.DEPLOY:
         abort = InlineKeyboardButton("⏹ Abort", callback_data=card_data(NS_ABORT, "go", deployment))
         controls = InlineKeyboardMarkup([[abort]])
     progress = ProgressMessage(card, title, controls=controls)
-    # Tracked by the Application, tied to the update: errors reach the error handler, which
-    # tells the chat, and shutdown waits for the deploy.
-    context.application.create_task(_run(context.services, deployment, progress), update=update)
+    # Tracked by the Application (tied to the update when there is one): errors reach the
+    # error handler, and shutdown waits for the deploy.
+    application.create_task(_run(services, deployment, progress), update=update)
 
 
 async def retire_card(bot: Bot, deployment: Deployment) -> None:

@@ -53,3 +53,16 @@ async def check_chat_reachable(context: OpsContext) -> None:
         log.warning("the Bot API did not answer getMe: %s", exc)
         return
     runtime.checked(True, context.services.clock())
+
+
+async def retention_tick(context: OpsContext) -> None:
+    """The repeating job: prune, archive audit events, back the database up."""
+    report = await context.services.retention.run()
+    log.info(
+        "retention: %d alert(s), %d deployment(s) pruned; %d event(s) archived to %s; backup %s",
+        report.alerts,
+        report.deployments,
+        report.events_archived,
+        report.archive,
+        report.backup,
+    )

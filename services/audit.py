@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,8 +42,9 @@ def utc_now() -> datetime:
 class AuditLog:
     """Writes are committed before `record` returns: an acknowledged action is never lost."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, clock: Callable[[], datetime] = utc_now) -> None:
         self._storage = storage
+        self._clock = clock  # the same clock as the rows the events describe
 
     async def record(
         self,
@@ -51,7 +53,7 @@ class AuditLog:
         subject: str = "",
         data: dict[str, Any] | None = None,
     ) -> Event:
-        at = utc_now()
+        at = self._clock()
         payload = json.dumps(data or {}, sort_keys=True, default=str)
         written = await self._storage.write(
             "INSERT INTO events (at, kind, actor, subject, data) VALUES (?, ?, ?, ?, ?)",

@@ -31,6 +31,7 @@ from services.hosts_ssh import Hosts, hosts_from_config
 from services.metrics import MetricsSampler
 from services.pipeline import DeployPipeline
 from services.release_queries import ReleaseQueries
+from services.retention import Retention
 from services.runtime import RuntimeStatus
 from services.servicectl import ServiceController
 from services.storage import Storage
@@ -64,6 +65,7 @@ class Services:
     outbox: Outbox
     recent_changes: RecentChanges
     monitor: Monitor
+    retention: Retention
     runtime: RuntimeStatus = field(default_factory=RuntimeStatus)
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
@@ -78,7 +80,7 @@ class Services:
         clock: Callable[[], datetime] = utc_now,
     ) -> Services:
         """Wire everything; `await open()` then loads what lives in the database."""
-        audit = AuditLog(storage)
+        audit = AuditLog(storage, clock)
         control_dir = Path(tempfile.mkdtemp(prefix="og-"))
         flags = FlagStore(storage, audit)
         deployments = Deployments(storage, audit, clock)
@@ -125,6 +127,7 @@ class Services:
             outbox=Outbox(storage, current_ops, clock),
             recent_changes=RecentChanges(deployments, flags, current_ops, clock),
             monitor=Monitor(alert_engine, current_ops, controller, sampler, clock),
+            retention=Retention(storage, Path(str(storage.path)), current_ops, clock),
             clock=clock,
         )
         return services

@@ -94,25 +94,23 @@ class DoraReport:
             at = await self._failed_at(d.id)
             if d.state is S.ROLLED_BACK and at and d.finished_at:
                 restore.append((d.finished_at - at).total_seconds())
-        # A success undone later by hand: a /rollback that left that very version.
+        # A success undone later by hand: each successful /rollback undoes the one deploy it
+        # left, the newest success of that version before it, and counts once.
         rollbacks = [
             d for d in rows if d.kind is DeploymentKind.ROLLBACK and d.state is S.SUCCEEDED
         ]
-        undone = []
-        for deploy in succeeded:
-            later = next(
-                (
-                    r
-                    for r in rollbacks
-                    if r.service == deploy.service
-                    and r.id > deploy.id
-                    and r.previous_version == deploy.version
-                ),
-                None,
-            )
-            if later is not None and later.finished_at:
-                undone.append(deploy)
-                restore.append((later.finished_at - later.created_at).total_seconds())
+        undone: list[Deployment] = []
+        for rollback in rollbacks:
+            left = [
+                d
+                for d in succeeded
+                if d.service == rollback.service
+                and d.id < rollback.id
+                and d.version == rollback.previous_version
+            ]
+            if left and left[-1] not in undone and rollback.finished_at:
+                undone.append(left[-1])
+                restore.append((rollback.finished_at - rollback.created_at).total_seconds())
         failures = len(failed) + len(undone)
         return Dora(
             service=service,

@@ -296,6 +296,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX alert_outbox_pending ON alert_outbox (next_at) WHERE state = 'pending';
         """,
     ),
+    Migration(
+        9,
+        "retention: audit events may be deleted only once archived (up to a watermark)",
+        """
+        CREATE TABLE event_archive (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            upto_id     INTEGER NOT NULL,
+            path        TEXT    NOT NULL,
+            sha256      TEXT    NOT NULL,
+            events      INTEGER NOT NULL,
+            at          TEXT    NOT NULL
+        );
+        DROP TRIGGER events_no_delete;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        WHEN OLD.id > (SELECT coalesce(max(upto_id), 0) FROM event_archive)
+        BEGIN SELECT RAISE(ABORT, 'events are append-only until archived'); END;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -26,7 +26,14 @@ from services.audit import utc_now
 from services.storage import Storage
 
 log = logging.getLogger(__name__)
-MAX_PER_DIGEST = 60  # alerts named in one digest message: its text stays within 4096
+MAX_PER_DIGEST = 60  # alerts named in one digest message
+DIGEST_CHARS = 3400  # estimated text of one digest: Telegram's limit is 4096
+LINE_OVERHEAD = 40  # icon, name, time and markup around an alert's labels and summary
+MAX_LABEL_CHARS, MAX_SUMMARY_CHARS = 300, 160  # what a line shows (handlers/alerts_render.py)
+WEIGHT_SQL = (
+    "SELECT fingerprint, min(length(labels), ?) + min(length(coalesce("
+    "json_extract(annotations, '$.summary'), '')), ?) FROM alerts WHERE fingerprint IN (MARKS)"
+)
 FOLDABLE = frozenset({"notify", "repeat", "digest"})  # what may go out as a digest
 
 
@@ -105,11 +112,21 @@ class Outbox:
             # Escalations go to people directly: never folded, never held by the chat's
             # budget. Edits (a resolution) are not folded either: the message must tell.
             direct = [i for i in items if i.kind == "escalate"]
-            budget = self._ops().alerts.chat_per_minute - await self._sent_last_minute(chat_id)
+            limit = self._ops().alerts.chat_per_minute
+            recent = await self._sent_last_minute(chat_id)
+            budget = limit - recent
             kept = [i for i in items if i.kind in ("update", "backup")][: max(budget, 0)]
             foldable = [i for i in items if i.kind in FOLDABLE]
-            room = budget - len(kept)
-            batch = [*direct, *kept, *(await self._fold(foldable, room) if room > 0 else [])]
+            chosen: list[Delivery] = []
+            if budget - len(kept) > 0 and foldable:
+                # One message each while the chat is quiet (within half its minute); past
+                # that, digests, one per round: the budget lasts and nothing waits a minute.
+                quiet = recent + len(kept) + len(foldable) <= limit // 2
+                if quiet and all(i.kind != "digest" for i in foldable):
+                    chosen = foldable
+                else:
+                    chosen = (await self._fold(foldable))[:1]
+            batch = [*direct, *kept, *chosen]
             for item in batch:
                 if not self._global_slot():
                     return sent
@@ -148,23 +165,35 @@ class Outbox:
         self._second.append(now)
         return True
 
-    async def _fold(self, items: list[Delivery], budget: int) -> list[Delivery]:
-        """Within budget as they are; else (and digest rows always) into digests of at most
-        MAX_PER_DIGEST alerts, as many as the budget allows; the rest waits."""
-        digests = [i for i in items if i.kind == "digest"]
-        if len(items) <= budget and len(digests) <= 1:
-            return items[:budget]
-        foldable = items if len(items) > budget else digests
-        kept = [i for i in items if i not in foldable]
+    async def _fold(self, items: list[Delivery]) -> list[Delivery]:
+        """Everything into digests of at most MAX_PER_DIGEST alerts and DIGEST_CHARS of
+        estimated text (so the message names every alert it carries), oldest first."""
+        weights = await self._weights([fp for item in items for fp in item.fingerprints])
         batches: list[list[Delivery]] = [[]]
-        for item in foldable:
-            size = sum(len(i.fingerprints) for i in batches[-1])
-            if batches[-1] and size + len(item.fingerprints) > MAX_PER_DIGEST:
+        count = chars = 0
+        for item in items:
+            size = len(item.fingerprints)
+            weight = sum(weights.get(fp, LINE_OVERHEAD) for fp in item.fingerprints)
+            if batches[-1] and (count + size > MAX_PER_DIGEST or chars + weight > DIGEST_CHARS):
                 batches.append([])
+                count = chars = 0
             batches[-1].append(item)
-        room = max(budget - len(kept), 1)
-        folded = [await self._fold_batch(batch) for batch in batches[:room]]
-        return [*kept, *folded][:budget]
+            count, chars = count + size, chars + weight
+        return [await self._fold_batch(batch) for batch in batches]
+
+    async def _weights(self, fingerprints: list[str]) -> dict[str, int]:
+        """Each alert's line in a digest, estimated from its stored labels and summary (the
+        JSON is longer than the rendered text: an overestimate, on purpose)."""
+        weights: dict[str, int] = {}
+        for start in range(0, len(fingerprints), 500):
+            chunk = fingerprints[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = WEIGHT_SQL.replace("MARKS", marks)  # only "?" marks: values are bound
+            rows = await self._storage.db.execute_fetchall(
+                query, (MAX_LABEL_CHARS, MAX_SUMMARY_CHARS, *chunk)
+            )
+            weights.update({str(r[0]): int(r[1]) + LINE_OVERHEAD for r in rows})
+        return weights
 
     async def _fold_batch(self, batch: list[Delivery]) -> Delivery:
         if len(batch) == 1 and batch[0].kind == "digest":

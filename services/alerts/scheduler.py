@@ -140,9 +140,13 @@ class AlertScheduler:
     ) -> int:
         options = self._ops().alerts
         written = 0
+        if not options.oncall_role and not options.backup_role:
+            return 0  # nobody to escalate to
+        # Only groups with a critical firing: the scan stays as small as what matters.
         rows = await db.execute_fetchall(
-            "SELECT id FROM alert_groups WHERE acked_by IS NULL AND firing_since IS NOT NULL"
-            " AND escalation < 2"
+            "SELECT id FROM alert_groups g WHERE acked_by IS NULL AND firing_since IS NOT NULL"
+            " AND escalation < 2 AND EXISTS (SELECT 1 FROM alerts a WHERE a.group_id = g.id"
+            " AND a.status = 'firing' AND json_extract(a.labels, '$.severity') = 'critical')"
         )
         for (group_id,) in list(rows):
             group = await read_group(db, int(group_id))
@@ -211,6 +215,13 @@ async def _notified(db: aiosqlite.Connection, group_id: int) -> dict[str, str]:
 
 
 async def _firing_critical_services(db: aiosqlite.Connection, silences: list[Silence]) -> set[str]:
+    if not silences:  # the common case: SQL alone answers it
+        rows = await db.execute_fetchall(
+            "SELECT DISTINCT json_extract(labels, '$.service') FROM alerts WHERE status ="
+            " 'firing' AND json_extract(labels, '$.severity') = 'critical'"
+            " AND json_extract(labels, '$.service') IS NOT NULL"
+        )
+        return {str(r[0]) for r in rows}
     rows = await db.execute_fetchall(
         "SELECT labels FROM alerts WHERE status = 'firing'"
         " AND json_extract(labels, '$.severity') = 'critical'"

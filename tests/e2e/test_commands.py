@@ -74,6 +74,7 @@ async def test_commands_menu_is_set_at_start(opsgate: Opsgate, client: SandboxCl
         "lock",
         "unlock",
         "locks",
+        "report",
     ]
 
 
