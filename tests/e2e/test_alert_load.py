@@ -71,7 +71,9 @@ def severity(instance: str) -> str:
 
 def alert(instance: str) -> dict[str, Any]:
     labels = {"alertname": "LoadTest", "severity": severity(instance), "instance": instance}
-    return {"labels": labels, "annotations": {"summary": "synthetic load"}}
+    # A realistic summary: digests must still name every alert they carry (text limits).
+    summary = "Disk /var is 95% full on the database primary, writes will fail soon"
+    return {"labels": labels, "annotations": {"summary": summary}}
 
 
 @dataclass

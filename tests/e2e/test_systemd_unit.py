@@ -2,7 +2,8 @@
 
 The shipped unit is installed as it is; a drop-in changes only what this machine needs (root
 instead of the opsgate user, the venv's opsgate, paths under the test's directory, a home
-that stays readable because this Python lives under /root, and short watchdog times).
+that stays readable because this Python lives under /root, the real /tmp because a checkout
+may live there, and short watchdog times).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ async def installed(
         "[Service]\nUser=root\nGroup=root\n"
         f"EnvironmentFile=\nEnvironmentFile={work / 'opsgate.env'}\nEnvironment=\n"
         f"WorkingDirectory={work}\nExecStart=\nExecStart={OPSGATE} run\n"
-        f"ReadWritePaths={work}\nProtectHome=read-only\n"
+        f"ReadWritePaths={work}\nProtectHome=read-only\nPrivateTmp=no\n"
         "WatchdogSec=2s\nTimeoutAbortSec=1s\nRestartSec=0.2s\n"
     )
     manager = SystemdManager(systemd_sandbox.host)
