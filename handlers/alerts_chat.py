@@ -65,11 +65,13 @@ class TelegramNotifier:
         silences = await engine.silences()
         if delivery.kind == "digest" or delivery.group_id is None:
             found = [await engine.alert(fp) for fp in delivery.fingerprints]
-            text = render_digest([a for a in found if a is not None], silences)
-            sent = await self._bot.send_message(
-                delivery.chat_id, text, disable_notification=delivery.silent
-            )
-            return sent.message_id
+            message_id = None
+            for text in render_digest([a for a in found if a is not None], silences):
+                sent = await self._bot.send_message(
+                    delivery.chat_id, text, disable_notification=delivery.silent
+                )
+                message_id = sent.message_id
+            return message_id
         group = await engine.group(delivery.group_id)
         if group is None:
             return None

@@ -18,6 +18,7 @@ NS_ALERT = "al"
 ICONS = {"critical": "🔥", "warning": "⚠️", "info": "ℹ️"}
 HIDDEN = ("alertname", "severity")  # said in the line itself
 MAX_LINES = 40  # alerts listed in one group message; the rest are counted
+DIGEST_LIMIT = 4000  # HTML characters of one digest message (Telegram: 4096 after parsing)
 
 
 def labels_text(labels: Mapping[str, str], skip: Sequence[str] = HIDDEN) -> str:
@@ -110,10 +111,21 @@ def group_keyboard(
     return InlineKeyboardMarkup(rows)
 
 
-def render_digest(alerts: Sequence[Alert], silences: Sequence[Silence]) -> str:
+def render_digest(alerts: Sequence[Alert], silences: Sequence[Silence]) -> list[str]:
+    """The digest as one message, or more when its text would pass Telegram's limit: every
+    alert it carries is named, none dropped."""
     firing = sum(a.status is AlertStatus.FIRING for a in alerts)
     head = f"📦 <b>Digest</b>: {len(alerts)} alert change(s), {firing} firing"
-    return join_lines([head, *(alert_line(a, silences) for a in alerts)])
+    parts: list[list[str]] = [[head]]
+    size = len(head)
+    for alert in alerts:
+        line = alert_line(alert, silences)
+        if size + len(line) + 1 > DIGEST_LIMIT:
+            parts.append(["📦 <b>Digest</b> (continued)"])
+            size = len(parts[-1][0])
+        parts[-1].append(line)
+        size += len(line) + 1
+    return ["\n".join(part) for part in parts]
 
 
 def render_silence(silence: Silence, ops: OpsConfig) -> str:

@@ -27,8 +27,8 @@ from services.storage import Storage
 
 log = logging.getLogger(__name__)
 MAX_PER_DIGEST = 60  # alerts named in one digest message
-DIGEST_CHARS = 3400  # estimated text of one digest: Telegram's limit is 4096
-LINE_OVERHEAD = 40  # icon, name, time and markup around an alert's labels and summary
+DIGEST_CHARS = 3900  # estimated (over-estimated) text of one digest: the limit is 4096
+LINE_OVERHEAD = 10  # icon, time and markup, less the label syntax the JSON counts
 MAX_LABEL_CHARS, MAX_SUMMARY_CHARS = 300, 160  # what a line shows (handlers/alerts_render.py)
 WEIGHT_SQL = (
     "SELECT fingerprint, min(length(labels), ?) + min(length(coalesce("
