@@ -8,7 +8,6 @@ changes nothing (Alertmanager retries only on 5xx and network errors).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from bot.bearer import bearer_ok
 from services.alerts.intake import PayloadError, parse_alertmanager, parse_generic
 from services.alerts.model import AlertStatus, IncomingAlert
 from services.container import Services
@@ -47,10 +47,7 @@ def alert_routes(services: Services, token: str, on_critical: OnCritical) -> lis
         log.warning("alert webhooks have no token configured: every request is refused")
 
     def authorised(request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if not expected or scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(given.strip().encode("latin-1"), expected)
+        return bearer_ok(request, expected)
 
     def endpoint(
         parse: Callable[[object, datetime, int], list[IncomingAlert]],

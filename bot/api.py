@@ -12,7 +12,6 @@ needs, and the approvals chat gets the same sign-off message.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,11 +21,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.api_schema import OPENAPI
+from bot.bearer import bearer_ok
 from handlers.approvals_chat import open_signoff
 from handlers.context import OpsApplication
 from handlers.deploy_cards import launch
 from handlers.deploy_chat import DEPLOY_ROLE, EMERGENCY_ROLE
-from services.approval_model import deploy_policy, rollback_policy
+from services.approval_model import deploy_policy, rollback_rule
 from services.container import Services
 from services.deploy_windows import deploy_refusal
 from services.deployment_model import Deployment, DeploymentError, DeploymentKind
@@ -67,9 +67,7 @@ def api_routes(application: OpsApplication, services: Services, token: str) -> l
 
     def guarded(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            ok = expected and scheme.lower() == "bearer"
-            if not ok or not hmac.compare_digest(given.strip().encode("latin-1"), expected):
+            if not bearer_ok(request, expected):
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
             try:
                 return await handler(request)
@@ -220,10 +218,7 @@ def api_routes(application: OpsApplication, services: Services, token: str) -> l
         name = deployable(body.get("service"))
         version = body.get("version")
         environment_name = services.ops.services[name].environment
-        policy = rollback_policy(services.ops, environment_name)
-        emergency = policy is not None and any(
-            r.role in services.ops.roles_of(who) for r in policy.roles
-        )
+        policy, emergency = rollback_rule(services.ops, environment_name, who)
         try:
             target = await services.releases.rollback_target(
                 name, version if isinstance(version, str) else None

@@ -22,7 +22,6 @@ context, not the key. `value` is omitted when the evaluation has none (the spec'
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.bearer import bearer_ok
 from services.flags.engine import context_problem
 from services.flags.types import (
     ErrorCode,
@@ -94,11 +94,7 @@ def ofrep_routes(source: FlagSource, token: str) -> list[BaseRoute]:
         log.warning("OFREP has no token configured: every evaluation request is refused")
 
     def authorised(request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if not expected or scheme.lower() != "bearer":
-            return False
-        # Headers arrive as latin-1 text; back to their bytes for a constant-time compare.
-        return hmac.compare_digest(given.strip().encode("latin-1"), expected)
+        return bearer_ok(request, expected)
 
     async def evaluate_one(request: Request) -> Response:
         if not authorised(request):

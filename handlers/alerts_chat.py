@@ -18,13 +18,12 @@ from handlers.alerts_render import (
     render_group,
     render_silence,
 )
-from handlers.approvals_render import mention
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.deploy_chat import DEPLOY_ROLE, request_rollback
-from handlers.render import esc, join_lines
+from handlers.render import esc, join_lines, mention
 from services.alerts.changes import RecentDeploy, RecentFlagChange
 from services.alerts.engine import routes_of
 from services.alerts.model import AlertGroup, Matcher, MatcherError, parse_matchers

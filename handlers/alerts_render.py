@@ -9,7 +9,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from config.opsfile import OpsConfig
 from handlers.callbacks import CallbackData
-from handlers.render import code, esc, join_lines
+from handlers.render import code, esc, join_lines, who
 from services.alerts.changes import RecentDeploy, RecentFlagChange
 from services.alerts.model import Alert, AlertGroup, AlertStatus, Silence
 from services.alerts.outbox import MAX_LABEL_CHARS, MAX_SUMMARY_CHARS
@@ -39,13 +39,6 @@ def alert_line(alert: Alert, silences: Sequence[Silence]) -> str:
 
 def _hm(at: datetime | None) -> str:
     return at.strftime("%H:%M UTC") if at else "-"
-
-
-def who(ops: OpsConfig, user_id: str | None) -> str:
-    if user_id is None:
-        return "-"
-    name = ops.name_of(int(user_id)) if user_id.isdigit() else None
-    return esc(name or user_id)
 
 
 def render_group(

@@ -13,18 +13,16 @@ from handlers.approvals_render import (
     NS_EVIDENCE,
     NS_SIGNOFF,
     evidence_keyboard,
-    mention,
     render_request,
     render_waiting,
     request_keyboard,
-    who,
 )
 from handlers.buttons import ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.deploy_cards import send_card
-from handlers.render import code, esc, join_lines
+from handlers.render import code, esc, join_lines, mention, who
 from services.approval_model import (
     ApprovalError,
     ApprovalRequest,

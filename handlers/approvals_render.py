@@ -11,7 +11,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from config.opsfile import OpsConfig
 from handlers.callbacks import CallbackData
-from handlers.render import code, esc, join_lines
+from handlers.render import code, esc, join_lines, who
 from services.approval_model import (
     ApprovalRequest,
     Evidence,
@@ -23,18 +23,6 @@ from services.deployment_model import Deployment
 
 NS_SIGNOFF, NS_EVIDENCE = "ap", "ev"
 BUTTON_TEXT = 48  # Telegram shows about this much of a button's label on a phone
-
-
-def who(ops: OpsConfig, user_id: str | None) -> str:
-    if user_id is None:
-        return "-"
-    name = ops.name_of(int(user_id)) if user_id.isdigit() else None
-    return esc(name or user_id)
-
-
-def mention(ops: OpsConfig, user_id: int) -> str:
-    """A mention that notifies the person, by name."""
-    return f'<a href="tg://user?id={user_id}">{esc(ops.name_of(user_id) or str(user_id))}</a>'
 
 
 def _hm(at: datetime | None) -> str:

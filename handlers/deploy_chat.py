@@ -25,7 +25,7 @@ from handlers.deploy_render import (
 )
 from handlers.render import code, esc
 from handlers.services_chat import service_name_problem
-from services.approval_model import deploy_policy, rollback_policy
+from services.approval_model import deploy_policy, rollback_rule
 from services.deploy_windows import deploy_refusal
 from services.deployment_model import Deployment, DeploymentError, DeploymentKind
 from services.deployment_model import DeploymentState as S
@@ -151,9 +151,7 @@ async def request_rollback(
     environment = services.ops.services[name].environment
     # Where deploys need sign-off, a rollback needs one person of a rollback role: the
     # requester themself when they hold one (recorded as an emergency), else someone else.
-    policy = rollback_policy(services.ops, environment)
-    user_roles = services.ops.roles_of(int(actor)) if actor.isdigit() else set()
-    emergency = policy is not None and any(r.role in user_roles for r in policy.roles)
+    policy, emergency = rollback_rule(services.ops, environment, int(actor))
     try:
         target = await services.releases.rollback_target(name, version)
         requested = await services.deployments.request(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 
+from config.opsfile import OpsConfig
+
 # Telegram's limit is 4096 characters after entity parsing; raw HTML is never shorter than
 # what it renders to, so staying under the limit in raw HTML is always safe.
 MESSAGE_LIMIT = 4096
@@ -51,3 +53,15 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+def who(ops: OpsConfig, user_id: str | None) -> str:
+    if user_id is None:
+        return "-"
+    name = ops.name_of(int(user_id)) if user_id.isdigit() else None
+    return esc(name or user_id)
+
+
+def mention(ops: OpsConfig, user_id: int) -> str:
+    """A mention that notifies the person, by name."""
+    return f'<a href="tg://user?id={user_id}">{esc(ops.name_of(user_id) or str(user_id))}</a>'

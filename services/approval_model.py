@@ -77,6 +77,14 @@ def rollback_policy(ops: OpsConfig, environment: str) -> Policy | None:
     return Policy(roles, any_role=True)
 
 
+def rollback_rule(ops: OpsConfig, environment: str, requester: int) -> tuple[Policy | None, bool]:
+    """(the sign-off a /rollback needs, whether it goes ahead at once as an emergency): at
+    once when no policy applies, or when the requester holds a rollback role themself."""
+    policy = rollback_policy(ops, environment)
+    emergency = policy is not None and any(r.role in ops.roles_of(requester) for r in policy.roles)
+    return policy, emergency
+
+
 @dataclass(frozen=True)
 class Vote:
     user_id: str
