@@ -23,6 +23,7 @@ from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.deploy_chat import DEPLOY_ROLE, request_rollback
+from handlers.edits import show
 from handlers.render import esc, join_lines, mention
 from services.alerts.changes import RecentDeploy, RecentFlagChange
 from services.alerts.engine import routes_of
@@ -63,9 +64,9 @@ class TelegramNotifier:
         engine = services.alerts
         silences = await engine.silences()
         if delivery.kind == "digest" or delivery.group_id is None:
-            found = [await engine.alert(fp) for fp in delivery.fingerprints]
+            found = await engine.alerts(delivery.fingerprints)
             message_id = None
-            for text in render_digest([a for a in found if a is not None], silences):
+            for text in render_digest(found, silences):
                 sent = await self._bot.send_message(
                     delivery.chat_id, text, disable_notification=delivery.silent
                 )
@@ -232,16 +233,8 @@ async def _redraw(context: OpsContext, group_id: int) -> None:
     deploy, flag = await changes_for(services, group)
     silences = await services.alerts.silences()
     text = render_group(group, services.ops, silences, deploy=deploy, flag=flag)
-    try:
-        await context.bot.edit_message_text(
-            text,
-            chat_id=group.chat_id,
-            message_id=group.message_id,
-            reply_markup=group_keyboard(group, deploy, flag),
-        )
-    except BadRequest as exc:
-        if "not modified" not in str(exc):
-            raise
+    markup = group_keyboard(group, deploy, flag)
+    await show(context.bot, group.chat_id, group.message_id, text, markup)
 
 
 async def alerts_command(update: Update, context: OpsContext) -> None:

@@ -7,7 +7,7 @@ import logging
 import re
 
 from telegram import Bot, ForceReply, Message, ReplyParameters, Update
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 
 from handlers.approvals_render import (
     NS_EVIDENCE,
@@ -22,6 +22,7 @@ from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.deploy_cards import send_card
+from handlers.edits import show
 from handlers.render import code, esc, join_lines, mention, who
 from services.approval_model import (
     ApprovalError,
@@ -80,16 +81,8 @@ async def _refresh(context: OpsContext, request: ApprovalRequest) -> None:
         return
     services = context.services
     deployment = await services.deployments.get(request.deployment_id)
-    try:
-        await context.bot.edit_message_text(
-            render_request(request, deployment, services.ops),
-            chat_id=request.chat_id,
-            message_id=request.message_id,
-            reply_markup=request_keyboard(request),
-        )
-    except BadRequest as exc:
-        if "not modified" not in str(exc):
-            raise
+    text = render_request(request, deployment, services.ops)
+    await show(context.bot, request.chat_id, request.message_id, text, request_keyboard(request))
 
 
 async def signoff_pressed(update: Update, context: OpsContext) -> None:

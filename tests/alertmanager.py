@@ -6,20 +6,15 @@ webhook to a closed loopback port unless a test gives its own.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import pytest
-
 from bot.httpserver import free_port
+from tests.daemons import require, serving
 
 BINARY = "prometheus-alertmanager"
 START_TIMEOUT = 15.0
@@ -37,6 +32,10 @@ receivers:
         send_resolved: true
         max_alerts: 0
 """
+BEARER = """\
+        http_config:
+          authorization: {{ type: Bearer, credentials: '{bearer}' }}
+"""
 
 
 @dataclass(frozen=True)
@@ -52,52 +51,30 @@ def unavailable_reason() -> str | None:
 
 
 @contextmanager
-def running(webhook: str = "http://127.0.0.1:9/none") -> Iterator[Alertmanager]:
-    """Start Alertmanager, wait for /-/ready, yield, SIGTERM it. Skips where missing."""
-    reason = unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+def running(
+    webhook: str = "http://127.0.0.1:9/none", bearer: str | None = None
+) -> Iterator[Alertmanager]:
+    """Start Alertmanager posting to `webhook` (with `bearer` as its token, when given), wait
+    for /-/ready, yield, SIGTERM it. Skips where missing; under CI=true fails instead."""
+    require(unavailable_reason())
     directory = Path(tempfile.mkdtemp(prefix="opsgate-am-"))
     config = directory / "alertmanager.yml"
-    config.write_text(CONFIG.format(webhook=webhook))
+    text = CONFIG.format(webhook=webhook)
+    if bearer is not None:
+        text += BEARER.format(bearer=bearer)
+    config.write_text(text)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with (directory / "am.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                BINARY,
-                f"--config.file={config}",
-                f"--storage.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                f"--web.external-url={url}",
-                "--cluster.listen-address=",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    argv = [
+        BINARY,
+        f"--config.file={config}",
+        f"--storage.path={directory / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url={url}",
+        "--cluster.listen-address=",
+    ]
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"alertmanager did not start:\n{(directory / 'am.log').read_text()}"
-                )
-            time.sleep(0.05)  # fixture code, before any event loop
-        yield Alertmanager(url, directory)
+        with serving(argv, directory / "am.log", f"{url}/-/ready", START_TIMEOUT):
+            yield Alertmanager(url, directory)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         shutil.rmtree(directory, ignore_errors=True)

@@ -30,9 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
 
-import pytest
+from tests.daemons import require
 
 NGINX = "nginx"
 START_TIMEOUT_S = 5.0
@@ -78,15 +77,7 @@ def nginx_unavailable_reason() -> str | None:
 
 def require_nginx() -> None:
     """Skip the calling test when nginx cannot run; under CI=true fail instead."""
-    reason = nginx_unavailable_reason()
-    if reason is not None:
-        _unavailable(reason)
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the nginx tests: {reason}", pytrace=False)
-    pytest.skip(reason)
+    require(nginx_unavailable_reason())
 
 
 @dataclass(frozen=True)

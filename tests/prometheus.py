@@ -8,11 +8,9 @@ after two fixed 5 s ticks inside Prometheus (5-15 s), so callers poll with `wait
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from bot.httpserver import free_port
+from tests.daemons import require, serving
 
 BINARY = "prometheus"
 PROMTOOL = "promtool"
@@ -66,11 +64,7 @@ def running_prometheus(
 
     Skips where it is not installed; under CI=true that is a failure instead.
     """
-    reason = unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require(unavailable_reason())
     directory = Path(tempfile.mkdtemp(prefix="opsgate-prom-"))
     try:
         config = directory / "prometheus.yml"
@@ -85,41 +79,15 @@ def running_prometheus(
             raise RuntimeError(f"promtool refused the config:\n{checked.stdout}{checked.stderr}")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with (directory / "prometheus.log").open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    BINARY,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--web.enable-lifecycle",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                try:
-                    if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"prometheus did not start:\n{(directory / 'prometheus.log').read_text()}"
-                    )
-                time.sleep(0.05)  # ready in well under 0.1 s: blocking the loop this long is fine
+        argv = [
+            BINARY,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ]
+        with serving(argv, directory / "prometheus.log", f"{url}/-/ready", START_TIMEOUT):
             yield Prometheus(url, directory)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

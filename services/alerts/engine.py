@@ -35,7 +35,7 @@ from services.alerts.model import (
     Silence,
     severity_of,
 )
-from services.alerts.rows import read_group, read_silences
+from services.alerts.rows import read_alerts, read_group, read_silences
 from services.audit import AuditLog, utc_now
 from services.storage import Storage
 
@@ -244,16 +244,9 @@ class AlertEngine:
         now = self._clock()
         return [s for s in await read_silences(self._storage.db) if s.active(now)]
 
-    async def alert(self, fingerprint: str) -> Alert | None:
-        rows = list(
-            await self._storage.db.execute_fetchall(
-                "SELECT group_id FROM alerts WHERE fingerprint = ?", (fingerprint,)
-            )
-        )
-        group = await read_group(self._storage.db, int(rows[0][0])) if rows else None
-        return (
-            next((a for a in group.alerts if a.fingerprint == fingerprint), None) if group else None
-        )
+    async def alerts(self, fingerprints: Sequence[str]) -> list[Alert]:
+        """The alerts an outbox row names, in its order."""
+        return await read_alerts(self._storage.db, fingerprints)
 
     # -- people ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 
 import aiosqlite
@@ -18,6 +19,38 @@ def _at(value: object) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
+_ALERT_COLUMNS = (
+    "fingerprint, group_id, labels, annotations, source, status, starts_at, ends_at,"
+    " first_seen, last_seen"
+)
+
+
+def _alert(a: aiosqlite.Row) -> Alert:
+    return Alert(
+        fingerprint=str(a[0]),
+        group_id=int(a[1]),
+        labels=json.loads(a[2]),
+        annotations=json.loads(a[3]),
+        source=str(a[4]),
+        status=AlertStatus(str(a[5])),
+        starts_at=_at(a[6]),
+        ends_at=_time(a[7]),
+        first_seen=_at(a[8]),
+        last_seen=_at(a[9]),
+    )
+
+
+async def read_alerts(db: aiosqlite.Connection, fingerprints: Sequence[str]) -> list[Alert]:
+    """These alerts, in the order asked (unknown ones left out), one query per 500."""
+    found: dict[str, Alert] = {}
+    for start in range(0, len(fingerprints), 500):
+        chunk = list(fingerprints[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        query = f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE fingerprint IN ({marks})"  # noqa: S608
+        found.update((str(r[0]), _alert(r)) for r in await db.execute_fetchall(query, chunk))
+    return [found[fp] for fp in fingerprints if fp in found]
+
+
 async def read_group(db: aiosqlite.Connection, group_id: int) -> AlertGroup | None:
     rows = list(
         await db.execute_fetchall(
@@ -30,21 +63,9 @@ async def read_group(db: aiosqlite.Connection, group_id: int) -> AlertGroup | No
         return None
     g = rows[0]
     alerts = tuple(
-        Alert(
-            fingerprint=str(a[0]),
-            group_id=group_id,
-            labels=json.loads(a[1]),
-            annotations=json.loads(a[2]),
-            source=str(a[3]),
-            status=AlertStatus(str(a[4])),
-            starts_at=_at(a[5]),
-            ends_at=_time(a[6]),
-            first_seen=_at(a[7]),
-            last_seen=_at(a[8]),
-        )
+        _alert(a)
         for a in await db.execute_fetchall(
-            "SELECT fingerprint, labels, annotations, source, status, starts_at, ends_at,"
-            " first_seen, last_seen FROM alerts WHERE group_id = ?"
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE group_id = ?"  # noqa: S608
             " ORDER BY first_seen, fingerprint",
             (group_id,),
         )

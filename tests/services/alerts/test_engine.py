@@ -151,8 +151,7 @@ class World:
         return int(rows[0][0])
 
     async def group_of(self, labels: Mapping[str, str]) -> int:
-        alert = await self.engine.alert(fp(labels))
-        assert alert is not None
+        [alert] = await self.engine.alerts([fp(labels)])
         return alert.group_id
 
 
