@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 
 from pydantic import SecretStr  # noqa: E402
 
-from bot.demo import seed_sandbox  # noqa: E402
+from bot.dev.demo import seed_sandbox  # noqa: E402
+from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread  # noqa: E402
 from bot.runner import Opsgate  # noqa: E402
-from bot.sandbox import SandboxClient, SandboxMessage, SandboxThread  # noqa: E402
 from config.opsfile import parse_ops_text  # noqa: E402
 from config.settings import Settings, UpdateMode  # noqa: E402
 

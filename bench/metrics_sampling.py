@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.metrics import MetricsSampler  # noqa: E402
+from services.control.metrics import MetricsSampler  # noqa: E402
 
 SERVICES = 5
 # A stand-in service: a parent with two worker children, all asleep until stdin closes.

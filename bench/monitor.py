@@ -1,7 +1,7 @@
 """CPU cost of one sampling cycle of opsgate's own monitor.
 
 Rules: host CPU, memory and disk, and `service_down` for N services running as real units on
-a booted systemd sandbox (tests/systemd_sandbox.py), each with an HTTP health check against
+a booted systemd sandbox (bot/dev/harness/systemd.py), each with an HTTP health check against
 its own small server. CPU is opsgate's process time plus its children's (systemctl runs as a
 child through the sandbox's nsenter prefix), per cycle. Baseline, in the same run: the bare
 reads a cron script would do for the same rules: one `systemctl show` per service, one GET
@@ -29,17 +29,17 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot import demo_web  # noqa: E402
+from bot.dev import demo_web  # noqa: E402
+from bot.dev.harness.systemd import SystemdSandbox, booted, unavailable_reason  # noqa: E402
 from config.opsfile import parse_ops_text  # noqa: E402
 from services.alerts.engine import AlertEngine  # noqa: E402
 from services.alerts.monitor import Monitor  # noqa: E402
-from services.audit import AuditLog  # noqa: E402
-from services.hosts_ssh import hosts_from_config  # noqa: E402
-from services.metrics import MetricsSampler  # noqa: E402
-from services.servicectl import ServiceController  # noqa: E402
-from services.storage import Storage  # noqa: E402
-from services.systemd import quote_exec  # noqa: E402
-from tests.systemd_sandbox import SystemdSandbox, booted, unavailable_reason  # noqa: E402
+from services.control.controller import ServiceController  # noqa: E402
+from services.control.metrics import MetricsSampler  # noqa: E402
+from services.control.systemd import quote_exec  # noqa: E402
+from services.hosts.registry import hosts_from_config  # noqa: E402
+from services.records.audit import AuditLog  # noqa: E402
+from services.records.storage import Storage  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -84,7 +84,7 @@ def ops_text(sandbox: SystemdSandbox, ports: list[int]) -> str:
 async def run(sandbox: SystemdSandbox, cycles: int, count: int) -> None:
     ports = [demo_web.free_port() for _ in range(count)]
     for n, port in enumerate(ports):
-        argv = [sys.executable, "-m", "bot.demo_web", "--port", str(port)]
+        argv = [sys.executable, "-m", "bot.dev.demo_web", "--port", str(port)]
         unit = f"[Service]\nWorkingDirectory={REPO}\nExecStart={quote_exec(argv)}\n"
         (sandbox.unit_dir / f"b-mon{n}.service").write_text(unit)
     await sandbox.host.run(["systemctl", "daemon-reload"])

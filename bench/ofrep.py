@@ -1,7 +1,8 @@
 """OFREP throughput: single-flag evaluations over HTTP, raw and through the real SDK + provider.
 
-The server (bot/ofrep.py routes on uvicorn, the flags in tests/bot/ofrep_support.py evaluated
-by the real engine) runs in a child process pinned to one CPU; the clients run here, pinned
+The server (bot/http/ofrep.py routes on uvicorn, the flags in
+bot/dev/harness/ofrep_flags.py evaluated by the real engine) runs in a child process pinned to
+one CPU; the clients run here, pinned
 to another CPU when there is one, so the server's core is not shared with them. Loopback only.
 Every run evaluates the 50 % rollout flag `half` for a different targeting key each request
 (a SPLIT answer: bucketing included) and checks every answer, so errors are never measured.
@@ -42,10 +43,10 @@ from openfeature.contrib.provider.ofrep import OFREPProvider  # noqa: E402
 from openfeature.evaluation_context import EvaluationContext as SdkContext  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 
-from bot.httpserver import BackgroundHTTPServer  # noqa: E402
-from bot.ofrep import PREFIX, ofrep_routes  # noqa: E402
+from bot.dev.harness.ofrep_flags import FLAGS, DictSource  # noqa: E402
+from bot.http.ofrep import PREFIX, ofrep_routes  # noqa: E402
+from bot.http.server import BackgroundHTTPServer  # noqa: E402
 from services.flags.types import EvaluationContext  # noqa: E402
-from tests.bot.ofrep_support import FLAGS, DictSource  # noqa: E402
 
 TOKEN = "bench-token-0123456789"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}

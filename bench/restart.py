@@ -1,7 +1,7 @@
 """Overhead of opsgate's verified restart over a bare `systemctl restart` and one GET.
 
-A real systemd is booted in private PID + mount namespaces (tests/systemd_sandbox.py) and
-runs b-web.service (bot/demo_web.py, Type=notify: `systemctl restart` returns once the
+A real systemd is booted in private PID + mount namespaces (bot/dev/harness/systemd.py) and
+runs b-web.service (bot/dev/demo_web.py, Type=notify: `systemctl restart` returns once the
 new process listens). Interleaved for N runs, in an order rotated every run, so machine noise
 hits all three alike:
 
@@ -34,14 +34,14 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot import demo_web as testservice  # noqa: E402
+from bot.dev import demo_web as testservice  # noqa: E402
+from bot.dev.harness.systemd import SystemdSandbox, booted, unavailable_reason  # noqa: E402
 from config.opsfile import parse_ops_text  # noqa: E402
-from services.hosts_ssh import hosts_from_config  # noqa: E402
+from services.control.controller import ServiceController  # noqa: E402
+from services.control.systemd import SystemdManager  # noqa: E402
+from services.hosts.registry import hosts_from_config  # noqa: E402
 from services.progress import Progress  # noqa: E402
-from services.servicectl import ServiceController  # noqa: E402
-from services.systemd import SystemdManager  # noqa: E402
-from tests.services.test_systemd import service_unit  # noqa: E402
-from tests.systemd_sandbox import SystemdSandbox, booted, unavailable_reason  # noqa: E402
+from tests.services.control.test_systemd import service_unit  # noqa: E402
 
 UNIT = "b-web.service"
 REFUSED_RETRY_S = 0.01  # baseline: pause between GETs while the port is not yet bound

@@ -1,8 +1,8 @@
 """Rollback latency and per-deploy overhead of opsgate's DeployPipeline on a real systemd.
 
-A real systemd is booted in private PID + mount namespaces (tests/systemd_sandbox.py). The
+A real systemd is booted in private PID + mount namespaces (bot/dev/harness/systemd.py). The
 world is the one tests/services/test_pipeline.py builds: a git repository of the test app
-(tests/gitrepo.py; tags v1 and v2 are used, both healthy), a Type=notify unit running
+(bot/dev/harness/gitrepo.py; tags v1 and v2 are used, both healthy), a Type=notify unit running
 ROOT/current/app.py (StartLimitIntervalSec=0, so repeated restarts are not refused) and an ops
 file whose host is the sandbox's `nsenter -t PID -m -p` prefix. Three kinds of step are
 interleaved for N runs, in an order rotated every run; each one moves the service to the
@@ -43,19 +43,19 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot.demo_web import free_port  # noqa: E402
+from bot.dev.demo_web import free_port  # noqa: E402
+from bot.dev.harness.gitrepo import app_argv, make_app_repo  # noqa: E402
+from bot.dev.harness.systemd import SystemdSandbox, booted, unavailable_reason  # noqa: E402
 from config.opsfile import parse_ops_text  # noqa: E402
-from services.audit import AuditLog  # noqa: E402
-from services.deployments import DeploymentKind, Deployments, DeploymentState  # noqa: E402
-from services.hosts_ssh import hosts_from_config  # noqa: E402
-from services.pipeline import DeployOutcome, DeployPipeline  # noqa: E402
+from services.control.controller import ServiceController  # noqa: E402
+from services.control.systemd import quote_exec  # noqa: E402
+from services.deploy.deployments import DeploymentKind, Deployments, DeploymentState  # noqa: E402
+from services.deploy.pipeline import DeployOutcome, DeployPipeline  # noqa: E402
+from services.hosts.registry import hosts_from_config  # noqa: E402
 from services.progress import Progress  # noqa: E402
-from services.releases import ReleaseLayout  # noqa: E402
-from services.servicectl import ServiceController  # noqa: E402
-from services.storage import Storage  # noqa: E402
-from services.systemd import quote_exec  # noqa: E402
-from tests.gitrepo import app_argv, make_app_repo  # noqa: E402
-from tests.systemd_sandbox import SystemdSandbox, booted, unavailable_reason  # noqa: E402
+from services.records.audit import AuditLog  # noqa: E402
+from services.records.storage import Storage  # noqa: E402
+from services.releases.layout import ReleaseLayout  # noqa: E402
 
 UNIT = "b-rollback.service"
 VERSIONS = ("v1", "v2")  # v3 is the unhealthy one: not used here

@@ -22,8 +22,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot.demo import demo_ops_path, seed_sandbox  # noqa: E402
-from bot.sandbox import SandboxClient, SandboxThread  # noqa: E402
+from bot.dev.demo import demo_ops_path, seed_sandbox  # noqa: E402
+from bot.dev.sandbox import SandboxClient, SandboxThread  # noqa: E402
 from config.opsfile import load_ops_file  # noqa: E402
 
 TOKEN = "7300000001:BENCH-startup-token"

@@ -91,7 +91,7 @@ def build_application(
         .rate_limiter(AIORateLimiter(max_retries=3))
     )
     if settings.mode is UpdateMode.WEBHOOK:
-        builder = builder.updater(None)  # updates arrive through bot/httpapp.py instead
+        builder = builder.updater(None)  # updates arrive through bot/http/app.py instead
     application: OpsApplication = builder.build()
     application.bot_data.services = services
     application.bot_data.commands = commands

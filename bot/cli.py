@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return run(load_settings())
     if args.command == "demo":
-        from bot.demo import run_demo
+        from bot.dev.demo import run_demo
 
         return run_demo(args.script)
     parser.error(f"unknown command {args.command}")

@@ -20,8 +20,8 @@ from bot.app import file_url_for
 from config.inventory import Service
 from config.opsfile import OpsConfig, OpsFileError, load_ops_file
 from config.settings import Settings
-from services.hosts_ssh import Hosts, UnknownHostError, hosts_from_config
-from services.storage import Storage
+from services.hosts.registry import Hosts, UnknownHostError, hosts_from_config
+from services.records.storage import Storage
 
 OK, BAD = "✓", "✗"
 

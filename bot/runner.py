@@ -14,8 +14,8 @@ from datetime import datetime
 from telegram import BotCommand, Update
 
 from bot.app import all_buttons, all_commands, build_application
-from bot.httpapp import create_http_app
-from bot.httpserver import BackgroundHTTPServer
+from bot.http.app import create_http_app
+from bot.http.server import BackgroundHTTPServer
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings, UpdateMode
 from handlers.alerts_chat import alert_tick, monitor_tick
@@ -27,10 +27,10 @@ from handlers.deploy_cards import resume_after_restart, retire_card
 from handlers.deploy_render import render_recovery
 from handlers.errors import check_chat_reachable, retention_tick
 from handlers.flags_chat import run_plan_tick
-from services.audit import utc_now
 from services.container import Services
-from services.recovery import reconcile
-from services.storage import Storage
+from services.deploy.recovery import reconcile
+from services.records.audit import utc_now
+from services.records.storage import Storage
 
 log = logging.getLogger(__name__)
 

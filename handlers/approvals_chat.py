@@ -24,7 +24,7 @@ from handlers.context import OpsContext
 from handlers.deploy_cards import send_card
 from handlers.edits import show
 from handlers.render import code, esc, join_lines, mention, who
-from services.approval_model import (
+from services.approvals.model import (
     ApprovalError,
     ApprovalRequest,
     ButtonNoLongerValid,
@@ -33,7 +33,7 @@ from services.approval_model import (
     TimerAction,
 )
 from services.container import Services
-from services.deployment_model import Deployment
+from services.deploy.model import Deployment
 
 log = logging.getLogger(__name__)
 LINK = re.compile(r"https?://[^\s\"'<>]{1,1000}")

@@ -12,14 +12,14 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from config.opsfile import OpsConfig
 from handlers.callbacks import CallbackData
 from handlers.render import code, esc, join_lines, who
-from services.approval_model import (
+from services.approvals.model import (
     ApprovalRequest,
     Evidence,
     EvidenceChoice,
     RequestStatus,
     RoleSignoff,
 )
-from services.deployment_model import Deployment
+from services.deploy.model import Deployment
 
 NS_SIGNOFF, NS_EVIDENCE = "ap", "ev"
 BUTTON_TEXT = 48  # Telegram shows about this much of a button's label on a phone

@@ -9,8 +9,8 @@ from telegram import InputFile, Update
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.render import esc
-from services.audit_export import trail_csv, trail_json
-from services.deployment_model import DeploymentError
+from services.deploy.model import DeploymentError
+from services.reports.audit_export import trail_csv, trail_json
 
 
 async def audit(update: Update, context: OpsContext) -> None:

@@ -24,7 +24,7 @@ from handlers.deploy_render import render_outcome
 from handlers.progress import ProgressMessage
 from handlers.render import code, esc
 from services.container import Services
-from services.deployment_model import Deployment, DeploymentKind
+from services.deploy.model import Deployment, DeploymentKind
 from services.progress import Progress
 
 log = logging.getLogger(__name__)

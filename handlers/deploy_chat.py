@@ -25,12 +25,13 @@ from handlers.deploy_render import (
 )
 from handlers.render import code, esc
 from handlers.services_chat import service_name_problem
-from services.approval_model import deploy_policy, rollback_rule
-from services.deploy_windows import deploy_refusal
-from services.deployment_model import Deployment, DeploymentError, DeploymentKind
-from services.deployment_model import DeploymentState as S
-from services.env_locks import EnvLockError
-from services.release_build import HostCommandFailed, InvalidVersion, validate_version
+from services.approvals.model import deploy_policy, rollback_rule
+from services.deploy.locks import EnvLockError
+from services.deploy.model import Deployment, DeploymentError, DeploymentKind
+from services.deploy.model import DeploymentState as S
+from services.deploy.windows import deploy_refusal
+from services.hosts.primitives import HostCommandFailed
+from services.releases.build import InvalidVersion, validate_version
 
 log = logging.getLogger(__name__)
 

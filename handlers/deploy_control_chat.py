@@ -14,11 +14,12 @@ from handlers.context import OpsContext
 from handlers.deploy_cards import NS_ABORT
 from handlers.deploy_chat import deploy_problem
 from handlers.render import code, esc, join_lines
-from services.deployment_model import DeploymentError, DeploymentState
-from services.env_locks import EnvLockError
-from services.halt import halt as halt_everything
-from services.release_build import HostCommandFailed, InvalidVersion
-from services.release_queries import NoRollbackTarget
+from services.deploy.halt import halt as halt_everything
+from services.deploy.locks import EnvLockError
+from services.deploy.model import DeploymentError, DeploymentState
+from services.hosts.primitives import HostCommandFailed
+from services.releases.build import InvalidVersion
+from services.releases.queries import NoRollbackTarget
 
 CONTROL_ROLE = "sre"
 

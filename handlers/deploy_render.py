@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from config.inventory import Service
 from handlers.render import code, esc, join_lines
-from services.deployment_model import Deployment, DeploymentKind, DeploymentState
-from services.pipeline_parts import DeployOutcome as Outcome
-from services.releases import ReleaseInfo
+from services.deploy.model import Deployment, DeploymentKind, DeploymentState
+from services.deploy.steps import DeployOutcome as Outcome
+from services.releases.layout import ReleaseInfo
 
 _ICONS = {
     DeploymentState.SUCCEEDED: "✅",

@@ -9,10 +9,10 @@ from handlers.context import OpsContext
 from handlers.deploy_cards import start_card
 from handlers.deploy_chat import DEPLOY_ROLE, deploy_problem
 from handlers.render import esc
-from services.deploy_windows import is_production
-from services.deployment_model import DeploymentError, DeploymentKind, DeploymentState
-from services.env_locks import EnvLockError
-from services.release_build import HostCommandFailed
+from services.deploy.locks import EnvLockError
+from services.deploy.model import DeploymentError, DeploymentKind, DeploymentState
+from services.deploy.windows import is_production
+from services.hosts.primitives import HostCommandFailed
 
 
 async def drill(update: Update, context: OpsContext) -> None:

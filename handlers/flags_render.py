@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from handlers.render import code, duration, esc, join_lines
-from services.audit import utc_now
 from services.flags.plans import Plan, PlanEvent, PlanState
 from services.flags.types import Flag, FlagChange
+from services.records.audit import utc_now
 
 
 def _state(flag: Flag) -> str:

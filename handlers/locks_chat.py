@@ -7,7 +7,7 @@ from telegram import Update
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.render import esc, join_lines
-from services.env_locks import EnvLock, EnvLockError
+from services.deploy.locks import EnvLock, EnvLockError
 
 LOCK_ROLE = "sre"
 

@@ -7,8 +7,8 @@ from telegram import InputFile, Update
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.render import esc, join_lines
-from services.chart import bar_chart
-from services.dora import Dora, DoraReport
+from services.reports.chart import bar_chart
+from services.reports.dora import Dora, DoraReport
 
 WINDOW_DAYS, CHART_DAYS = 30, 14
 

@@ -16,9 +16,9 @@ from handlers.context import OpsContext
 from handlers.progress import ProgressMessage
 from handlers.render import code, esc
 from handlers.services_render import render_details, render_overview, restart_footer
-from services.confirmations import ConfirmationState, StaleConfirmation
+from services.control.controller import UnknownService
+from services.deploy.confirmations import ConfirmationState, StaleConfirmation
 from services.progress import Progress
-from services.servicectl import UnknownService
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from handlers.render import MESSAGE_LIMIT, code, duration, esc, join_lines
-from services.audit import utc_now
-from services.health import CheckResult
-from services.servicectl import RestartOutcome, ServiceDetails, ServiceState
+from services.control.controller import RestartOutcome, ServiceDetails, ServiceState
+from services.control.health import CheckResult
+from services.records.audit import utc_now
 
 LOG_CHARS = 2500  # leaves room for the header within Telegram's 4096
 

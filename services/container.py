@@ -17,24 +17,24 @@ from services.alerts.engine import AlertEngine
 from services.alerts.monitor import Monitor
 from services.alerts.outbox import Outbox
 from services.alerts.scheduler import AlertScheduler
-from services.approvals import Approvals
-from services.audit import AuditLog, utc_now
-from services.audit_export import AuditExport
-from services.confirmations import Confirmations
-from services.deployments import Deployments
-from services.env_locks import EnvironmentLocks
+from services.approvals.signoff import Approvals
+from services.control.controller import ServiceController
+from services.control.metrics import MetricsSampler
+from services.deploy.confirmations import Confirmations
+from services.deploy.deployments import Deployments
+from services.deploy.locks import EnvironmentLocks
+from services.deploy.pipeline import DeployPipeline
 from services.flags.gates import FlagGate
 from services.flags.plans import PlanService
 from services.flags.serving import FlagdExporter, LiveFlagSource
 from services.flags.store import FlagStore
-from services.hosts_ssh import Hosts, hosts_from_config
-from services.metrics import MetricsSampler
-from services.pipeline import DeployPipeline
-from services.release_queries import ReleaseQueries
-from services.retention import Retention
+from services.hosts.registry import Hosts, hosts_from_config
+from services.records.audit import AuditLog, utc_now
+from services.records.retention import Retention
+from services.records.storage import Storage
+from services.releases.queries import ReleaseQueries
+from services.reports.audit_export import AuditExport
 from services.runtime import RuntimeStatus
-from services.servicectl import ServiceController
-from services.storage import Storage
 
 VERSION = "0.1.0"
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.alertmanager import Alertmanager
-from tests.alertmanager import running as running_alertmanager
-from tests.supervisord_sandbox import SupervisordSandbox, running
-from tests.systemd_sandbox import SystemdSandbox, booted
+from bot.dev.harness.alertmanager import Alertmanager
+from bot.dev.harness.alertmanager import running as running_alertmanager
+from bot.dev.harness.supervisord import SupervisordSandbox, running
+from bot.dev.harness.systemd import SystemdSandbox, booted
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from config.opsfile import OpsConfig
-from services.deployment_model import DeploymentError, DeploymentKind, DeploymentState
-from services.deployments import Deployments
+from services.deploy.deployments import Deployments
+from services.deploy.model import DeploymentError, DeploymentKind, DeploymentState
 from services.flags.store import FlagStore
 
 RECENT = timedelta(hours=1)

@@ -36,8 +36,8 @@ from services.alerts.model import (
     severity_of,
 )
 from services.alerts.rows import read_alerts, read_group, read_silences
-from services.audit import AuditLog, utc_now
-from services.storage import Storage
+from services.records.audit import AuditLog, utc_now
+from services.records.storage import Storage
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from services.alerts.model import (
     LABEL_NAME,
     MAX_LABELS,
     MAX_VALUE,
+    AlertError,
     AlertStatus,
     IncomingAlert,
 )
@@ -24,7 +25,9 @@ from services.alerts.model import (
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt while an alert fires
 
 
-class PayloadError(ValueError):
+class PayloadError(AlertError, ValueError):
+    kind = "invalid"
+
     """`str()` is the reason the sender gets back."""
 
 

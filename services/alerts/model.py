@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from services.errors import OpsgateError
+
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,63}")
 MAX_LABELS = 40
 MAX_VALUE = 1024
@@ -119,7 +121,13 @@ class Matcher:
         return f"{self.name}{'=~' if self.regex else '='}{self.value}"
 
 
-class MatcherError(ValueError):
+class AlertError(OpsgateError):
+    """Base of the alert capability's errors."""
+
+
+class MatcherError(AlertError, ValueError):
+    kind = "invalid"
+
     pass
 
 

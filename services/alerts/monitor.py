@@ -24,8 +24,8 @@ from config.alerts import MonitorRule
 from config.opsfile import OpsConfig
 from services.alerts.engine import AlertEngine
 from services.alerts.model import AlertStatus, IncomingAlert
-from services.metrics import MetricsSampler
-from services.servicectl import ServiceController
+from services.control.controller import ServiceController
+from services.control.metrics import MetricsSampler
 
 
 @dataclass(frozen=True)

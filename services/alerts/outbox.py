@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from config.opsfile import OpsConfig
-from services.audit import utc_now
-from services.storage import Storage
+from services.records.audit import utc_now
+from services.records.storage import Storage
 
 log = logging.getLogger(__name__)
 MAX_PER_DIGEST = 60  # alerts named in one digest message

@@ -22,8 +22,8 @@ from config.opsfile import OpsConfig
 from services.alerts.engine import routes_of
 from services.alerts.model import Alert, AlertGroup, AlertStatus, Silence
 from services.alerts.rows import read_group, read_silences
-from services.audit import utc_now
-from services.storage import Storage
+from services.records.audit import utc_now
+from services.records.storage import Storage
 
 
 def is_quiet(quiet: QuietHours | None, now: datetime) -> bool:

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from services.flags.bucketing import TOTAL_WEIGHT, rollout_weight
-from services.flags.types import Flag
+from services.flags.types import Flag, FlagError
 
 FLAGD_SCHEMA = "https://flagd.dev/schema/v0/flags.json"
 _TARGETING_KEY = {"var": "targetingKey"}
 _INTEGER_RE = re.compile(r"-?[0-9]{1,19}")
 
 
-class FlagdExportError(ValueError):
+class FlagdExportError(FlagError, ValueError):
     """A flag that flagd's format cannot express (e.g. variants of mixed types)."""
 
 

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.inventory import ErrorRateGate
 from config.opsfile import OpsConfig
-from services.alertmanager import AlertmanagerClient, AlertmanagerUnavailable
+from services.alerts.alertmanager import AlertmanagerClient, AlertmanagerUnavailable
+from services.control.controller import ServiceController
 from services.flags.plans import GateVerdict
-from services.servicectl import ServiceController
 
 
 def sum_samples(text: str, name: str, match: dict[str, str] | None = None) -> float:

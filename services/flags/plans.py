@@ -19,8 +19,9 @@ from typing import Protocol
 
 import aiosqlite
 
-from services.audit import AuditLog, utc_now
-from services.storage import Storage
+from services.flags.types import FlagError
+from services.records.audit import AuditLog, utc_now
+from services.records.storage import Storage
 
 _DURATION_RE = re.compile(r"(?:(\d{1,3})d)?(?:(\d{1,3})h)?(?:(\d{1,4})m)?(?:(\d{1,5})s)?")
 MIN_INTERVAL = timedelta(seconds=10)
@@ -35,7 +36,9 @@ class PlanState(StrEnum):
     ABORTED = "aborted"
 
 
-class PlanError(ValueError):
+class PlanError(FlagError, ValueError):
+    kind = "invalid"
+
     """A plan command that cannot be carried out; the text is fit for chat."""
 
 

@@ -23,10 +23,10 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from config.inventory import NAME_PATTERN
-from services.audit import AuditLog, utc_now
 from services.flags import types as t
 from services.flags.types import Flag, FlagChange, FlagSnapshot, Targeting
-from services.storage import Storage
+from services.records.audit import AuditLog, utc_now
+from services.records.storage import Storage
 
 _NUMBER_RE = re.compile(r"([-+]?)([0-9]+)(?:\.([0-9]+))?")  # ASCII only: float() takes "٢٥"
 _SEGMENT_RE = re.compile(NAME_PATTERN)

@@ -24,6 +24,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from services.errors import OpsgateError
+
 # Strict on purpose: the OFREP provider puts keys into URL paths without encoding them, so
 # `a/b` or `../x` must never be a key. Lowercase, digits, `_`, `-` and `.` (not first).
 FLAG_KEY_PATTERN = r"[a-z][a-z0-9_-]{0,62}(\.[a-z0-9_-]{1,62}){0,3}"
@@ -138,7 +140,7 @@ class FlagSnapshot:
         return self.flags.get(key)
 
 
-class FlagError(Exception):
+class FlagError(OpsgateError):
     """A flag operation that cannot be carried out."""
 
 

@@ -23,9 +23,9 @@ from openfeature.exception import ErrorCode as SdkErrorCode
 from openfeature.flag_evaluation import Reason as SdkReason
 from starlette.applications import Starlette
 
-from bot.httpserver import BackgroundHTTPServer
-from bot.ofrep import MAX_BODY_BYTES, PREFIX, FlagSource, ofrep_routes
-from tests.bot.ofrep_support import FLAGS, DictSource, Recorder, raw_post
+from bot.dev.harness.ofrep_flags import FLAGS, DictSource, Recorder, raw_post
+from bot.http.ofrep import MAX_BODY_BYTES, PREFIX, FlagSource, ofrep_routes
+from bot.http.server import BackgroundHTTPServer
 
 TOKEN = "ofrep-token-for-tests_0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

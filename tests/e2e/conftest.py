@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.demo import seed_sandbox
+from bot.dev.demo import seed_sandbox
+from bot.dev.sandbox import SandboxClient, SandboxThread
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxThread
 from config.opsfile import OpsConfig, parse_ops_text
 from config.settings import Settings, UpdateMode
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
-from services.audit import utc_now
+from services.records.audit import utc_now
 
 TOKEN = "7100000001:AAE2E-test-token-never-logged"
 

@@ -14,11 +14,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot import demo_web
-from services.systemd import SystemdManager, quote_exec
+from bot.dev import demo_web
+from bot.dev.harness.gitrepo import AppRepo, app_argv, make_app_repo
+from bot.dev.harness.systemd import SystemdSandbox
+from services.control.systemd import SystemdManager, quote_exec
 from tests.e2e.conftest import OPS_TEXT
-from tests.gitrepo import AppRepo, app_argv, make_app_repo
-from tests.systemd_sandbox import SystemdSandbox
 
 UNIT = "t-deploy.service"
 

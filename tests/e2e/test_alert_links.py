@@ -9,14 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.sandbox import SandboxClient
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient
 from handlers.buttons import NO_LONGER_VALID
 from tests.e2e.conftest import BOB, CAROL, DEPLOYS, StartOpsgate, callback_answer_text
 from tests.e2e.deploy_app import DeployApp, installed_app
 from tests.e2e.test_alerts import TOKEN, bot_message
 from tests.e2e.test_deploy_controls import deploy_and_wait, ops_text, served_version
-from tests.systemd_sandbox import SystemdSandbox
 
 WARNING = -100301
 ALERTS = f"""

@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 
-from bot.demo import seed_sandbox
-from bot.demo_web import free_port
-from bot.sandbox import SandboxClient, SandboxMessage, SandboxThread
+from bot.dev.demo import seed_sandbox
+from bot.dev.demo_web import free_port
+from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from config.opsfile import parse_ops_text
 from tests.e2e.conftest import OPS_TEXT
 from tests.e2e.test_crash import Bot, read_db

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxMessage
 from tests.e2e.conftest import OPS_TEXT, StartOpsgate
 
 CRITICAL, WARNING = -100310, -100311

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
+from bot.dev.harness.alertmanager import running
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxMessage
-from tests.alertmanager import running
 from tests.e2e.conftest import ALICE, BOB, CAROL, OPS_TEXT, StartOpsgate, callback_answer_text
 
 CRITICAL, WARNING = -100300, -100301

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.sandbox import SandboxClient
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient
 from tests.e2e.conftest import ALICE, APPROVALS, BOB, CAROL, DEPLOYS, StartOpsgate
 from tests.e2e.deploy_app import PEOPLE_AND_CHATS, DeployApp, app_ops_text, installed_app
 from tests.e2e.test_deploy_chat import card, press_approve
-from tests.systemd_sandbox import SystemdSandbox
 
 API_TOKEN = "api-e2e-token"
 FLAGS = '[flags.checkout]\ndescription = "new checkout"\n'

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
+from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxMessage
 from handlers.buttons import NO_LONGER_VALID
-from services.approval_model import ApprovalRequest, RequestStatus
-from services.deployment_model import DeploymentState as S
+from services.approvals.model import ApprovalRequest, RequestStatus
+from services.deploy.model import DeploymentState as S
 from tests.e2e.conftest import (
     ALICE,
     APPROVALS,
@@ -34,7 +35,6 @@ from tests.e2e.conftest import (
     callback_answer_text,
 )
 from tests.e2e.deploy_app import PEOPLE_AND_CHATS, DeployApp, app_ops_text, installed_app
-from tests.systemd_sandbox import SystemdSandbox
 
 DAVE, ERIN, FRANK, GRACE = 1004, 1005, 1006, 1007  # qa; qa + security; security; eng_lead
 NEW_PEOPLE = {DAVE: "dave", ERIN: "erin", FRANK: "frank", GRACE: "grace"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
-from bot.sandbox import SandboxClient
+from bot.dev.sandbox import SandboxClient
 from handlers.buttons import ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from telegram import Update
 
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxMessage
 from handlers.commands import Command
 from handlers.context import OpsContext
 from tests.e2e.conftest import (

@@ -24,13 +24,13 @@ from typing import IO
 import httpx
 import pytest
 
-from bot.sandbox import SandboxClient, SandboxMessage, SandboxThread
-from services.deployment_model import BEFORE_SWITCH
-from services.deployment_model import DeploymentState as S
-from services.recovery import RESTART_NOTE
+from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
+from services.deploy.model import BEFORE_SWITCH
+from services.deploy.model import DeploymentState as S
+from services.deploy.recovery import RESTART_NOTE
 from tests.e2e.conftest import CAROL, DEPLOYS, TOKEN
 from tests.e2e.deploy_app import PEOPLE_AND_CHATS, DeployApp, app_ops_text, installed_app
-from tests.systemd_sandbox import SystemdSandbox
 
 REPO = Path(__file__).resolve().parents[2]
 SLEEP_1S = f'["{sys.executable}", "-c", "import time; time.sleep(1)"]'

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxMessage
-from services.deployment_model import DeploymentState as S
-from services.release_build import GitSource
-from services.systemd import SystemdManager
+from services.control.systemd import SystemdManager
+from services.deploy.model import DeploymentState as S
+from services.releases.build import GitSource
 from tests.e2e.conftest import (
     ALICE,
     APPROVALS,
@@ -23,7 +24,6 @@ from tests.e2e.conftest import (
     callback_answer_text,
 )
 from tests.e2e.deploy_app import PEOPLE_AND_CHATS, app_ops_text, installed_app
-from tests.systemd_sandbox import SystemdSandbox
 
 
 @pytest.fixture

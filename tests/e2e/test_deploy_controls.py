@@ -12,11 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxMessage
 from handlers.buttons import NO_LONGER_VALID
-from services.deployment_model import DeploymentKind
-from services.deployment_model import DeploymentState as S
+from services.deploy.model import DeploymentKind
+from services.deploy.model import DeploymentState as S
 from tests.e2e.conftest import (
     ALICE,
     BOB,
@@ -26,7 +27,6 @@ from tests.e2e.conftest import (
     callback_answer_text,
 )
 from tests.e2e.deploy_app import PEOPLE_AND_CHATS, DeployApp, app_ops_text, installed_app
-from tests.systemd_sandbox import SystemdSandbox
 
 LONG_WATCH = "watch_s = 30\nwatch_interval_s = 0.2\n"
 
@@ -209,7 +209,7 @@ async def test_abort_while_watching_rolls_back_without_marking_bad(
     deployment = await opsgate.services.deployments.get(deployment_id)
     assert deployment.state is S.ROLLED_BACK
     assert deployment.error is not None and "Aborted by carol while watching" in deployment.error
-    assert await opsgate.services.releases.layout("app").bad_reason("v2") is None
+    assert await opsgate.services.releases("app").bad_reason("v2") is None
     assert (app.root / "current").resolve().name == "v1"
     assert await served_version(app) == "v1"
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from bot.sandbox import SandboxClient, SandboxThread
+from bot.dev.sandbox import SandboxClient, SandboxThread
 from tests.e2e.conftest import OPS_TEXT, TOKEN
 
 MISSING_CHAT = -100777

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxMessage
 from tests.e2e.conftest import BOB, CAROL, DEPLOYS, OPS_TEXT, StartOpsgate
 
 API_TOKEN = "ofrep-token-for-tests"

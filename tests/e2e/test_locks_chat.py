@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bot.dev.sandbox import SandboxClient
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient
-from services.deployments import EnvironmentLocked
+from services.deploy.deployments import EnvironmentLocked
 from tests.e2e.conftest import ALICE, BOB, CAROL, DEPLOYS
 
 

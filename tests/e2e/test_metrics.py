@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.dev.harness.prometheus import query, running_prometheus, value, wait_for_value
 from bot.runner import Opsgate
-from services.deployments import DeploymentState
+from services.deploy.deployments import DeploymentState
 from tests.e2e.conftest import StartOpsgate
-from tests.prometheus import query, running_prometheus, value, wait_for_value
-from tests.services.test_dora import Clock, History
+from tests.services.reports.test_dora import Clock, History
 
 S = DeploymentState
 HOUR = 3600

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.sandbox import SandboxClient
-from services.deployment_model import DeploymentState as S
+from bot.dev.sandbox import SandboxClient
+from services.deploy.model import DeploymentState as S
 from tests.e2e.conftest import DEPLOYS, StartOpsgate
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import struct
 from datetime import UTC, datetime, timedelta
 
-from bot.sandbox import SandboxClient
+from bot.dev.sandbox import SandboxClient
 from tests.e2e.conftest import BOB, DEPLOYS, StartOpsgate
-from tests.services.test_dora import Clock, History
+from tests.services.reports.test_dora import Clock, History
 
 
 async def test_report_gives_dora_figures_and_a_chart(

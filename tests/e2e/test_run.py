@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from bot.sandbox import SandboxClient, SandboxThread
+from bot.dev.sandbox import SandboxClient, SandboxThread
 from tests.e2e.conftest import ALICE, DEPLOYS, TOKEN
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bot import demo_web as testservice
+from bot.dev import demo_web as testservice
+from bot.dev.harness.supervisord import SupervisordSandbox
+from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient, SandboxMessage
-from services.supervisor import program_section
-from services.systemd import SystemdManager
+from services.control.supervisor import program_section
+from services.control.systemd import SystemdManager
 from tests.e2e.conftest import (
     ALICE,
     BOB,
@@ -22,9 +24,7 @@ from tests.e2e.conftest import (
     StartOpsgate,
     callback_answer_text,
 )
-from tests.services.test_systemd import service_unit
-from tests.supervisord_sandbox import SupervisordSandbox
-from tests.systemd_sandbox import SystemdSandbox
+from tests.services.control.test_systemd import service_unit
 
 PEOPLE_AND_CHATS = OPS_TEXT.split("[environments.production]")[0]
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.httpserver import free_port
-from bot.sandbox import SandboxClient, SandboxThread
-from services.systemd import SystemdManager
+from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.sandbox import SandboxClient, SandboxThread
+from bot.http.server import free_port
+from services.control.systemd import SystemdManager
 from tests.e2e.conftest import ALICE, DEPLOYS, OPS_TEXT, TOKEN
-from tests.systemd_sandbox import SystemdSandbox
 
 UNIT = "opsgate.service"
 REPO = Path(__file__).resolve().parents[2]

@@ -6,9 +6,9 @@ import json
 
 import httpx
 
-from bot.httpserver import free_port
+from bot.dev.sandbox import SandboxClient
+from bot.http.server import free_port
 from bot.runner import Opsgate
-from bot.sandbox import SandboxClient
 from config.settings import UpdateMode
 from tests.e2e.conftest import ALICE, DEPLOYS, StartOpsgate
 

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from telegram import Bot
 
-from bot.sandbox import SandboxClient, SandboxThread
+from bot.dev.sandbox import SandboxClient, SandboxThread
 
 TOKEN = "7000000001:AAsandbox-test-token"
 

@@ -6,7 +6,7 @@ import time
 import pytest
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.sandbox import Button, SandboxClient, SandboxError, SandboxMessage
+from bot.dev.sandbox import Button, SandboxClient, SandboxError, SandboxMessage
 
 ANN = 42
 

@@ -7,7 +7,7 @@ import pytest
 from telegram import Bot
 from telegram.error import RetryAfter
 
-from bot.sandbox import SandboxClient, SandboxThread
+from bot.dev.sandbox import SandboxClient, SandboxThread
 
 
 @pytest.fixture

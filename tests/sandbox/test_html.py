@@ -1,6 +1,6 @@
 import pytest
 
-from bot.sandbox.html import Entity, HtmlParseError, command_entities, parse_html, utf16_len
+from bot.dev.sandbox.html import Entity, HtmlParseError, command_entities, parse_html, utf16_len
 
 
 def test_tags_become_entities_and_text_is_plain() -> None:

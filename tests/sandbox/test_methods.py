@@ -9,7 +9,7 @@ from telegram import Bot, BotCommand, BotCommandScopeChat, InlineKeyboardButton
 from telegram import InlineKeyboardMarkup as Markup
 from telegram.error import BadRequest, RetryAfter
 
-from bot.sandbox import SandboxClient
+from bot.dev.sandbox import SandboxClient
 
 ANN = 42
 

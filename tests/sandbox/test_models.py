@@ -4,8 +4,8 @@ import datetime as dtm
 
 from telegram import CallbackQuery, ChatFullInfo, Message, Update, User
 
-from bot.sandbox.html import Entity
-from bot.sandbox.models import BOT, Chat, StoredFile, StoredMessage, Webhook
+from bot.dev.sandbox.html import Entity
+from bot.dev.sandbox.models import BOT, Chat, StoredFile, StoredMessage, Webhook
 
 ANN = User(42, "Ann", is_bot=False, username="ann")
 
@@ -34,7 +34,7 @@ def test_bot_message_round_trips_through_ptb() -> None:
 
 
 def test_private_chat_and_files() -> None:
-    from bot.sandbox.models import User as SandboxUser
+    from bot.dev.sandbox.models import User as SandboxUser
 
     ann = SandboxUser(42, "Ann", "ann")
     chat = Chat(42, "private", peer=ann)

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from bot.sandbox.rules import (
+from bot.dev.sandbox.rules import (
     ApiError,
     Params,
     Upload,

@@ -13,8 +13,8 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import Conflict, InvalidToken, NetworkError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
-from bot.sandbox import SandboxClient, SandboxServer, SandboxThread
-from bot.sandbox.server import parse_multipart
+from bot.dev.sandbox import SandboxClient, SandboxServer, SandboxThread
+from bot.dev.sandbox.server import parse_multipart
 
 ANN = 42
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bot.sandbox.state import Flood, PollConflict, SandboxState
+from bot.dev.sandbox.state import Flood, PollConflict, SandboxState
 
 
 def state_with_updates(count: int) -> SandboxState:

@@ -18,8 +18,8 @@ from services.alerts.engine import AlertEngine, IngestReport, route_for, routes_
 from services.alerts.model import AlertStatus, IncomingAlert, fingerprint, parse_matchers
 from services.alerts.outbox import Delivery, Outbox
 from services.alerts.scheduler import AlertScheduler
-from services.audit import AuditLog
-from services.storage import Storage
+from services.records.audit import AuditLog
+from services.records.storage import Storage
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # 12:00 in Kyiv (UTC+2 until late March)
 CRITICAL, WARNING, INFO = -1001, -1002, -1003

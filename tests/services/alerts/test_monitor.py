@@ -14,16 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.dev.harness.systemd import SystemdSandbox
 from config.opsfile import OpsConfig, parse_ops_text
 from services.alerts.engine import AlertEngine
 from services.alerts.model import AlertStatus
 from services.alerts.monitor import Monitor
-from services.audit import AuditLog
-from services.hosts_ssh import hosts_from_config
-from services.metrics import MetricsSampler
-from services.servicectl import ServiceController
-from services.storage import Storage
-from tests.systemd_sandbox import SystemdSandbox
+from services.control.controller import ServiceController
+from services.control.metrics import MetricsSampler
+from services.hosts.registry import hosts_from_config
+from services.records.audit import AuditLog
+from services.records.storage import Storage
 
 UNIT = "t-mon.service"
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -22,8 +22,8 @@ from services.alerts.engine import AlertEngine
 from services.alerts.model import AlertStatus, IncomingAlert, fingerprint
 from services.alerts.outbox import MAX_PER_DIGEST, Delivery, DeliveryFailed, Outbox, RetryLater
 from services.alerts.scheduler import AlertScheduler
-from services.audit import AuditLog
-from services.storage import Storage
+from services.records.audit import AuditLog
+from services.records.storage import Storage
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 CRITICAL, WARNING, INFO = -1001, -1002, -1003

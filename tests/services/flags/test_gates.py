@@ -11,11 +11,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from bot.httpserver import BackgroundHTTPServer
+from bot.http.server import BackgroundHTTPServer
 from config.opsfile import OpsConfig, parse_ops_text
+from services.control.controller import ServiceController
 from services.flags.gates import FlagGate, sum_samples
-from services.hosts_ssh import Hosts
-from services.servicectl import ServiceController
+from services.hosts.registry import Hosts
 
 METRICS = """# TYPE http_requests_total counter
 http_requests_total{{code="200"}} {ok}

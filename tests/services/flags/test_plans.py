@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from services.audit import AuditLog
 from services.flags.plans import (
     GateVerdict,
     PlanError,
@@ -16,7 +15,8 @@ from services.flags.plans import (
     PlanState,
     parse_duration,
 )
-from services.storage import Storage
+from services.records.audit import AuditLog
+from services.records.storage import Storage
 
 
 class Clock:

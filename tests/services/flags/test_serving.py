@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 from config.opsfile import OpsConfig, parse_ops_text
-from services.audit import AuditLog
 from services.flags.serving import FlagdExporter, LiveFlagSource
 from services.flags.store import FlagStore
 from services.flags.types import EvaluationContext, Reason
-from services.storage import Storage
+from services.records.audit import AuditLog
+from services.records.storage import Storage
 
 
 def ops(segment_members: str, flagd_file: Path | None = None) -> OpsConfig:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from services.audit import AuditLog
 from services.flags.store import FlagStore, parse_percentage
 from services.flags.types import (
     Flag,
@@ -21,7 +20,8 @@ from services.flags.types import (
     StaleFlag,
     UnknownFlag,
 )
-from services.storage import Storage
+from services.records.audit import AuditLog
+from services.records.storage import Storage
 
 MakeStore = Callable[..., Awaitable[FlagStore]]
 BAD_PERCENTS = [-1, 101, 25.55, float("nan"), float("inf"), True, "25"]

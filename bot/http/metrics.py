@@ -1,0 +1,134 @@
+"""GET /metrics in Prometheus' text format: deployments and their durations, approval waits,
+alerts, the outbox, chat API errors, and the DORA figures, all read from the database at
+scrape time (prometheus-client renders them; nothing is kept in memory between scrapes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+from starlette.responses import Response
+
+from services.container import Services
+from services.reports.dora import DoraReport
+
+DORA_WINDOW_DAYS = 30
+
+
+class _Snapshot(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._metrics
+
+
+def _seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+async def collect(services: Services) -> list[Metric]:
+    db = services.storage.db
+    metrics: list[Metric] = []
+    total = CounterMetricFamily(
+        "opsgate_deployments", "Finished deployments", labels=["service", "kind", "result"]
+    )
+    for service, kind, state, count in await db.execute_fetchall(
+        "SELECT service, kind, state, count(*) FROM deployments WHERE dry_run = 0"
+        " AND finished_at IS NOT NULL GROUP BY service, kind, state"
+    ):
+        total.add_metric([service, kind, state], count)
+    metrics.append(total)
+    for kind, name in (("deploy", "deploy"), ("rollback", "rollback")):
+        summary = SummaryMetricFamily(
+            f"opsgate_{name}_duration_seconds",
+            f"Request to the end of a {name}",
+            labels=["service"],
+        )
+        by_service: dict[str, list[float]] = {}
+        for service, created, finished in await db.execute_fetchall(
+            "SELECT service, created_at, finished_at FROM deployments WHERE kind = ?"
+            " AND dry_run = 0 AND finished_at IS NOT NULL AND state != 'cancelled'",
+            (kind,),
+        ):
+            by_service.setdefault(service, []).append(_seconds(created, finished))
+        for service, values in sorted(by_service.items()):
+            summary.add_metric([service], len(values), sum(values))
+        metrics.append(summary)
+    waits = [
+        _seconds(created, ended)
+        for created, ended in await db.execute_fetchall(
+            "SELECT created_at, ended_at FROM approval_requests WHERE status = 'approved'"
+        )
+    ]
+    approval = SummaryMetricFamily("opsgate_approval_wait_seconds", "Sign-off request to approval")
+    approval.add_metric([], len(waits), sum(waits))
+    metrics.append(approval)
+    alerts = GaugeMetricFamily(
+        "opsgate_alerts", "Alerts known, by severity and state", labels=["severity", "status"]
+    )
+    for severity, status, count in await db.execute_fetchall(
+        "SELECT coalesce(json_extract(labels, '$.severity'), 'warning'), status, count(*)"
+        " FROM alerts GROUP BY 1, 2"
+    ):
+        alerts.add_metric([severity, status], count)
+    metrics.append(alerts)
+    outbox = GaugeMetricFamily(
+        "opsgate_outbox_messages", "Alert outbox rows by state", labels=["state"]
+    )
+    for state, count in await db.execute_fetchall(
+        "SELECT state, count(*) FROM alert_outbox GROUP BY state"
+    ):
+        outbox.add_metric([state], count)
+    metrics.append(outbox)
+    errors = CounterMetricFamily("opsgate_telegram_api_errors", "Failed Bot API calls")
+    errors.add_metric([], services.runtime.chat_api_errors)
+    metrics.append(errors)
+    metrics += await _dora(services)
+    return metrics
+
+
+async def _dora(services: Services) -> list[Metric]:
+    figures = await DoraReport(services.storage, services.clock).figures(DORA_WINDOW_DAYS)
+    families = {
+        "deployments_per_day": GaugeMetricFamily(
+            "opsgate_dora_deployments_per_day",
+            f"Successful deploys per day over {DORA_WINDOW_DAYS} days",
+            labels=["service"],
+        ),
+        "lead_time_s": GaugeMetricFamily(
+            "opsgate_dora_lead_time_seconds", "Median request -> success", labels=["service"]
+        ),
+        "change_failure_rate": GaugeMetricFamily(
+            "opsgate_dora_change_failure_rate", "Failed changes / changes", labels=["service"]
+        ),
+        "time_to_restore_s": GaugeMetricFamily(
+            "opsgate_dora_time_to_restore_seconds",
+            "Median failure -> healthy again",
+            labels=["service"],
+        ),
+    }
+    for figure in figures:
+        for field, family in families.items():
+            value = getattr(figure, field)
+            if value is not None:
+                family.add_metric([figure.service], float(value))
+    return list(families.values())
+
+
+async def metrics_endpoint(services: Services) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(await collect(services)))
+    return generate_latest(registry)
+
+
+def metrics_response(body: bytes) -> Response:
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

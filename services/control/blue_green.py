@@ -1,0 +1,125 @@
+"""Blue-green on one host: two instances of a systemd template unit behind a proxy.
+
+    ROOT/blue -> releases/v1     ROOT/blue.env   PORT=8101, OPSGATE_COLOR=blue
+    ROOT/green -> releases/v2    ROOT/green.env  PORT=8102, OPSGATE_COLOR=green
+    ROOT/live-color              "green": the colour the proxy sends traffic to
+    upstream file                the proxy's upstream, rewritten whole, then `reload` runs
+
+The live colour is what the host says (the file), never a memory of opsgate's: after a
+crash, the next start reads the same truth.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+
+from config.inventory import BlueGreenConfig, Service
+from services.control.backends import SystemdBackend
+from services.control.health import HttpCheck
+from services.control.systemd import SystemdManager
+from services.control.units import tail_lines
+from services.errors import OpsgateError
+from services.hosts.primitives import HostCommandFailed, write_file
+from services.hosts.runner import Host
+from services.releases.layout import ReleaseLayout
+
+Color = Literal["blue", "green"]
+COLORS: tuple[Color, Color] = ("blue", "green")
+LIVE_FILE = "live-color"
+
+
+class ProxyReloadFailed(OpsgateError):
+    """The proxy's reload command failed: it still sends traffic where it did."""
+
+
+def other(color: Color | None) -> Color:
+    """The idle colour; with nothing live yet, blue goes first."""
+    return "green" if color == "blue" else "blue"
+
+
+class BlueGreen:
+    def __init__(
+        self,
+        name: str,
+        service: Service,
+        host: Host,
+        http: httpx.AsyncClient,
+        *,
+        timeout_s: float = 60.0,
+    ) -> None:
+        deploy = service.deploy
+        assert deploy is not None and deploy.blue_green is not None and service.unit is not None
+        self.name = name
+        self.service = service
+        self.config: BlueGreenConfig = deploy.blue_green
+        self.host = host
+        self.layout = ReleaseLayout(host, deploy.root)
+        self.systemd = SystemdManager(host, user_mode=service.user_manager)
+        self._http = http
+        self._timeout_s = timeout_s
+
+    def port(self, color: Color) -> int:
+        return self.config.blue_port if color == "blue" else self.config.green_port
+
+    def unit(self, color: Color) -> str:
+        assert self.service.unit is not None
+        return self.service.unit.replace("@.service", f"@{color}.service")
+
+    def backend(self, color: Color) -> SystemdBackend:
+        return SystemdBackend(self.systemd, self.unit(color))
+
+    def health_check(self, color: Color) -> HttpCheck:
+        """The colour's own port, with the service's expectations (status, JSON, latency)."""
+        health = self.service.health
+        url = self.config.health_url.replace("{port}", str(self.port(color)))
+        if health is None:
+            return HttpCheck(self._http, url)
+        return HttpCheck(
+            self._http,
+            url,
+            expect_status=health.expect_status,
+            expect_json=dict(health.expect_json) or None,
+            latency_limit_s=health.latency_limit_s,
+            timeout_s=health.timeout_s,
+        )
+
+    async def live(self) -> Color | None:
+        path = f"{self.layout.root}/{LIVE_FILE}"
+        result = await self.host.run(["cat", "--", path], timeout=self._timeout_s)
+        if result.ok:
+            text = result.stdout.strip()
+            return "blue" if text == "blue" else "green" if text == "green" else None
+        if result.connection_failed or result.timed_out or await self.layout.has(LIVE_FILE):
+            raise HostCommandFailed(result)
+        return None  # no file yet: nothing deployed with blue-green so far
+
+    async def version_of(self, color: Color) -> str | None:
+        """The release the colour's link points at."""
+        return await self.layout.read_link(color)
+
+    async def prepare(self, color: Color, version: str) -> None:
+        """Point the colour at `version` and write its env file; it runs it at its next start."""
+        await self.layout.replace_link(color, version)
+        env = f"PORT={self.port(color)}\nOPSGATE_COLOR={color}\nOPSGATE_RELEASE={version}\n"
+        path = f"{self.layout.root}/{color}.env"
+        await write_file(self.host, path, env.encode(), timeout=self._timeout_s)
+
+    def upstream_text(self, color: Color) -> str:
+        template = self.config.upstream_template
+        return template.replace("{service}", self.name).replace("{port}", str(self.port(color)))
+
+    async def send_traffic_to(self, color: Color) -> None:
+        """Rewrite the upstream file whole, reload the proxy, then record the live colour.
+
+        A reload that fails (a proxy refusing its config) leaves the proxy on the old upstream,
+        so the live-colour file is written only after it succeeded."""
+        text = self.upstream_text(color).encode()
+        await write_file(self.host, self.config.upstream_file, text, timeout=self._timeout_s)
+        result = await self.host.run(self.config.reload, timeout=self._timeout_s)
+        if not result.ok:
+            tail = tail_lines(f"{result.stdout}\n{result.stderr}".strip(), 3)
+            raise ProxyReloadFailed(f"the proxy did not reload ({result.summary}): {tail}")
+        path = f"{self.layout.root}/{LIVE_FILE}"
+        await write_file(self.host, path, f"{color}\n".encode(), timeout=self._timeout_s)
