@@ -1,7 +1,8 @@
 """Alert latency at 1000 alerts a minute: from the receiver's 200 to the sendMessage that
 first named the alert, with Telegram's limits enforced.
 
-The load is tests/e2e/test_alert_load.py's, imported so it stays the same: every second one
+The load is the one tests/e2e/test_alert_load.py judges (bot/dev/harness/alert_load.py): every
+second one
 POST to /webhooks/generic with 17 new alerts, each its own group (group_by alertname +
 instance), half critical and half warning, so each of the two alert chats takes ~500 a
 minute; every tenth second the previous batch again (a repeat dedup swallows). Its ops file
@@ -29,15 +30,11 @@ import argparse
 import asyncio
 import json
 import math
-import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.e2e.test_alert_load import (  # noqa: E402
+from bot.dev.harness.alert_load import (
     CRITICAL,
     LOAD_S,
     PER_SECOND,
@@ -45,7 +42,9 @@ from tests.e2e.test_alert_load import (  # noqa: E402
     Outcome,
     run_scenario,
 )
-from tests.e2e.test_crash import read_db  # noqa: E402
+from bot.dev.harness.opsgate_process import read_db
+
+REPO = Path(__file__).resolve().parents[1]
 
 TOKEN = "7300000003:BENCH-alerts-token"
 

@@ -14,22 +14,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from bot.dev.demo import seed_sandbox
+from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
+from bot.runner import Opsgate
+from config.opsfile import parse_ops_text
+from config.settings import Settings, UpdateMode
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from pydantic import SecretStr  # noqa: E402
-
-from bot.dev.demo import seed_sandbox  # noqa: E402
-from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread  # noqa: E402
-from bot.runner import Opsgate  # noqa: E402
-from config.opsfile import parse_ops_text  # noqa: E402
-from config.settings import Settings, UpdateMode  # noqa: E402
 
 TOKEN = "7300000002:BENCH-approvals-token"
 REQUESTER, QA, SECURITY = 1001, 1002, 1003

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from services.flags.bucketing import bucket
+from services.flags.engine import evaluate, evaluate_all, segment_sets
+from services.flags.types import EvaluationContext, Flag, FlagSnapshot, Targeting
 
-from services.flags.bucketing import bucket  # noqa: E402
-from services.flags.engine import evaluate, evaluate_all, segment_sets  # noqa: E402
-from services.flags.types import EvaluationContext, Flag, FlagSnapshot, Targeting  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 KEYS = [f"user-{i}" for i in range(10_000)]
 CONTEXTS = [

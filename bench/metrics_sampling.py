@@ -19,10 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from services.control.metrics import MetricsSampler
 
-from services.control.metrics import MetricsSampler  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SERVICES = 5
 # A stand-in service: a parent with two worker children, all asleep until stdin closes.

@@ -26,20 +26,19 @@ from pathlib import Path
 import httpx
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bot.dev import demo_web
+from bot.dev.harness.systemd import SystemdSandbox, booted, unavailable_reason
+from config.opsfile import parse_ops_text
+from services.alerts.engine import AlertEngine
+from services.alerts.monitor import Monitor
+from services.control.controller import ServiceController
+from services.control.metrics import MetricsSampler
+from services.control.systemd import quote_exec
+from services.hosts.registry import hosts_from_config
+from services.records.audit import AuditLog
+from services.records.storage import Storage
 
-from bot.dev import demo_web  # noqa: E402
-from bot.dev.harness.systemd import SystemdSandbox, booted, unavailable_reason  # noqa: E402
-from config.opsfile import parse_ops_text  # noqa: E402
-from services.alerts.engine import AlertEngine  # noqa: E402
-from services.alerts.monitor import Monitor  # noqa: E402
-from services.control.controller import ServiceController  # noqa: E402
-from services.control.metrics import MetricsSampler  # noqa: E402
-from services.control.systemd import quote_exec  # noqa: E402
-from services.hosts.registry import hosts_from_config  # noqa: E402
-from services.records.audit import AuditLog  # noqa: E402
-from services.records.storage import Storage  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_seconds() -> float:

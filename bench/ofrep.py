@@ -34,19 +34,17 @@ from pathlib import Path
 
 import httpx
 import psutil
+from openfeature import api
+from openfeature.contrib.provider.ofrep import OFREPProvider
+from openfeature.evaluation_context import EvaluationContext as SdkContext
+from starlette.applications import Starlette
+
+from bot.dev.harness.ofrep_flags import FLAGS, DictSource
+from bot.http.ofrep import PREFIX, ofrep_routes
+from bot.http.server import BackgroundHTTPServer
+from services.flags.types import EvaluationContext
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from openfeature import api  # noqa: E402
-from openfeature.contrib.provider.ofrep import OFREPProvider  # noqa: E402
-from openfeature.evaluation_context import EvaluationContext as SdkContext  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-
-from bot.dev.harness.ofrep_flags import FLAGS, DictSource  # noqa: E402
-from bot.http.ofrep import PREFIX, ofrep_routes  # noqa: E402
-from bot.http.server import BackgroundHTTPServer  # noqa: E402
-from services.flags.types import EvaluationContext  # noqa: E402
 
 TOKEN = "bench-token-0123456789"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}

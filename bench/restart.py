@@ -31,17 +31,15 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bot.dev import demo_web as testservice
+from bot.dev.harness.systemd import SystemdSandbox, booted, service_unit, unavailable_reason
+from config.opsfile import parse_ops_text
+from services.control.controller import ServiceController
+from services.control.systemd import SystemdManager
+from services.hosts.registry import hosts_from_config
+from services.progress import Progress
 
-from bot.dev import demo_web as testservice  # noqa: E402
-from bot.dev.harness.systemd import SystemdSandbox, booted, unavailable_reason  # noqa: E402
-from config.opsfile import parse_ops_text  # noqa: E402
-from services.control.controller import ServiceController  # noqa: E402
-from services.control.systemd import SystemdManager  # noqa: E402
-from services.hosts.registry import hosts_from_config  # noqa: E402
-from services.progress import Progress  # noqa: E402
-from tests.services.control.test_systemd import service_unit  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 UNIT = "b-web.service"
 REFUSED_RETRY_S = 0.01  # baseline: pause between GETs while the port is not yet bound

@@ -40,22 +40,21 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bot.dev.demo_web import free_port
+from bot.dev.harness.gitrepo import app_argv, make_app_repo
+from bot.dev.harness.systemd import SystemdSandbox, booted, unavailable_reason
+from config.opsfile import parse_ops_text
+from services.control.controller import ServiceController
+from services.control.systemd import quote_exec
+from services.deploy.deployments import DeploymentKind, Deployments, DeploymentState
+from services.deploy.pipeline import DeployOutcome, DeployPipeline
+from services.hosts.registry import hosts_from_config
+from services.progress import Progress
+from services.records.audit import AuditLog
+from services.records.storage import Storage
+from services.releases.layout import ReleaseLayout
 
-from bot.dev.demo_web import free_port  # noqa: E402
-from bot.dev.harness.gitrepo import app_argv, make_app_repo  # noqa: E402
-from bot.dev.harness.systemd import SystemdSandbox, booted, unavailable_reason  # noqa: E402
-from config.opsfile import parse_ops_text  # noqa: E402
-from services.control.controller import ServiceController  # noqa: E402
-from services.control.systemd import quote_exec  # noqa: E402
-from services.deploy.deployments import DeploymentKind, Deployments, DeploymentState  # noqa: E402
-from services.deploy.pipeline import DeployOutcome, DeployPipeline  # noqa: E402
-from services.hosts.registry import hosts_from_config  # noqa: E402
-from services.progress import Progress  # noqa: E402
-from services.records.audit import AuditLog  # noqa: E402
-from services.records.storage import Storage  # noqa: E402
-from services.releases.layout import ReleaseLayout  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 UNIT = "b-rollback.service"
 VERSIONS = ("v1", "v2")  # v3 is the unhealthy one: not used here

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bot.dev.demo import demo_ops_path, seed_sandbox
+from bot.dev.sandbox import SandboxClient, SandboxThread
+from config.opsfile import load_ops_file
 
-from bot.dev.demo import demo_ops_path, seed_sandbox  # noqa: E402
-from bot.dev.sandbox import SandboxClient, SandboxThread  # noqa: E402
-from config.opsfile import load_ops_file  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TOKEN = "7300000001:BENCH-startup-token"
 ALICE, DEPLOYS = 1001, -100100

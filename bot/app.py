@@ -18,6 +18,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.changes import TelegramChanges
 from config.settings import Settings, UpdateMode
 from handlers import (
     alerts_chat,
@@ -96,6 +97,7 @@ def build_application(
     application.bot_data.services = services
     application.bot_data.commands = commands
     application.bot_data.buttons = buttons
+    services.front_door.listen(TelegramChanges(application))
 
     application.add_handler(TypeHandler(Update, gate), group=GROUP_GATE)
     for command in commands.all():

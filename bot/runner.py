@@ -13,21 +13,23 @@ from datetime import datetime
 
 from telegram import BotCommand, Update
 
+from bot.alert_notifier import alert_tick
 from bot.app import all_buttons, all_commands, build_application
+from bot.deploy_cards import resume_after_restart, retire_card
 from bot.http.app import create_http_app
 from bot.http.server import BackgroundHTTPServer
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings, UpdateMode
-from handlers.alerts_chat import alert_tick, monitor_tick
+from handlers.alerts_chat import monitor_tick
 from handlers.approvals_chat import approval_timers
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from handlers.context import OpsApplication
-from handlers.deploy_cards import resume_after_restart, retire_card
 from handlers.deploy_render import render_recovery
 from handlers.errors import check_chat_reachable, retention_tick
 from handlers.flags_chat import run_plan_tick
 from services.container import Services
+from services.deploy.model import DeploymentState
 from services.deploy.recovery import reconcile
 from services.records.audit import utc_now
 from services.records.storage import Storage
@@ -78,6 +80,8 @@ class Opsgate:
         ops = self._ops or load_ops_file(settings.config)
         storage = await Storage(settings.db).open()
         self._services = services = Services.create(ops, settings.config, storage, self._clock)
+        if settings.hold_at:
+            services.deployments.hold_at = DeploymentState(settings.hold_at)
         await services.open()
         commands = all_commands(self._extra_commands)
         buttons = all_buttons(self._extra_buttons)

@@ -38,6 +38,7 @@ from config.inventory import (
     check_hosts,
     check_services,
 )
+from config.permissions import Action, Permissions
 from config.retention import RetentionOptions
 from config.schedule import DeployWindow, Freeze
 
@@ -92,6 +93,7 @@ class OpsConfig(_Strict):
     bot: BotOptions = BotOptions()
     people: dict[UserId, Name] = Field(default_factory=dict)
     roles: dict[Name, list[UserId]] = Field(default_factory=dict)
+    permissions: Permissions = Permissions()  # which role each action needs
     chats: Chats = Chats()
     environments: dict[Name, Environment] = Field(default_factory=dict)
     approvals: ApprovalOptions = ApprovalOptions()
@@ -106,6 +108,10 @@ class OpsConfig(_Strict):
 
     def roles_of(self, user_id: int) -> frozenset[str]:
         return frozenset(role for role, members in self.roles.items() if user_id in members)
+
+    def may(self, user_id: int, action: Action) -> bool:
+        """Whether this person holds the role the ops file names for `action`."""
+        return self.permissions.role_for(action) in self.roles_of(user_id)
 
     def name_of(self, user_id: int) -> str | None:
         return self.people.get(user_id)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     webhook_url: str = ""
     webhook_secret: SecretStr = Field(default=SecretStr(""))
     log_level: str = "INFO"
+    # Crash drills only: a deployment that enters this state (e.g. "switching") waits there
+    # until the process is killed, so a drill or a test kills opsgate at exactly that step.
+    hold_at: str = ""
 
     @field_validator("http_addr")
     @classmethod

@@ -52,7 +52,8 @@ async def gate(update: Update, context: OpsContext) -> None:
             f"{MAX_COMMAND_CHARS}). Nothing was done."
         )
         raise ApplicationHandlerStop
-    role = command.role_needed(parsed.args) if command is not None else None
+    permissions = ops.permissions
+    role = command.role_needed(parsed.args, permissions) if command is not None else None
     if command is not None and role and role not in ops.roles_of(user.id):
         await context.services.audit.record(
             "command.refused",
@@ -60,7 +61,7 @@ async def gate(update: Update, context: OpsContext) -> None:
             subject=f"/{command.name}",
             data={"chat_id": chat.id, "role_needed": role},
         )
-        what = f"/{esc(command.name)}" if command.role else f"That /{esc(command.name)} change"
+        what = f"/{esc(command.name)}" if command.action else f"That /{esc(command.name)} change"
         await message.reply_text(
             f"⛔ {what} needs the role <b>{esc(role)}</b>. "
             f"Ask an admin to add your id {code(user.id)} to "
@@ -81,12 +82,14 @@ async def _gate_button(update: Update, context: OpsContext) -> None:
         log.info("refused unknown callback data from user %s", query.from_user.id)
         await query.answer(NO_LONGER_VALID, show_alert=True)
         raise ApplicationHandlerStop
-    if route.role and route.role not in context.services.ops.roles_of(query.from_user.id):
+    ops = context.services.ops
+    if route.action and not ops.may(query.from_user.id, route.action):
+        role = ops.permissions.role_for(route.action)
         await context.services.audit.record(
             "button.refused",
             actor=str(query.from_user.id),
             subject=route.namespace,
-            data={"role_needed": route.role},
+            data={"role_needed": role},
         )
-        await query.answer(f"This needs the role {route.role}.", show_alert=True)
+        await query.answer(f"This needs the role {role}.", show_alert=True)
         raise ApplicationHandlerStop

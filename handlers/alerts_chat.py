@@ -8,13 +8,12 @@ import logging
 import re
 from datetime import timedelta
 
-from telegram import Bot, CallbackQuery, Message, Update
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram import CallbackQuery, Message, Update
 
+from config.permissions import Action
 from handlers.alerts_render import (
     NS_ALERT,
     group_keyboard,
-    render_digest,
     render_group,
     render_silence,
 )
@@ -22,140 +21,17 @@ from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
-from handlers.deploy_chat import DEPLOY_ROLE, request_rollback
 from handlers.edits import show
-from handlers.render import esc, join_lines, mention
-from services.alerts.changes import RecentDeploy, RecentFlagChange
-from services.alerts.engine import routes_of
+from handlers.render import esc, join_lines
+from handlers.replies import request_rollback
+from services.alerts.messages import service_of
 from services.alerts.model import AlertGroup, Matcher, MatcherError, parse_matchers
-from services.alerts.outbox import Delivery, DeliveryFailed, RetryLater
-from services.container import Services
 from services.flags.plans import PlanError
 
 log = logging.getLogger(__name__)
-SILENCE_ROLE = "sre"
 DURATION = re.compile(r"([0-9]{1,4})([smhd])")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SILENCE = timedelta(days=30)
-
-
-class TelegramNotifier:
-    """Delivers outbox rows as Telegram messages; maps Bot API failures to the outbox's."""
-
-    def __init__(self, bot: Bot, services: Services) -> None:
-        self._bot = bot
-        self._services = services
-
-    async def deliver(self, delivery: Delivery) -> int | None:
-        try:
-            return await self._deliver(delivery)
-        except RetryAfter as exc:
-            self._services.runtime.chat_api_errors += 1
-            raise RetryLater(_seconds(exc.retry_after)) from exc
-        except (BadRequest, Forbidden) as exc:
-            self._services.runtime.chat_api_errors += 1
-            raise DeliveryFailed(str(exc), permanent=True) from exc
-        except NetworkError as exc:  # includes TimedOut and 5xx answers
-            self._services.runtime.chat_api_errors += 1
-            raise DeliveryFailed(str(exc), permanent=False) from exc
-
-    async def _deliver(self, delivery: Delivery) -> int | None:
-        services = self._services
-        engine = services.alerts
-        silences = await engine.silences()
-        if delivery.kind == "digest" or delivery.group_id is None:
-            found = await engine.alerts(delivery.fingerprints)
-            message_id = None
-            for text in render_digest(found, silences):
-                sent = await self._bot.send_message(
-                    delivery.chat_id, text, disable_notification=delivery.silent
-                )
-                message_id = sent.message_id
-            return message_id
-        group = await engine.group(delivery.group_id)
-        if group is None:
-            return None
-        if delivery.kind == "escalate":
-            return await self._escalate(group)
-        if delivery.kind == "backup":
-            return await self._backup(group)
-        deploy, flag = await changes_for(self._services, group)
-        text = render_group(
-            group, services.ops, silences, kind=delivery.kind, deploy=deploy, flag=flag
-        )
-        markup = group_keyboard(group, deploy, flag)
-        routes = routes_of(services.ops)
-        route = routes[group.route] if 0 <= group.route < len(routes) else None
-        if route is not None and route.mention_role and group.firing and delivery.kind != "update":
-            people = services.ops.roles.get(route.mention_role, [])
-            text += "\n" + " ".join(mention(services.ops, uid) for uid in people)
-        if delivery.kind == "update" and group.message_id is not None:
-            try:
-                await self._bot.edit_message_text(
-                    text, chat_id=group.chat_id, message_id=group.message_id, reply_markup=markup
-                )
-                return group.message_id
-            except BadRequest as exc:
-                if "not modified" in str(exc):
-                    return group.message_id
-                if "not found" not in str(exc):
-                    raise
-        sent = await self._bot.send_message(
-            delivery.chat_id, text, reply_markup=markup, disable_notification=delivery.silent
-        )
-        return sent.message_id
-
-    async def _escalate(self, group: AlertGroup) -> int | None:
-        """The on-call people, each in a private chat; the group chat if none can be reached."""
-        ops = self._services.ops
-        text = (
-            f"🚨 Unacknowledged critical in the alerts chat: "
-            f"{esc(', '.join(sorted({a.name for a in group.firing})))}. Press 👀 Ack there."
-        )
-        reached = None
-        for user_id in ops.roles.get(ops.alerts.oncall_role or "", []):
-            try:
-                reached = (await self._bot.send_message(user_id, text)).message_id
-            except Forbidden:  # they never started a chat with the bot
-                log.warning("could not message on-call %s directly", user_id)
-        if reached is None:
-            return await self._backup(group)
-        return reached
-
-    async def _backup(self, group: AlertGroup) -> int:
-        ops = self._services.ops
-        role = ops.alerts.backup_role or ops.alerts.oncall_role or ""
-        people = " ".join(mention(ops, uid) for uid in ops.roles.get(role, []))
-        names = esc(", ".join(sorted({a.name for a in group.firing})))
-        text = f"📣 Still unacknowledged: {names}. {people}".rstrip()
-        sent = await self._bot.send_message(group.chat_id, text)
-        return sent.message_id
-
-
-async def changes_for(
-    services: Services, group: AlertGroup
-) -> tuple[RecentDeploy | None, RecentFlagChange | None]:
-    """The deploy and flag change of the last hour for the group's service, if any."""
-    service = _service_of(group)
-    if service is None:
-        return None, None
-    changes = services.recent_changes
-    return await changes.deploy(service), await changes.flag(service)
-
-
-def _service_of(group: AlertGroup) -> str | None:
-    return next((a.labels["service"] for a in group.alerts if a.labels.get("service")), None)
-
-
-def _seconds(value: object) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(str(value))
-
-
-async def alert_tick(context: OpsContext) -> None:
-    """The repeating job: due groups into the outbox, the outbox into the chats."""
-    services = context.services
-    await services.alert_scheduler.flush()
-    await services.outbox.deliver_due(TelegramNotifier(context.bot, services))
 
 
 async def monitor_tick(context: OpsContext) -> None:
@@ -172,8 +48,10 @@ async def alert_pressed(update: Update, context: OpsContext) -> None:
         return
     data = CallbackData.decode(query.data)
     services, user = context.services, query.from_user
-    if data.action in ("rb", "f0") and DEPLOY_ROLE not in services.ops.roles_of(user.id):
-        await query.answer(f"This needs the role {DEPLOY_ROLE}.", show_alert=True)
+    needs = {"rb": Action.ROLLBACK, "f0": Action.FLAGS}.get(data.action)
+    if needs is not None and not services.ops.may(user.id, needs):
+        role = services.ops.permissions.role_for(needs)
+        await query.answer(f"This needs the role {role}.", show_alert=True)
         return
     if data.action == "rb":
         deployment = await services.recent_changes.deployment(data.row_id)
@@ -182,8 +60,8 @@ async def alert_pressed(update: Update, context: OpsContext) -> None:
             return
         await query.answer(f"Rolling back to {deployment.previous_version}…")
         await request_rollback(
-            update, query.message, deployment.service, deployment.previous_version,
-            str(user.id), context,
+            query.message, deployment.service, deployment.previous_version,
+            str(user.id), "button", context,
         )  # fmt: skip
         return
     group = await services.alerts.group(data.row_id)
@@ -213,7 +91,7 @@ async def _flag_to_zero(
     query: CallbackQuery, group: AlertGroup, actor: str, context: OpsContext
 ) -> None:
     services = context.services
-    service = _service_of(group)
+    service = service_of(group)
     flag = await services.recent_changes.flag(service) if service else None
     if flag is None:
         await query.answer(NO_LONGER_VALID, show_alert=True)
@@ -230,7 +108,7 @@ async def _redraw(context: OpsContext, group_id: int) -> None:
     group = await services.alerts.group(group_id)
     if group is None or group.message_id is None:
         return
-    deploy, flag = await changes_for(services, group)
+    deploy, flag = await services.alert_messages.changes_for(group)
     silences = await services.alerts.silences()
     text = render_group(group, services.ops, silences, deploy=deploy, flag=flag)
     markup = group_keyboard(group, deploy, flag)
@@ -326,8 +204,8 @@ COMMANDS = [
         "silence",
         "silence alerts: MATCHERS DURATION [comment]",
         silence_command,
-        role=SILENCE_ROLE,
+        action=Action.SILENCE,
     ),
-    Command("unsilence", "end a silence: ID", unsilence_command, role=SILENCE_ROLE),
+    Command("unsilence", "end a silence: ID", unsilence_command, action=Action.SILENCE),
 ]
 BUTTONS = [ButtonRoute(NS_ALERT, alert_pressed)]

@@ -21,7 +21,6 @@ from handlers.buttons import ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
-from handlers.deploy_cards import send_card
 from handlers.edits import show
 from handlers.render import code, esc, join_lines, mention, who
 from services.approvals.model import (
@@ -37,20 +36,6 @@ from services.deploy.model import Deployment
 
 log = logging.getLogger(__name__)
 LINK = re.compile(r"https?://[^\s\"'<>]{1,1000}")
-
-
-async def ask_signoff(
-    message: Message, deployment: Deployment, policy: Policy, context: OpsContext
-) -> None:
-    """Open the request, post its message in the approvals chat, and say where it is."""
-    origin = (message.chat_id, message.message_id)
-    request = await open_signoff(context.bot, context.services, deployment, policy, origin)
-    roles = ", ".join(f"{r.role} ×{r.needed}" for r in request.roles)
-    where = "below" if request.chat_id == message.chat_id else "in the approvals chat"
-    await message.reply_text(
-        f"🕐 #{deployment.id} <b>{esc(deployment.service)}</b> {code(deployment.version)} waits"
-        f" for sign-off {where}: {esc(roles)}."
-    )
 
 
 async def open_signoff(
@@ -76,13 +61,16 @@ async def open_signoff(
 
 
 async def _refresh(context: OpsContext, request: ApprovalRequest) -> None:
+    await refresh_signoff(context.bot, context.services, request)
+
+
+async def refresh_signoff(bot: Bot, services: Services, request: ApprovalRequest) -> None:
     """One edit of the approval message per change."""
     if request.chat_id is None or request.message_id is None:
         return
-    services = context.services
     deployment = await services.deployments.get(request.deployment_id)
     text = render_request(request, deployment, services.ops)
-    await show(context.bot, request.chat_id, request.message_id, text, request_keyboard(request))
+    await show(bot, request.chat_id, request.message_id, text, request_keyboard(request))
 
 
 async def signoff_pressed(update: Update, context: OpsContext) -> None:
@@ -114,7 +102,8 @@ async def signoff_pressed(update: Update, context: OpsContext) -> None:
     await query.answer(answer if changed else "Nothing to change.")
     if changed:  # one edit per press that changed something; none for a replay
         if request.status is RequestStatus.APPROVED:
-            await _go(update, context, request)  # first: the deploy need not wait for an edit
+            # First: the deploy need not wait for an edit.
+            await context.services.front_door.signed_off(request)
         await _refresh(context, request)
 
 
@@ -132,16 +121,6 @@ async def _ask_reason(
     await context.services.approvals.add_rejection_prompt(
         role_id, str(user_id), prompt.chat_id, prompt.message_id
     )
-
-
-async def _go(update: Update, context: OpsContext, request: ApprovalRequest) -> None:
-    """Signed off: the deploy card goes under the /deploy that asked for it."""
-    services = context.services
-    deployment = await services.deployments.get(request.deployment_id)
-    chat_id = request.origin_chat_id or services.ops.chats.deploys
-    if chat_id is None:
-        return
-    await send_card(update, context, deployment, chat_id, request.origin_message_id)
 
 
 async def evidence_picked(update: Update, context: OpsContext) -> None:
@@ -237,15 +216,6 @@ async def _tell_origin(context: OpsContext, request: ApprovalRequest, text: str)
         else None
     )
     await context.bot.send_message(chat_id, text, reply_parameters=reply)
-
-
-async def end_signoff(context: OpsContext, deployment_id: int, actor: str, reason: str) -> None:
-    """The deployment ended another way (/cancel, /halt): so does its sign-off."""
-    approvals = context.services.approvals
-    await approvals.cancel_for(deployment_id, actor, reason)
-    request = await approvals.for_deployment(deployment_id)
-    if request is not None:
-        await _refresh(context, request)
 
 
 async def approvals_command(update: Update, context: OpsContext) -> None:

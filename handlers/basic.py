@@ -5,6 +5,7 @@ from __future__ import annotations
 from telegram import Update
 
 from config.opsfile import OpsFileError, load_ops_file
+from config.permissions import Action
 from handlers.commands import Command, parse_command
 from handlers.context import OpsContext
 from handlers.render import code, duration, esc, join_lines
@@ -24,8 +25,9 @@ async def help_command(update: Update, context: OpsContext) -> None:
     """Lists the commands the asker's roles allow."""
     if update.effective_message is None or update.effective_user is None:
         return
-    roles = context.services.ops.roles_of(update.effective_user.id)
-    lines = [f"/{c.name} — {esc(c.description)}" for c in context.commands.visible_to(roles)]
+    ops = context.services.ops
+    visible = context.commands.visible_to(ops.roles_of(update.effective_user.id), ops.permissions)
+    lines = [f"/{c.name} — {esc(c.description)}" for c in visible]
     hidden = len(context.commands.all()) - len(lines)
     if hidden:
         lines.append(f"\n<i>{hidden} more command(s) need a role you do not have.</i>")
@@ -103,5 +105,5 @@ COMMANDS = [
     Command("help", "the commands you may use", help_command),
     Command("whoami", "your user id, this chat's id and your roles", whoami, anywhere=True),
     Command("status", "opsgate's version, uptime and services", status),
-    Command("reload", "re-read the ops file", reload, role="admin"),
+    Command("reload", "re-read the ops file", reload, action=Action.ADMIN),
 ]

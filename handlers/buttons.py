@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from config.permissions import Action
 from handlers.commands import CommandCallback
 
 NO_LONGER_VALID = "This button is no longer valid."
@@ -18,7 +19,7 @@ NO_LONGER_VALID = "This button is no longer valid."
 class ButtonRoute:
     namespace: str
     callback: CommandCallback
-    role: str | None = None
+    action: Action | None = None  # the role it needs comes from the ops file's [permissions]
 
 
 class ButtonRegistry:

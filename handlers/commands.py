@@ -13,10 +13,12 @@ from typing import Any
 
 from telegram import Update
 
+from config.permissions import Action, Permissions
 from handlers.context import OpsContext
 
 CommandCallback = Callable[[Update, OpsContext], Coroutine[Any, Any, None]]
 
+DEFAULT_PERMISSIONS = Permissions()
 _COMMAND_RE = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+(.*))?$", re.S)
 
 
@@ -25,15 +27,17 @@ class Command:
     name: str
     description: str
     callback: CommandCallback
-    role: str | None = None  # None: anyone who may talk to the bot in this chat
+    action: Action | None = None  # None: anyone who may talk to the bot in this chat
     anywhere: bool = False  # also answers in chats the ops file does not list
     # For commands whose arguments decide (`/flag KEY` reads, `/flag KEY 25` changes).
-    role_for: Callable[[str], str | None] | None = None
+    action_for: Callable[[str], Action | None] | None = None
 
-    def role_needed(self, args: str) -> str | None:
-        if self.role is not None:
-            return self.role
-        return self.role_for(args) if self.role_for is not None else None
+    def role_needed(self, args: str, permissions: Permissions) -> str | None:
+        """The role these arguments need, as the ops file's [permissions] names it."""
+        action = self.action
+        if action is None and self.action_for is not None:
+            action = self.action_for(args)
+        return None if action is None else permissions.role_for(action)
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,13 @@ class CommandRegistry:
     def get(self, name: str) -> Command | None:
         return self._commands.get(name)
 
-    def visible_to(self, roles: frozenset[str]) -> list[Command]:
+    def visible_to(
+        self, roles: frozenset[str], permissions: Permissions = DEFAULT_PERMISSIONS
+    ) -> list[Command]:
         """Commands a person with these roles may use, in registration order."""
         shown = []
         for command in self._commands.values():
-            role = command.role_needed("")  # what the plain form of the command needs
+            role = command.role_needed("", permissions)  # what the plain form needs
             if role is None or role in roles:
                 shown.append(command)
         return shown

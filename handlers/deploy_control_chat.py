@@ -6,22 +6,15 @@ import re
 
 from telegram import Update
 
-from handlers.approvals_chat import end_signoff
+from config.permissions import Action
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
-from handlers.deploy_cards import NS_ABORT
-from handlers.deploy_chat import deploy_problem
-from handlers.render import code, esc, join_lines
-from services.deploy.halt import halt as halt_everything
-from services.deploy.locks import EnvLockError
+from handlers.deploy_render import NS_ABORT
+from handlers.render import code, deploy_problem, esc, join_lines
 from services.deploy.model import DeploymentError, DeploymentState
-from services.hosts.primitives import HostCommandFailed
-from services.releases.build import InvalidVersion
-from services.releases.queries import NoRollbackTarget
-
-CONTROL_ROLE = "sre"
+from services.errors import OpsgateError
 
 
 async def cancel(update: Update, context: OpsContext) -> None:
@@ -36,13 +29,12 @@ async def cancel(update: Update, context: OpsContext) -> None:
         )
         return
     try:
-        cancelled = await context.services.pipeline.cancel(
+        cancelled = await context.services.front_door.cancel(
             int(args[0].lstrip("#")), str(user.id), "cancelled from chat"
         )
-    except DeploymentError as exc:
+    except OpsgateError as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
-    await end_signoff(context, cancelled.id, str(user.id), "cancelled from chat")
     await message.reply_text(
         f"✖ Deploy #{cancelled.id} of <b>{esc(cancelled.service)}</b> {code(cancelled.version)} "
         "cancelled; nothing was switched."
@@ -76,14 +68,14 @@ async def bad(update: Update, context: OpsContext) -> None:
         await message.reply_text("Usage: /bad SERVICE VERSION [reason]")
         return
     name, version = args[0], args[1]
-    problem = deploy_problem(name, context)
+    problem = deploy_problem(name, context.services.ops)
     if problem:
         await message.reply_text(problem)
         return
     reason = " ".join(args[2:]) or "marked bad by hand"
     try:
         await context.services.releases.mark_bad(name, version, f"{reason} (by {user.id})")
-    except (NoRollbackTarget, InvalidVersion, HostCommandFailed) as exc:
+    except OpsgateError as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
     await context.services.audit.record(
@@ -106,21 +98,10 @@ async def halt(update: Update, context: OpsContext) -> None:
         return
     services = context.services
     try:
-        report = await halt_everything(
-            services.deployments,
-            services.pipeline.cancel,
-            services.plans,
-            services.env_locks,
-            services.audit,
-            sorted(services.ops.environments),
-            str(user.id),
-            reason,
-        )
-    except EnvLockError as exc:
+        report = await services.front_door.halt(str(user.id), reason)
+    except OpsgateError as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return
-    for deployment in report.cancelled:
-        await end_signoff(context, deployment.id, str(user.id), f"halt: {reason}")
     who = esc(services.ops.name_of(user.id) or user.first_name)
     lines = [
         f"🛑 <b>HALT</b> by {who}: {esc(reason)}",
@@ -135,8 +116,8 @@ async def halt(update: Update, context: OpsContext) -> None:
 
 
 COMMANDS = [
-    Command("cancel", "cancel a deploy that has not switched: ID", cancel, role=CONTROL_ROLE),
-    Command("bad", "mark a release bad: SERVICE VERSION [reason]", bad, role=CONTROL_ROLE),
-    Command("halt", "emergency stop: reason", halt, role=CONTROL_ROLE),
+    Command("cancel", "cancel a deploy that has not switched: ID", cancel, action=Action.CONTROL),
+    Command("bad", "mark a release bad: SERVICE VERSION [reason]", bad, action=Action.CONTROL),
+    Command("halt", "emergency stop: reason", halt, action=Action.CONTROL),
 ]
-BUTTONS = [ButtonRoute(NS_ABORT, abort_pressed, role=CONTROL_ROLE)]
+BUTTONS = [ButtonRoute(NS_ABORT, abort_pressed, action=Action.CONTROL)]

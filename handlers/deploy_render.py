@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 
 from config.inventory import Service
 from handlers.render import code, esc, join_lines
+from services.approvals.model import ApprovalRequest
 from services.deploy.model import Deployment, DeploymentKind, DeploymentState
 from services.deploy.steps import DeployOutcome as Outcome
 from services.releases.layout import ReleaseInfo
+
+# Callback namespaces of the deploy card's buttons (the card is posted by bot/changes.py).
+NS_ROLLBACK, NS_ABORT = "rb", "ab"
 
 _ICONS = {
     DeploymentState.SUCCEEDED: "✅",
@@ -171,3 +175,24 @@ def render_recovery(ended: Sequence[Deployment], attention: Sequence[Deployment]
             "again now; it rolls back if it is not healthy."
         )
     return join_lines(lines)
+
+
+def render_waiting_signoff(
+    deployment: Deployment, request: ApprovalRequest, asked_in: int | None
+) -> str:
+    """The answer to a request that waits for sign-off: who must sign, and where."""
+    roles = ", ".join(f"{r.role} ×{r.needed}" for r in request.roles)
+    where = "below" if request.chat_id == asked_in else "in the approvals chat"
+    return (
+        f"🕐 #{deployment.id} <b>{esc(deployment.service)}</b> {code(deployment.version)} waits"
+        f" for sign-off {where}: {esc(roles)}."
+    )
+
+
+def render_emergency_notice(deployment: Deployment, who: str) -> str:
+    """To the approvers: an emergency deploy went ahead without them (`who` is escaped)."""
+    return (
+        f"🚨 Emergency deploy #{deployment.id}: <b>{esc(deployment.service)}</b> "
+        f"{code(deployment.version)} to {esc(deployment.environment)} by {who}, without "
+        f"approval. Review it now; /rollback {esc(deployment.service)} undoes it."
+    )

@@ -6,6 +6,7 @@ import logging
 
 from telegram import Update
 
+from config.permissions import Action
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.flags_parse import FlagCommand, FlagCommandError, parse_flag_command
@@ -16,13 +17,11 @@ from services.flags.types import Flag, FlagError
 
 log = logging.getLogger(__name__)
 
-FLAG_ROLE = "sre"
 
-
-def role_for_flag(args: str) -> str | None:
+def action_of_flag(args: str) -> Action | None:
     """Reading a flag is open to all; any change needs the role (the gate enforces it)."""
     try:
-        return FLAG_ROLE if parse_flag_command(args).changes_something else None
+        return Action.FLAGS if parse_flag_command(args).changes_something else None
     except FlagCommandError:
         return None  # the handler explains what is wrong; nothing will change
 
@@ -125,6 +124,6 @@ COMMANDS = [
         "flag",
         "show or change a flag: KEY [25|on|off|kill|exclude|plan|pause|resume|abort]",
         flag_command,
-        role_for=role_for_flag,
+        action_for=action_of_flag,
     ),
 ]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from telegram import Update
 
+from config.permissions import Action
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.render import esc, join_lines
 from services.deploy.locks import EnvLock, EnvLockError
-
-LOCK_ROLE = "sre"
 
 
 def _who(lock: EnvLock, context: OpsContext) -> str:
@@ -81,7 +80,7 @@ async def locks(update: Update, context: OpsContext) -> None:
 
 
 COMMANDS = [
-    Command("lock", "lock an environment against deploys: ENV reason", lock, role=LOCK_ROLE),
-    Command("unlock", "lift an environment's lock", unlock, role=LOCK_ROLE),
+    Command("lock", "lock an environment against deploys: ENV reason", lock, action=Action.LOCK),
+    Command("unlock", "lift an environment's lock", unlock, action=Action.LOCK),
     Command("locks", "environment locks in force", locks),
 ]

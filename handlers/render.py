@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 
-from config.opsfile import OpsConfig
+from config.opsfile import OpsConfig, is_valid_name
 
 # Telegram's limit is 4096 characters after entity parsing; raw HTML is never shorter than
 # what it renders to, so staying under the limit in raw HTML is always safe.
@@ -60,6 +60,24 @@ def who(ops: OpsConfig, user_id: str | None) -> str:
         return "-"
     name = ops.name_of(int(user_id)) if user_id.isdigit() else None
     return esc(name or user_id)
+
+
+def service_name_problem(args: str, known: list[str]) -> str | None:
+    """Why `args` is not one known service name, as a chat reply; None when it is one."""
+    if not args:
+        return "Give a service name, e.g. <code>/service web</code>."
+    if not is_valid_name(args) or args not in known:
+        shown = esc(args[:40]) + ("…" if len(args) > 40 else "")
+        return f"Unknown service <code>{shown}</code>. Known: {esc(', '.join(known) or 'none')}."
+    return None
+
+
+def deploy_problem(name: str, ops: OpsConfig) -> str | None:
+    """Why `name` cannot be deployed, as a chat reply; None when it can."""
+    problem = service_name_problem(name, sorted(ops.services))
+    if problem is None and ops.services[name].deploy is None:
+        problem = f"<b>{esc(name)}</b> has no <code>deploy</code> section in the ops file."
+    return problem
 
 
 def mention(ops: OpsConfig, user_id: int) -> str:

@@ -8,13 +8,13 @@ from datetime import timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 
-from config.opsfile import is_valid_name
+from config.permissions import Action
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.progress import ProgressMessage
-from handlers.render import code, esc
+from handlers.render import code, esc, service_name_problem
 from handlers.services_render import render_details, render_overview, restart_footer
 from services.control.controller import UnknownService
 from services.deploy.confirmations import ConfirmationState, StaleConfirmation
@@ -22,19 +22,8 @@ from services.progress import Progress
 
 log = logging.getLogger(__name__)
 
-RESTART_ROLE = "sre"
 RESTART_NS = "rs"
 CONFIRM_TTL = timedelta(minutes=5)
-
-
-def service_name_problem(args: str, known: list[str]) -> str | None:
-    """Why `args` is not one known service name, as a chat reply; None when it is one."""
-    if not args:
-        return "Give a service name, e.g. <code>/service web</code>."
-    if not is_valid_name(args) or args not in known:
-        shown = esc(args[:40]) + ("…" if len(args) > 40 else "")
-        return f"Unknown service <code>{shown}</code>. Known: {esc(', '.join(known) or 'none')}."
-    return None
 
 
 async def services_overview(update: Update, context: OpsContext) -> None:
@@ -85,7 +74,8 @@ async def restart_request(update: Update, context: OpsContext) -> None:
     ]
     await message.reply_text(
         f"Restart <b>{esc(name)}</b> ({esc(service.environment)}, {code(service.control_name)})?"
-        f"\nSomeone with the role <b>{RESTART_ROLE}</b> confirms within "
+        f"\nSomeone with the role <b>{esc(services.ops.permissions.role_for(Action.RESTART))}</b>"
+        " confirms within "
         f"{int(CONFIRM_TTL.total_seconds() // 60)} minutes.",
         reply_markup=InlineKeyboardMarkup([buttons]),
     )
@@ -127,34 +117,23 @@ async def restart_pressed(update: Update, context: OpsContext) -> None:
 async def _run_restart(
     context: OpsContext, name: str, user_id: int, progress: ProgressMessage
 ) -> None:
-    services = context.services
     started = time.monotonic()
     try:
-        outcome = await services.controller().restart(name, Progress(progress))
+        outcome = await context.services.front_door.restart(name, str(user_id), Progress(progress))
     except UnknownService:
         await progress.finish(f"⚠️ {esc(name)} is no longer in the ops file; nothing was done.")
         return
-    elapsed = time.monotonic() - started
-    await services.audit.record(
-        "restart.finished",
-        str(user_id),
-        name,
-        {
-            "ok": outcome.ok,
-            "old_pid": outcome.old_pid,
-            "new_pid": outcome.new_pid,
-            "error": outcome.error,
-            "seconds": round(elapsed, 3),
-        },
-    )
-    await progress.finish(restart_footer(name, outcome, elapsed))
+    await progress.finish(restart_footer(name, outcome, time.monotonic() - started))
 
 
 COMMANDS = [
     Command("services", "state and health of every service", services_overview),
     Command("service", "one service in detail, with its last log lines", service_details),
     Command(
-        "restart", "restart a service (asks for confirmation)", restart_request, role=RESTART_ROLE
+        "restart",
+        "restart a service (asks for confirmation)",
+        restart_request,
+        action=Action.RESTART,
     ),
 ]
-BUTTONS = [ButtonRoute(RESTART_NS, restart_pressed, role=RESTART_ROLE)]
+BUTTONS = [ButtonRoute(RESTART_NS, restart_pressed, action=Action.RESTART)]

@@ -14,6 +14,7 @@ import httpx
 from config.opsfile import OpsConfig
 from services.alerts.changes import RecentChanges
 from services.alerts.engine import AlertEngine
+from services.alerts.messages import AlertMessages
 from services.alerts.monitor import Monitor
 from services.alerts.outbox import Outbox
 from services.alerts.scheduler import AlertScheduler
@@ -22,6 +23,7 @@ from services.control.controller import ServiceController
 from services.control.metrics import MetricsSampler
 from services.deploy.confirmations import Confirmations
 from services.deploy.deployments import Deployments
+from services.deploy.front_door import FrontDoor
 from services.deploy.locks import EnvironmentLocks
 from services.deploy.pipeline import DeployPipeline
 from services.flags.gates import FlagGate
@@ -59,11 +61,13 @@ class Services:
     releases: ReleaseQueries
     pipeline: DeployPipeline
     approvals: Approvals
+    front_door: FrontDoor  # every request that changes production comes in here
     audit_export: AuditExport
     alerts: AlertEngine
     alert_scheduler: AlertScheduler
     outbox: Outbox
     recent_changes: RecentChanges
+    alert_messages: AlertMessages  # what each outbox row becomes as a message
     monitor: Monitor
     retention: Retention
     runtime: RuntimeStatus = field(default_factory=RuntimeStatus)
@@ -98,8 +102,27 @@ class Services:
 
         gate = FlagGate(current_ops, controller, http)
         approvals = Approvals(storage, audit, deployments, current_ops, clock)
+        plans = PlanService(storage, audit, flags, gate, clock)
+        env_locks = EnvironmentLocks(storage, audit)
+        releases = ReleaseQueries(current_ops, current_hosts)
+        pipeline = DeployPipeline(
+            current_ops, current_hosts, deployments, controller, http, clock=clock
+        )
+        front_door = FrontDoor(
+            current_ops,
+            deployments,
+            pipeline,
+            approvals,
+            releases,
+            controller,
+            env_locks,
+            plans,
+            audit,
+            clock,
+        )
         alert_engine = AlertEngine(storage, audit, current_ops, clock)
         sampler = MetricsSampler()
+        recent_changes = RecentChanges(deployments, flags, current_ops, clock)
         services = cls(
             ops=ops,
             ops_path=ops_path,
@@ -111,21 +134,21 @@ class Services:
             sampler=sampler,
             control_dir=control_dir,
             flags=flags,
-            plans=PlanService(storage, audit, flags, gate, clock),
+            plans=plans,
             flag_source=LiveFlagSource(flags, current_ops),
             flagd=FlagdExporter(flags, current_ops),
             deployments=deployments,
-            env_locks=EnvironmentLocks(storage, audit),
-            releases=ReleaseQueries(current_ops, current_hosts),
-            pipeline=DeployPipeline(
-                current_ops, current_hosts, deployments, controller, http, clock=clock
-            ),
+            env_locks=env_locks,
+            releases=releases,
+            pipeline=pipeline,
             approvals=approvals,
+            front_door=front_door,
             audit_export=AuditExport(storage, deployments, approvals, current_ops),
             alerts=alert_engine,
             alert_scheduler=AlertScheduler(storage, current_ops, clock),
             outbox=Outbox(storage, current_ops, clock),
-            recent_changes=RecentChanges(deployments, flags, current_ops, clock),
+            recent_changes=recent_changes,
+            alert_messages=AlertMessages(alert_engine, recent_changes, current_ops),
             monitor=Monitor(alert_engine, current_ops, controller, sampler, clock),
             retention=Retention(storage, Path(str(storage.path)), current_ops, clock),
             clock=clock,

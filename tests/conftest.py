@@ -34,3 +34,16 @@ def alertmanager() -> Iterator[Alertmanager]:
     """A private Alertmanager on loopback; skips without the Debian package (CI: fails)."""
     with running_alertmanager() as am:
         yield am
+
+
+# Tests that run for long in real time go first: with `--dist worksteal` one worker carries
+# each of them while the other works through the rest, so none sits on the critical path.
+LONG_FIRST = ("tests/e2e/test_alert_load.py", "tests/e2e/test_crash.py", "tests/bot/test_demo.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file is kept

@@ -43,7 +43,7 @@ def demo_ops_path() -> Path:
 
 
 def demo_script_lines() -> list[str]:
-    return resources.files("bot").joinpath("demo.script").read_text().splitlines()
+    return resources.files("bot.dev").joinpath("demo.script").read_text().splitlines()
 
 
 def group_names(ops: OpsConfig) -> dict[str, int]:

@@ -93,7 +93,9 @@ def create_http_app(
     ]
     routes += ofrep_routes(services.flag_source, api_token)
     routes += alert_routes(services, alerts_token, services.pipeline.critical_alerts)
-    routes += api_routes(application, services, api_token)
+    routes += api_routes(api_token)
     if webhook_secret is not None:
         routes.append(Route(webhook_path(webhook_url), telegram_webhook, methods=["POST"]))
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.services = services  # the API's routes read it from here
+    return app

@@ -1,0 +1,1 @@
+"""Approvals: sign-off requests per policy, role checklists, evidence, reminders and expiry."""

@@ -40,6 +40,8 @@ from services.progress import Progress, StepStatus
 class UnknownService(OpsgateError, KeyError):
     """A service name the ops file does not list."""
 
+    kind = "not_found"
+
     def __init__(self, name: str, known: Sequence[str]) -> None:
         super().__init__(name)
         self.name = name

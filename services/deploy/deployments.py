@@ -8,6 +8,8 @@ dataclass and the errors live in `deployment_model` and are re-exported here.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -53,6 +55,9 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+
 class Deployments:
     def __init__(
         self, storage: Storage, audit: AuditLog, clock: Callable[[], datetime] = utc_now
@@ -60,6 +65,9 @@ class Deployments:
         self._storage = storage
         self._audit = audit
         self._clock = clock
+        # Crash drills (OPSGATE_HOLD_AT): a deployment that enters this state stays there,
+        # so the process can be killed at exactly that step.
+        self.hold_at: DeploymentState | None = None
 
     async def request(
         self,
@@ -240,7 +248,11 @@ class Deployments:
                 "note": note,
             }
             await self._audit.record(f"deploy.{to_state.value}", actor, current.service, data)
-            return await _read(db, deployment_id)
+            moved = await _read(db, deployment_id)
+        if to_state is self.hold_at:
+            log.warning("deployment #%s holds in %s (OPSGATE_HOLD_AT)", deployment_id, to_state)
+            await asyncio.Event().wait()
+        return moved
 
 
 def _check_request(service: str, environment: str, version: str, requester: str) -> None:

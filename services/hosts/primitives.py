@@ -17,6 +17,8 @@ _PATH = re.compile(r"(/[A-Za-z0-9._+-]+)+")
 class HostCommandFailed(OpsgateError):
     """A housekeeping command failed (disk, permissions, ssh); `str()` names it."""
 
+    kind = "unavailable"
+
     def __init__(self, result: CommandResult) -> None:
         last = result.tail(1) or "no output"
         super().__init__(f"{result.argv[0]} failed ({result.summary}): {last}")

@@ -11,9 +11,9 @@ from services.hosts.ssh import SshHost
 
 
 class UnknownHostError(OpsgateError, KeyError):
-    kind = "not_found"
-
     """A host name that is neither "local" nor configured."""
+
+    kind = "not_found"
 
 
 class Hosts:

@@ -13,6 +13,8 @@ from services.releases.layout import ReleaseInfo, ReleaseLayout
 class NoRollbackTarget(ReleaseError, LookupError):
     """There is no release to roll back to, or the one asked for cannot be used."""
 
+    kind = "invalid"
+
 
 class ReleaseQueries:
     def __init__(self, ops: Callable[[], OpsConfig], hosts: Callable[[], Hosts]) -> None:

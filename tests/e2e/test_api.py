@@ -126,3 +126,23 @@ async def test_the_api_refuses_what_the_chat_refuses(
     async with httpx.AsyncClient() as http:
         open_door = await http.get(f"http://127.0.0.1:{opsgate.http_port}/api/services")
     assert open_door.status_code == 401
+
+
+async def test_an_emergency_deploy_through_the_api_tells_the_approvers_as_the_chat_does(
+    app: DeployApp, start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path
+) -> None:
+    ops_file.write_text(
+        ops_file.read_text().replace("[roles]\n", f"[roles]\noncall = [{ALICE}]\n", 1)
+    )
+    opsgate = await start_opsgate(api_token=API_TOKEN)
+    body = {"service": "app", "version": "v1", "requested_by": ALICE, "emergency": True}
+    asked = await api(opsgate, "POST", "/api/deployments", json=body)
+    assert asked.status_code == 202, asked.text
+    # No sign-off: it went ahead at once (by now it may already be past "approved").
+    assert asked.json()["emergency"] and asked.json()["state"] != "awaiting_approval"
+    notice = await client.wait_for(
+        APPROVALS, lambda ms: next((m for m in ms if "Emergency deploy" in m.text), None)
+    )
+    assert notice.text.startswith("🚨 Emergency deploy #1: app v1 to staging by alice")
+    done = await client.wait_for(DEPLOYS, lambda ms: card(ms, "app runs v1"), timeout=90)
+    assert "✅ app runs v1." in done.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot.dev.sandbox import SandboxClient
+from config.permissions import Action
 from handlers.buttons import ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
@@ -38,7 +39,7 @@ async def go(update: Update, context: OpsContext) -> None:
 async def start_with_button(start_opsgate: StartOpsgate) -> None:
     await start_opsgate(
         extra_commands=[Command("ask", "test", ask)],
-        extra_buttons=[ButtonRoute("tst", go, role="sre")],
+        extra_buttons=[ButtonRoute("tst", go, action=Action.DEPLOY)],
     )
 
 

@@ -2,28 +2,24 @@
 started again; every time the service ends healthy and the chat says truthfully what happened.
 
 One module-long story against the real systemd sandbox: deploy v1, then for each state S a
-deploy of the version that does not run, SIGKILL as soon as the SQLite database shows S, a
-new process, and checks. The build step and a post_deploy hook each sleep 1 s, and the watch
-window is 1.5 s, so building, verifying and watching are wide; pre_checks and switching are
-short (a few host commands), so the database is polled every few milliseconds and the state
-the process really died in is read back after the kill and asserted to be S.
+deploy of the version that does not run, started with OPSGATE_HOLD_AT=S so the deployment
+stops as it enters S; SIGKILL once the SQLite database shows S, a new process (without the
+hold), and checks. The state the process really died in is read back after the kill and
+asserted to be S: no race with a step that is over in milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
 
+from bot.dev.harness.opsgate_process import OpsgateProcess, read_db
 from bot.dev.harness.systemd import SystemdSandbox
 from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from services.deploy.model import BEFORE_SWITCH
@@ -41,46 +37,8 @@ watch_interval_s = 0.1
 post_deploy = [{SLEEP_1S}]
 """
 CRASH_STATES = (S.PRE_CHECKS, S.BUILDING, S.SWITCHING, S.VERIFYING, S.WATCHING)
-POLL_S = 0.002
+POLL_S = 0.05
 Finder = Callable[[list[SandboxMessage]], SandboxMessage | None]
-
-
-@dataclass
-class Bot:
-    """`python -m bot.cli run` as a real process, logging into one file across restarts."""
-
-    env: dict[str, str]
-    cwd: Path
-    log: IO[bytes]
-    process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "run",
-            env=self.env,
-            cwd=self.cwd,
-            stdout=self.log,
-            stderr=self.log,
-        )
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(self.process.wait(), 10) == -signal.SIGKILL
-        self.process = None
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), 30)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
 
 
 @pytest.fixture
@@ -97,7 +55,7 @@ async def crash_app(
 @pytest.fixture
 async def bot(
     sandbox: SandboxThread, client: SandboxClient, ops_file: Path, tmp_path: Path
-) -> AsyncIterator[Bot]:
+) -> AsyncIterator[OpsgateProcess]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
     env.update(
         OPSGATE_BOT_TOKEN=TOKEN,
@@ -109,17 +67,11 @@ async def bot(
         PYTHONPATH=str(REPO),
     )
     with (tmp_path / "opsgate.log").open("ab") as log:
-        running = Bot(env, tmp_path, log)
+        running = OpsgateProcess(env, tmp_path, log)
         try:
             yield running
         finally:
             await running.stop()
-
-
-def read_db(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    """A fresh read-only look (the bot may have just died half-way through a write)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def deployment(db: Path, deployment_id: int) -> tuple[str, str | None, str]:
@@ -187,7 +139,7 @@ def nothing_in_flight(db: Path) -> None:
 
 
 async def test_sigkill_at_every_step_ends_healthy_and_truthful(
-    crash_app: DeployApp, bot: Bot, client: SandboxClient, tmp_path: Path
+    crash_app: DeployApp, bot: OpsgateProcess, client: SandboxClient, tmp_path: Path
 ) -> None:
     app, db = crash_app, tmp_path / "crash.db"
     await bot.start()
@@ -201,6 +153,7 @@ async def test_sigkill_at_every_step_ends_healthy_and_truthful(
     for crash_state in CRASH_STATES:
         before = await assert_healthy(app)
         target = "v2" if before == "v1" else "v1"
+        await bot.restart(OPSGATE_HOLD_AT=crash_state.value)
         await client.send(CAROL, DEPLOYS, f"/deploy app {target}")
         deployment_id = await wait_for_state(db, last_id, crash_state)
         await bot.kill()
@@ -208,7 +161,7 @@ async def test_sigkill_at_every_step_ends_healthy_and_truthful(
         assert (died_in, finished_at) == (crash_state, None), f"killed too late: {died_in}"
         current_at_death = (app.root / "current").resolve().name
 
-        await bot.start()
+        await bot.start(OPSGATE_HOLD_AT="")
         final = await wait_finished(db, deployment_id)
         header = "♻️ opsgate restarted with deployments in flight."
         if crash_state in BEFORE_SWITCH:

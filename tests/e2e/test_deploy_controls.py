@@ -209,7 +209,7 @@ async def test_abort_while_watching_rolls_back_without_marking_bad(
     deployment = await opsgate.services.deployments.get(deployment_id)
     assert deployment.state is S.ROLLED_BACK
     assert deployment.error is not None and "Aborted by carol while watching" in deployment.error
-    assert await opsgate.services.releases("app").bad_reason("v2") is None
+    assert await opsgate.services.releases.layout("app").bad_reason("v2") is None
     assert (app.root / "current").resolve().name == "v1"
     assert await served_version(app) == "v1"
 

@@ -1,6 +1,7 @@
 import pytest
 from telegram import Update
 
+from config.permissions import Action
 from handlers.commands import Command, CommandRegistry, ParsedCommand, parse_command
 from handlers.context import OpsContext
 
@@ -27,7 +28,7 @@ def test_parse_command(text: str, expected: ParsedCommand | None) -> None:
 
 def test_registry_visibility_and_duplicates() -> None:
     registry = CommandRegistry(
-        [Command("help", "h", _noop), Command("reload", "r", _noop, role="admin")]
+        [Command("help", "h", _noop), Command("reload", "r", _noop, action=Action.ADMIN)]
     )
     assert [c.name for c in registry.visible_to(frozenset())] == ["help"]
     assert [c.name for c in registry.visible_to(frozenset({"admin"}))] == ["help", "reload"]

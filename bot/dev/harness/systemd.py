@@ -20,13 +20,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bot.dev import demo_web
+from services.control.systemd import quote_exec
 from services.hosts.runner import PrefixHost
 
 log = logging.getLogger(__name__)
@@ -241,3 +243,15 @@ def inside(unit_dir: str) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--inside"]:
     inside(sys.argv[2])
+
+
+DEMO_SERVICE = [sys.executable, str(Path(demo_web.__file__).resolve())]
+
+
+def service_unit(
+    *args: str, kind: str = "notify", service: Sequence[str] = (), unit: Sequence[str] = ()
+) -> str:
+    """A unit for bot/dev/demo_web.py; Type=notify: started means listening."""
+    exec_start = f"ExecStart={quote_exec([*DEMO_SERVICE, *args])}"
+    head = ["[Unit]", "Description=opsgate test service", *unit]
+    return "\n".join([*head, "[Service]", f"Type={kind}", exec_start, *service])

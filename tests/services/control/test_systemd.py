@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bot.dev import demo_web as testservice
-from bot.dev.harness.systemd import SystemdSandbox
+from bot.dev.harness.systemd import SystemdSandbox, service_unit
 from services.control.systemd import SystemdManager, parse_timestamp, quote_exec
 from services.control.units import (
     ControlTimeout,
@@ -30,15 +30,6 @@ from tests.services.control.test_units import HOSTILE_NAMES
 
 SERVICE = [sys.executable, str(Path(testservice.__file__).resolve())]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def service_unit(
-    *args: str, kind: str = "notify", service: Sequence[str] = (), unit: Sequence[str] = ()
-) -> str:
-    """A unit for bot/dev/demo_web.py; Type=notify: started means listening."""
-    exec_start = f"ExecStart={quote_exec([*SERVICE, *args])}"
-    head = ["[Unit]", "Description=opsgate test service", *unit]
-    return "\n".join([*head, "[Service]", f"Type={kind}", exec_start, *service])
 
 
 async def health(port: int) -> dict[str, Any]:

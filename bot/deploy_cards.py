@@ -19,16 +19,16 @@ from telegram import (
 from telegram.error import TelegramError
 
 from handlers.callbacks import CallbackData
-from handlers.context import OpsApplication, OpsContext
-from handlers.deploy_render import render_outcome
+from handlers.context import OpsApplication
+from handlers.deploy_render import NS_ABORT, NS_ROLLBACK, render_outcome
 from handlers.progress import ProgressMessage
 from handlers.render import code, esc
 from services.container import Services
 from services.deploy.model import Deployment, DeploymentKind
+from services.deploy.steps import DeployOutcome as Outcome
 from services.progress import Progress
 
 log = logging.getLogger(__name__)
-NS_ROLLBACK, NS_ABORT = "rb", "ab"
 
 
 def card_data(namespace: str, action: str, deployment: Deployment) -> str:
@@ -47,20 +47,6 @@ def card_title(deployment: Deployment) -> str:
     return f"🚀 #{deployment.id} {verb} {name} {version} to {where}"
 
 
-async def start_card(
-    update: Update, message: Message, deployment: Deployment, context: OpsContext, *, reply: bool
-) -> None:
-    card = await message.reply_text(card_title(deployment)) if reply else message
-    await _run_on_card(context.ops_application, card, deployment, update)
-
-
-async def send_card(
-    update: Update, context: OpsContext, deployment: Deployment, chat_id: int, reply_to: int | None
-) -> None:
-    """A new card in `chat_id` (e.g. under the /deploy that asked, once signed off)."""
-    await launch(context.ops_application, deployment, chat_id, reply_to, update)
-
-
 async def launch(
     application: OpsApplication,
     deployment: Deployment,
@@ -68,7 +54,7 @@ async def launch(
     reply_to: int | None = None,
     update: Update | None = None,
 ) -> None:
-    """Post the card in `chat_id` and run the deployment on it (also from the HTTP API)."""
+    """Post the card in `chat_id` (under `reply_to`) and run the deployment on it."""
     reply = (
         None if reply_to is None else ReplyParameters(reply_to, allow_sending_without_reply=True)
     )
@@ -92,6 +78,17 @@ async def _run_on_card(
     # Tracked by the Application (tied to the update when there is one): errors reach the
     # error handler, and shutdown waits for the deploy.
     application.create_task(_run(services, deployment, progress), update=update)
+
+
+def run_without_card(application: OpsApplication, deployment: Deployment) -> None:
+    """No chat to show it in (no [chats] deploys, asked through the API): run it all the same."""
+    services = application.bot_data.require_services()
+    application.create_task(_run_headless(services, deployment))
+
+
+async def _run_headless(services: Services, deployment: Deployment) -> None:
+    outcome = await _pipeline_run(services, deployment, Progress())
+    log.info("deployment #%s ended without a card: %s", deployment.id, outcome.state)
 
 
 async def retire_card(bot: Bot, deployment: Deployment) -> None:
@@ -123,19 +120,23 @@ async def resume_after_restart(bot: Bot, services: Services, deployment: Deploym
 async def _run(
     services: Services, deployment: Deployment, progress: ProgressMessage, resume: bool = False
 ) -> None:
-    pipeline = services.pipeline
     steps = Progress(progress)
     if resume:
-        outcome = await pipeline.resume(deployment.id, steps)
-    elif deployment.kind is DeploymentKind.ROLLBACK:
-        outcome = await pipeline.rollback(deployment.id, steps)
-    elif deployment.kind is DeploymentKind.DRILL:
-        outcome = await pipeline.drill(deployment.id, steps)
+        outcome = await services.pipeline.resume(deployment.id, steps)
     else:
-        outcome = await pipeline.run(deployment.id, steps)
+        outcome = await _pipeline_run(services, deployment, steps)
     footer, offer_rollback = render_outcome(deployment, outcome)
     markup = None
     if offer_rollback:
         data = card_data(NS_ROLLBACK, "go", deployment)
         markup = InlineKeyboardMarkup([[InlineKeyboardButton("↩️ Roll back", callback_data=data)]])
     await progress.finish(footer, markup)
+
+
+async def _pipeline_run(services: Services, deployment: Deployment, steps: Progress) -> Outcome:
+    pipeline = services.pipeline
+    if deployment.kind is DeploymentKind.ROLLBACK:
+        return await pipeline.rollback(deployment.id, steps)
+    if deployment.kind is DeploymentKind.DRILL:
+        return await pipeline.drill(deployment.id, steps)
+    return await pipeline.run(deployment.id, steps)

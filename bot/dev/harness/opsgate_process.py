@@ -1,0 +1,63 @@
+"""`python -m bot.cli run` as a real process for tests and benchmarks, and a safe look into
+its SQLite database while it runs (or after it was killed half-way through a write)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+
+@dataclass
+class OpsgateProcess:
+    """`python -m bot.cli run` as a real process, logging into one file across restarts."""
+
+    env: dict[str, str]
+    cwd: Path
+    log: IO[bytes]
+    process: asyncio.subprocess.Process | None = None
+
+    async def start(self, **env: str) -> None:
+        """Start it; `env` adds or changes environment variables from now on."""
+        self.env.update(env)
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(self.process.wait(), 10) == -signal.SIGKILL
+        self.process = None
+
+    async def restart(self, **env: str) -> None:
+        """Stop it cleanly (SIGTERM) if it runs, then start it with `env` added."""
+        await self.stop()
+        await self.start(**env)
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 30)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+def read_db(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """A fresh read-only look (the bot may have just died half-way through a write)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        return conn.execute(sql, params).fetchall()

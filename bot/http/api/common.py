@@ -1,0 +1,91 @@
+"""What every API route shares: the bearer guard, JSON bodies, who asks, and status codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bot.http.bearer import bearer_ok
+from config.permissions import Action
+from services.container import Services
+from services.deploy.model import Deployment
+from services.errors import OpsgateError
+
+MAX_BODY = 64 * 1024
+Handler = Callable[[Request], Awaitable[Response]]
+# OpsgateError.kind -> HTTP status; a refusal the service layer explains in its message.
+STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503}
+
+
+class ApiRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def guarded(handler: Handler, expected: bytes) -> Handler:
+    """The bearer token first; then refusals of the route or of a service become JSON errors."""
+
+    async def endpoint(request: Request) -> Response:
+        if not bearer_ok(request, expected):
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+        try:
+            return await handler(request)
+        except ApiRefused as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except OpsgateError as exc:
+            status = STATUS_OF_KIND.get(exc.kind, 409)
+            return JSONResponse({"error": str(exc)}, status_code=status)
+
+    return endpoint
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def body_of(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiRefused(413, f"body over {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ApiRefused(400, f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiRefused(422, "expected a JSON object")
+    return body
+
+
+def person(services: Services, body: dict[str, Any], action: Action) -> int:
+    """`requested_by` must be a person holding the role `action` needs, as in the chat."""
+    ops = services.ops
+    who = body.get("requested_by")
+    if not isinstance(who, int) or isinstance(who, bool) or who not in ops.people:
+        raise ApiRefused(422, "requested_by: the Telegram user id of someone in [people]")
+    if not ops.may(who, action):
+        role = ops.permissions.role_for(action)
+        raise ApiRefused(403, f"requested_by {who} does not hold the role {role}")
+    return who
+
+
+def deployment_json(d: Deployment) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "service": d.service,
+        "environment": d.environment,
+        "version": d.version,
+        "previous_version": d.previous_version,
+        "kind": d.kind.value,
+        "state": d.state.value,
+        "requested_by": d.requested_by,
+        "emergency": d.emergency,
+        "created_at": d.created_at.isoformat(),
+        "finished_at": d.finished_at.isoformat() if d.finished_at else None,
+        "error": d.error or None,
+    }

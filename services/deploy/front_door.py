@@ -1,0 +1,269 @@
+"""The one front door for every request that changes production.
+
+Deploy, emergency deploy, rollback, drill, restart, cancel and halt come through here,
+whichever surface asked (a chat command, a button, the HTTP API, the CLI): the checks
+(known service, valid version, window, lock, policy) and what follows (sign-off, the
+after-the-fact notice of an emergency, the run itself) are written once. What a surface shows
+of it goes through a `ChangeListener`, which bot/ implements with Telegram messages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from config.inventory import Service
+from config.opsfile import OpsConfig
+from services.approvals.model import ApprovalRequest, Policy, deploy_policy, rollback_rule
+from services.approvals.signoff import Approvals
+from services.control.controller import RestartOutcome, ServiceController, UnknownService
+from services.deploy.deployments import Deployments
+from services.deploy.errors import DeployError
+from services.deploy.halt import HaltReport, halt
+from services.deploy.locks import EnvironmentLocks
+from services.deploy.model import Deployment, DeploymentKind
+from services.deploy.model import DeploymentState as S
+from services.deploy.pipeline import DeployPipeline
+from services.deploy.windows import deploy_refusal, is_production
+from services.flags.plans import PlanService
+from services.progress import Progress
+from services.records.audit import AuditLog
+from services.releases.build import validate_version
+from services.releases.queries import ReleaseQueries
+
+
+class NotDeployable(DeployError):
+    kind = "invalid"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} has no deploy section in the ops file.")
+
+
+class OutsideWindow(DeployError):
+    """A freeze or the environment's deploy windows hold the deploy back."""
+
+    def __init__(self, refusal: str) -> None:
+        super().__init__(refusal)
+        self.refusal = refusal
+
+
+class ProductionDrill(DeployError):
+    def __init__(self, name: str, environment: str) -> None:
+        super().__init__(f"Drills run outside production; {name} is in {environment}.")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from: the door, and the chat message to answer under, if any."""
+
+    door: str  # chat | button | api | cli
+    chat_id: int | None = None
+    message_id: int | None = None
+
+
+class ChangeListener(Protocol):
+    """What the surfaces show of a request as it moves; bot/ implements it for Telegram."""
+
+    async def signoff_requested(
+        self, deployment: Deployment, policy: Policy, origin: Origin
+    ) -> ApprovalRequest:
+        """Open the sign-off and post its message; the request as it is then."""
+
+    async def signoff_ended(self, request: ApprovalRequest) -> None:
+        """The deployment ended another way (/cancel, /halt): show its sign-off closed."""
+
+    async def emergency_without_signoff(self, deployment: Deployment, actor: str) -> None:
+        """An emergency deploy skipped sign-off: tell the approvers to review it now."""
+
+    async def go(self, deployment: Deployment, origin: Origin) -> None:
+        """Run an approved deployment, with its live card where the request came from."""
+
+
+@dataclass(frozen=True)
+class Requested:
+    """A request accepted: it waits for `signoff`, or (signoff None) it runs now."""
+
+    deployment: Deployment
+    signoff: ApprovalRequest | None = None
+
+
+@dataclass(frozen=True)
+class DryRun:
+    service: Service
+    refusal: str | None  # what would hold it back now
+
+
+class FrontDoor:
+    def __init__(
+        self,
+        ops: Callable[[], OpsConfig],
+        deployments: Deployments,
+        pipeline: DeployPipeline,
+        approvals: Approvals,
+        releases: ReleaseQueries,
+        controller: Callable[[], ServiceController],
+        env_locks: EnvironmentLocks,
+        plans: PlanService,
+        audit: AuditLog,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._ops, self._deployments, self._pipeline = ops, deployments, pipeline
+        self._approvals, self._releases, self._controller = approvals, releases, controller
+        self._env_locks, self._plans, self._audit, self._clock = env_locks, plans, audit, clock
+        self._listener: ChangeListener | None = None
+
+    def listen(self, listener: ChangeListener) -> None:
+        """The composition root sets who shows requests once the chat exists."""
+        self._listener = listener
+
+    @property
+    def listener(self) -> ChangeListener:
+        if self._listener is None:
+            raise RuntimeError("no ChangeListener wired into the front door")
+        return self._listener
+
+    def deployable(self, name: str) -> Service:
+        """The service `name`, or UnknownService / NotDeployable."""
+        ops = self._ops()
+        if name not in ops.services:
+            raise UnknownService(name, sorted(ops.services))
+        service = ops.services[name]
+        if service.deploy is None:
+            raise NotDeployable(name)
+        return service
+
+    def window_refusal(self, service: Service) -> str | None:
+        environment = self._ops().environments.get(service.environment)
+        if environment is None:
+            return None
+        return deploy_refusal(service.environment, environment, self._clock())
+
+    async def dry_run(self, name: str, version: str, actor: str) -> DryRun:
+        service = self.deployable(name)
+        validate_version(version)
+        await self._audit.record("deploy.dry_run", actor, name, {"version": version})
+        return DryRun(service, self.window_refusal(service))
+
+    async def deploy(
+        self, name: str, version: str, actor: str, origin: Origin, *, emergency: bool = False
+    ) -> Requested:
+        """A deploy: checked, then waiting for sign-off, or running (an emergency skips both
+        the window and the sign-off, and the approvers are told at once)."""
+        service = self.deployable(name)
+        validate_version(version)
+        if not emergency and (refusal := self.window_refusal(service)) is not None:
+            raise OutsideWindow(refusal)
+        deployment = await self._deployments.request(
+            name, service.environment, version, actor, emergency=emergency
+        )
+        policy = deploy_policy(self._ops(), service.environment)
+        if policy is not None and not emergency:
+            return await self._ask(deployment, policy, origin)
+        note = "emergency: approval after the fact" if policy else "no approval needed"
+        if origin.door != "chat":
+            note += f" (through the {origin.door})"
+        deployment = await self._deployments.advance(deployment.id, S.APPROVED, actor, note)
+        if policy is not None:
+            await self.listener.emergency_without_signoff(deployment, actor)
+        await self.listener.go(deployment, origin)
+        return Requested(deployment)
+
+    async def rollback(
+        self, name: str, version: str | None, actor: str, origin: Origin
+    ) -> Requested:
+        """A rollback to `version`, or to the newest good release before the current one.
+        Where deploys need sign-off it needs one person of a rollback role: the requester
+        themself when they hold one (recorded as an emergency), else someone else."""
+        service = self.deployable(name)
+        policy, emergency = rollback_rule(self._ops(), service.environment, int(actor))
+        target = await self._releases.rollback_target(name, version)
+        deployment = await self._deployments.request(
+            name,
+            service.environment,
+            target,
+            actor,
+            kind=DeploymentKind.ROLLBACK,
+            emergency=emergency,
+        )
+        if policy is not None and not emergency:
+            return await self._ask(deployment, policy, origin)
+        note = "emergency policy: the requester holds a rollback role" if emergency else "rollback"
+        deployment = await self._deployments.advance(deployment.id, S.APPROVED, actor, note)
+        await self.listener.go(deployment, origin)
+        return Requested(deployment)
+
+    async def drill(self, name: str, actor: str, origin: Origin) -> Requested:
+        """Roll back to the previous good release, verify, roll forward: outside production."""
+        service = self.deployable(name)
+        environment = self._ops().environments.get(service.environment)
+        if environment is None or is_production(service.environment, environment):
+            raise ProductionDrill(name, service.environment)
+        current, back_to = await self._releases.drill_pair(name)
+        deployment = await self._deployments.request(
+            name,
+            service.environment,
+            current,
+            actor,
+            kind=DeploymentKind.DRILL,
+            previous_version=back_to,
+        )
+        deployment = await self._deployments.advance(
+            deployment.id, S.APPROVED, "opsgate", "drill outside production"
+        )
+        await self.listener.go(deployment, origin)
+        return Requested(deployment)
+
+    async def signed_off(self, request: ApprovalRequest) -> None:
+        """Sign-off complete: the deployment runs, its card under the request that asked."""
+        deployment = await self._deployments.get(request.deployment_id)
+        origin = Origin("chat", request.origin_chat_id, request.origin_message_id)
+        await self.listener.go(deployment, origin)
+
+    async def restart(self, name: str, actor: str, progress: Progress) -> RestartOutcome:
+        """A verified restart of one service (confirmed by a second press in chat)."""
+        started = time.monotonic()
+        outcome = await self._controller().restart(name, progress)
+        data = {
+            "ok": outcome.ok,
+            "old_pid": outcome.old_pid,
+            "new_pid": outcome.new_pid,
+            "error": outcome.error,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        await self._audit.record("restart.finished", actor, name, data)
+        return outcome
+
+    async def cancel(self, deployment_id: int, actor: str, reason: str) -> Deployment:
+        """Cancel a deployment that has not switched; its sign-off ends with it."""
+        cancelled = await self._pipeline.cancel(deployment_id, actor, reason)
+        await self._end_signoff(cancelled.id, actor, reason)
+        return cancelled
+
+    async def halt(self, actor: str, reason: str) -> HaltReport:
+        """The emergency stop: lock everything, cancel what has not switched, pause plans."""
+        report = await halt(
+            self._deployments,
+            self._pipeline.cancel,
+            self._plans,
+            self._env_locks,
+            self._audit,
+            sorted(self._ops().environments),
+            actor,
+            reason,
+        )
+        for deployment in report.cancelled:
+            await self._end_signoff(deployment.id, actor, f"halt: {reason}")
+        return report
+
+    async def _ask(self, deployment: Deployment, policy: Policy, origin: Origin) -> Requested:
+        request = await self.listener.signoff_requested(deployment, policy, origin)
+        return Requested(deployment, request)
+
+    async def _end_signoff(self, deployment_id: int, actor: str, reason: str) -> None:
+        await self._approvals.cancel_for(deployment_id, actor, reason)
+        request = await self._approvals.for_deployment(deployment_id)
+        if request is not None:
+            await self.listener.signoff_ended(request)
