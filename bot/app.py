@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
@@ -40,6 +41,7 @@ from handlers.commands import Command, CommandRegistry
 from handlers.context import BotData, OpsApplication, OpsContext
 from handlers.errors import on_error
 from services.container import Services
+from services.runtime import RuntimeStatus
 
 # Handler groups; order matters: the gate runs first and may stop an update for all others.
 GROUP_GATE = -1
@@ -47,6 +49,21 @@ GROUP_COMMANDS = 0
 GROUP_FALLBACK = 1
 
 _NO_PREVIEWS = LinkPreviewOptions(is_disabled=True)
+
+
+class CountingRateLimiter(AIORateLimiter):
+    """PTB's limiter, counting the calls it holds or runs: /health and the demo read it."""
+
+    def __init__(self, runtime: RuntimeStatus) -> None:
+        super().__init__(max_retries=3)
+        self._runtime = runtime
+
+    async def process_request(self, *args: Any, **kwargs: Any) -> Any:
+        self._runtime.chat_calls_pending += 1
+        try:
+            return await super().process_request(*args, **kwargs)
+        finally:
+            self._runtime.chat_calls_pending -= 1
 
 
 def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
@@ -89,7 +106,7 @@ def build_application(
         .base_file_url(file_url_for(settings.bot_api_url))
         .context_types(context_types)
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEWS))
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .rate_limiter(CountingRateLimiter(services.runtime))
     )
     if settings.mode is UpdateMode.WEBHOOK:
         builder = builder.updater(None)  # updates arrive through bot/http/app.py instead

@@ -12,7 +12,6 @@ from handlers.context import OpsContext
 from handlers.flags_parse import FlagCommand, FlagCommandError, parse_flag_command
 from handlers.flags_render import render_flag, render_flags, render_plan_event
 from handlers.render import esc
-from services.flags.plans import PlanError
 from services.flags.types import Flag, FlagError
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ async def flag_command(update: Update, context: OpsContext) -> None:
     try:
         command = parse_flag_command(args)
         text = await _apply(command, str(user.id), context)
-    except (FlagCommandError, FlagError, PlanError) as exc:
+    except (FlagCommandError, FlagError) as exc:
         text = f"⚠️ {esc(exc)} Nothing was changed."
     await message.reply_text(text)
 

@@ -187,9 +187,21 @@ async def _demo(script_lines: list[str] | None, sv: PrivateSupervisord | None) -
                 people = {name: user_id for user_id, name in ops.people.items()}
                 deployments = opsgate.services.deployments
 
-                async def busy() -> bool:  # a deploy is still running (not waiting for people)
+                async def busy(everything: bool) -> bool:
+                    """Chat calls queued or in flight, updates not handled yet; with
+                    `everything` also a deploy running (not waiting for people), alerts."""
+                    services = opsgate.services
+                    answering = services.runtime.chat_calls_pending > 0
+                    if answering or not opsgate.application.update_queue.empty():
+                        return True
+                    if not everything:
+                        return False
                     running = await deployments.in_flight()
-                    return any(d.state.value != "awaiting_approval" for d in running)
+                    return (
+                        any(d.state.value != "awaiting_approval" for d in running)
+                        or await services.alert_scheduler.waiting() > 0
+                        or await services.outbox.pending() > 0
+                    )
 
                 chat = TerminalChat(
                     client, people, groups, alerts=alert_poster(opsgate, token), busy=busy

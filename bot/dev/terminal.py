@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TextIO
@@ -26,8 +27,11 @@ from typing import TextIO
 from bot.dev.sandbox import SandboxClient, SandboxMessage
 
 PRIVATE = "private"
-WAIT_QUIET = 2.5  # `:wait`: seconds without any change that mean the bot is done
-FINAL_QUIET = 4.0  # at the end: longer than the 3 s a rate-limited group may wait
+# Seconds without any change in the chats that, together with opsgate saying it has nothing
+# under way (`busy`), mean the bot is done. Without a `busy` check, longer: a rate-limited
+# group may hold a reply for 3 s.
+SETTLED_QUIET = 0.5
+UNSURE_QUIET = 4.0
 _LINE_RE = re.compile(
     r"^(?P<user>[a-z][a-z0-9_-]*)(?:@(?P<chat>[a-z][a-z0-9_-]*))?>\s?(?P<text>.*)$"
 )
@@ -41,7 +45,7 @@ class ChatRef:
 
 
 AlertHook = Callable[[list[str]], Awaitable[str]]
-BusyCheck = Callable[[], Awaitable[bool]]
+BusyCheck = Callable[[bool], Awaitable[bool]]  # (everything) -> work under way
 
 
 class ScriptError(ValueError):
@@ -98,7 +102,7 @@ class TerminalChat:
             print(f"[{where.name}] {user} pressed [{index}] {label}", file=self._out)
         else:
             await self._client.send(self._people[user], where.chat_id, text)
-        await self._client.wait_idle(quiet=self._quiet, timeout=30)
+        await self._settle(self._quiet, everything=False)
         await self.show_changes(focus=where)
 
     async def _newest_with_buttons(self, chat_id: int) -> SandboxMessage | None:
@@ -162,24 +166,31 @@ class TerminalChat:
                 raise ScriptError(f"line {number}: expected `user[@chat]> text`, got {line!r}")
             await self.act(match["user"], match["chat"] or PRIVATE, match["text"])
         # Replies the rate limiter held back (20 a minute in a group) still count.
-        await self._client.wait_idle(quiet=FINAL_QUIET, timeout=120)
-        await self.show_changes()
+        await self.wait()
 
     async def wait(self) -> None:
-        """Until the bot has been quiet a while and (when it can tell) nothing runs: a deploy
-        watching its service changes no message for seconds."""
-        for _ in range(240):
-            await self._client.wait_idle(quiet=WAIT_QUIET, timeout=120)
-            if self._busy is None or not await self._busy():
-                break
+        """Until the chats have been quiet a while and opsgate has nothing under way (a deploy
+        watching its service changes no message for seconds; the rate limiter may hold one)."""
+        await self._settle(UNSURE_QUIET if self._busy is None else SETTLED_QUIET, everything=True)
         await self.show_changes()
+
+    async def _settle(self, quiet: float, *, everything: bool) -> None:
+        """Chats unchanged for `quiet` s and opsgate not busy: with `everything`, no deploy or
+        alert under way either; else only no reply still queued (an answer, not the work)."""
+        deadline = time.monotonic() + 120
+        while True:
+            await self._client.wait_idle(quiet=quiet, timeout=120)
+            if self._busy is None or not await self._busy(everything):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("opsgate still busy after 120 s")
+            await asyncio.sleep(0.1)
 
     async def alert(self, words: list[str], number: int = 0) -> None:
         if self._alerts is None or len(words) < 3:
             raise ScriptError(f"line {number}: `:alert SEVERITY NAME SERVICE [summary]`")
         print(f"[alertmanager] fired {await self._alerts(words)}", file=self._out)
-        await self._client.wait_idle(quiet=WAIT_QUIET, timeout=30)
-        await self.show_changes()
+        await self.wait()
 
     async def interactive(self) -> None:
         loop = asyncio.get_running_loop()

@@ -62,6 +62,7 @@ def create_http_app(
                 "reachable": reachable,
                 "checked_at": checked.isoformat() if checked else None,
                 "api_errors": runtime.chat_api_errors,
+                "calls_pending": runtime.chat_calls_pending,
             },
             "database_writable": writable,
         }

@@ -56,6 +56,15 @@ class AlertScheduler:
         self._ops = ops
         self._clock = clock
 
+    async def waiting(self) -> int:
+        """Groups with a change not yet written to the outbox (held by group_wait/interval)."""
+        rows = list(
+            await self._storage.db.execute_fetchall(
+                "SELECT count(*) FROM alert_groups WHERE dirty = 1"
+            )
+        )
+        return int(rows[0][0])
+
     async def flush(self) -> int:
         """Outbox rows for every group that is due; returns how many were written."""
         now = self._clock()

@@ -100,7 +100,7 @@ async def test_prometheus_scrapes_the_dora_figures_of_a_history(
     assert body["open_deployments"] == 1  # web's v5
     assert body["plans_active"] == []
     telegram = body["telegram"]
-    assert set(telegram) == {"reachable", "checked_at", "api_errors"}
+    assert set(telegram) == {"reachable", "checked_at", "api_errors", "calls_pending"}
     assert telegram["reachable"] is True and telegram["api_errors"] == 0
     assert started <= datetime.fromisoformat(telegram["checked_at"]) <= clock()
 
