@@ -53,4 +53,4 @@ class TelegramChanges:
         if chat_id is None:
             run_without_card(self._application, deployment)
             return
-        await launch(self._application, deployment, chat_id, origin.message_id)
+        launch(self._application, deployment, chat_id, origin.message_id)

@@ -12,8 +12,6 @@ from telegram import (
     Bot,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
-    Message,
-    ReplyParameters,
     Update,
 )
 from telegram.error import TelegramError
@@ -21,7 +19,7 @@ from telegram.error import TelegramError
 from handlers.callbacks import CallbackData
 from handlers.context import OpsApplication
 from handlers.deploy_render import NS_ABORT, NS_ROLLBACK, render_outcome
-from handlers.progress import ProgressMessage
+from handlers.progress import NewCard, ProgressMessage
 from handlers.render import code, esc
 from services.container import Services
 from services.deploy.model import Deployment, DeploymentKind
@@ -47,34 +45,27 @@ def card_title(deployment: Deployment) -> str:
     return f"🚀 #{deployment.id} {verb} {name} {version} to {where}"
 
 
-async def launch(
+def launch(
     application: OpsApplication,
     deployment: Deployment,
     chat_id: int,
     reply_to: int | None = None,
     update: Update | None = None,
 ) -> None:
-    """Post the card in `chat_id` (under `reply_to`) and run the deployment on it."""
-    reply = (
-        None if reply_to is None else ReplyParameters(reply_to, allow_sending_without_reply=True)
-    )
-    card = await application.bot.send_message(
-        chat_id, card_title(deployment), reply_parameters=reply
-    )
-    await _run_on_card(application, card, deployment, update)
-
-
-async def _run_on_card(
-    application: OpsApplication, card: Message, deployment: Deployment, update: Update | None
-) -> None:
+    """Run the deployment now; its card is posted in `chat_id` (under `reply_to`) and edited
+    on a path of its own, so a slow or rate-limited chat never holds production back."""
     services = application.bot_data.require_services()
-    title = card_title(deployment)
-    await services.deployments.set_progress_message(deployment.id, card.chat_id, card.message_id)
     controls = None
     if deployment.kind is DeploymentKind.DEPLOY:
         abort = InlineKeyboardButton("⏹ Abort", callback_data=card_data(NS_ABORT, "go", deployment))
         controls = InlineKeyboardMarkup([[abort]])
-    progress = ProgressMessage(card, title, controls=controls)
+
+    async def posted(chat: int, message_id: int) -> None:
+        await services.deployments.set_progress_message(deployment.id, chat, message_id)
+
+    card = NewCard(application.bot, chat_id, reply_to)
+    progress = ProgressMessage(card, card_title(deployment), controls=controls, on_posted=posted)
+    progress.start()
     # Tracked by the Application (tied to the update when there is one): errors reach the
     # error handler, and shutdown waits for the deploy.
     application.create_task(_run(services, deployment, progress), update=update)
@@ -113,8 +104,9 @@ async def resume_after_restart(bot: Bot, services: Services, deployment: Deploym
     if chat_id is None:
         await services.pipeline.resume(deployment.id, Progress())
         return
-    card = await bot.send_message(chat_id, title)
-    await _run(services, deployment, ProgressMessage(card, title), resume=True)
+    progress = ProgressMessage(NewCard(bot, chat_id), title)
+    progress.start()
+    await _run(services, deployment, progress, resume=True)
 
 
 async def _run(

@@ -1,4 +1,5 @@
-"""/cancel ID, /bad SERVICE VERSION [reason] and /halt reason: stopping and marking."""
+"""/cancel ID, /bad SERVICE VERSION [reason], /unbad SERVICE VERSION and /halt reason:
+stopping and marking."""
 
 from __future__ import annotations
 
@@ -87,6 +88,33 @@ async def bad(update: Update, context: OpsContext) -> None:
     )
 
 
+async def unbad(update: Update, context: OpsContext) -> None:
+    """Clears a release's bad mark, so /rollback may land on it again."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    args = context.args or []
+    if len(args) != 2:
+        await message.reply_text("Usage: /unbad SERVICE VERSION")
+        return
+    name, version = args
+    if problem := deploy_problem(name, context.services.ops):
+        await message.reply_text(problem)
+        return
+    try:
+        reason = await context.services.releases.clear_bad(name, version)
+    except OpsgateError as exc:
+        await message.reply_text(f"⛔ {esc(exc)}")
+        return
+    await context.services.audit.record(
+        "release.unmarked_bad", str(user.id), name, {"version": version, "was": reason}
+    )
+    await message.reply_text(
+        f"✅ <b>{esc(name)}</b> {code(version)} is no longer marked bad (it was: {esc(reason)})."
+        f" /rollback {esc(name)} {esc(version)} may land on it again."
+    )
+
+
 async def halt(update: Update, context: OpsContext) -> None:
     """The emergency stop: cancel unswitched deploys, pause plans, lock every environment."""
     message, user = update.effective_message, update.effective_user
@@ -118,6 +146,7 @@ async def halt(update: Update, context: OpsContext) -> None:
 COMMANDS = [
     Command("cancel", "cancel a deploy that has not switched: ID", cancel, action=Action.CONTROL),
     Command("bad", "mark a release bad: SERVICE VERSION [reason]", bad, action=Action.CONTROL),
+    Command("unbad", "clear a release's bad mark: SERVICE VERSION", unbad, action=Action.CONTROL),
     Command("halt", "emergency stop: reason", halt, action=Action.CONTROL),
 ]
 BUTTONS = [ButtonRoute(NS_ABORT, abort_pressed, action=Action.CONTROL)]

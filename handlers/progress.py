@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
-from telegram import InlineKeyboardMarkup, Message
-from telegram.error import BadRequest
+from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.error import BadRequest, TelegramError
 
 from handlers.render import esc, join_lines
 from services.progress import Step, StepStatus
@@ -32,41 +34,107 @@ def render_steps(title: str, steps: Sequence[Step], footer: str = "") -> str:
     return join_lines(lines)
 
 
-class ProgressMessage:
-    """A progress listener: edits `message` at most every `min_interval` seconds.
+@dataclass(frozen=True)
+class NewCard:
+    """Where to post a progress message that does not exist yet (under `reply_to`)."""
 
-    Intermediate states may be skipped under the throttle; `finish` always shows the last one.
-    `controls` (e.g. an Abort button) stay on the message until `finish` replaces them: an
-    edit without reply_markup would drop them.
+    bot: Bot
+    chat_id: int
+    reply_to: int | None = None
+
+
+Posted = Callable[[int, int], Awaitable[None]]  # (chat_id, message_id) once posted
+
+
+class ProgressMessage:
+    """A progress listener that never makes the work wait for the chat.
+
+    A call records the latest steps and returns at once; a task of its own posts the message
+    (when given a `NewCard`) and edits it, at most every `min_interval` seconds, always with
+    the newest state: states that arrive while an edit is under way or held by Telegram's
+    limits are folded into the next one. A failed send is logged and tried again with the next
+    change. `finish` waits for that task, then shows the last state with the footer.
+    `controls` (e.g. an Abort button) stay on the message until `finish` replaces them.
     """
 
     def __init__(
         self,
-        message: Message,
+        target: Message | NewCard,
         title: str,
         min_interval: float = 1.0,
         controls: InlineKeyboardMarkup | None = None,
+        on_posted: Posted | None = None,
     ) -> None:
-        self._message = message
+        self._message = target if isinstance(target, Message) else None
+        self._card = target if isinstance(target, NewCard) else None
         self._title = title
         self._min_interval = min_interval
         self._controls = controls
+        self._on_posted = on_posted
         self._steps: Sequence[Step] = ()
-        self._sent = message.text_html or ""
+        self._sent = self._message.text_html or "" if self._message else ""
         self._last_edit = 0.0
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Post the card now (on its own path); the first step change would do it too."""
+        self._changed.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._deliver(), name=f"progress {self._title[:40]}")
 
     async def __call__(self, steps: Sequence[Step]) -> None:
         self._steps = steps
-        if time.monotonic() - self._last_edit >= self._min_interval:
-            await self._edit(render_steps(self._title, steps), self._controls)
+        self.start()
 
     async def finish(self, footer: str, reply_markup: InlineKeyboardMarkup | None = None) -> None:
+        self._closing = True
+        self._changed.set()
+        if self._task is not None:
+            await self._task  # the send under way, if any; it never raises
         self._controls = None
-        await self._edit(render_steps(self._title, self._steps, footer), reply_markup, final=True)
+        text = render_steps(self._title, self._steps, footer)
+        try:
+            await self._show(text, reply_markup, final=True)
+        except TelegramError as exc:
+            log.warning("could not show the end of %r: %s", self._title[:60], exc)
 
-    async def _edit(
+    async def _deliver(self) -> None:
+        while True:
+            await self._changed.wait()
+            if self._closing:
+                return
+            wait = self._min_interval - (time.monotonic() - self._last_edit)
+            if wait > 0 and self._message is not None:
+                await asyncio.sleep(wait)  # fold what arrives meanwhile into one edit
+            self._changed.clear()
+            if self._closing:
+                return
+            try:
+                await self._show(render_steps(self._title, self._steps), self._controls)
+            except TelegramError as exc:  # shown with the next change, or by finish
+                log.warning("progress of %r not shown: %s", self._title[:60], exc)
+                self._last_edit = time.monotonic()
+
+    async def _show(
         self, text: str, reply_markup: InlineKeyboardMarkup | None, *, final: bool = False
     ) -> None:
+        if self._message is None:
+            assert self._card is not None
+            reply = self._card.reply_to
+            self._message = await self._card.bot.send_message(
+                self._card.chat_id,
+                text,
+                reply_markup=reply_markup,
+                reply_parameters=None
+                if reply is None
+                else ReplyParameters(reply, allow_sending_without_reply=True),
+            )
+            self._sent, self._last_edit = text, time.monotonic()
+            if self._on_posted is not None:
+                await self._on_posted(self._message.chat_id, self._message.message_id)
+            return
         if text == self._sent and not final:
             return
         try:

@@ -40,6 +40,10 @@ MAX_REASON = 500
 Where = tuple[int, int] | None  # (chat id, message id) a button was pressed on
 
 
+# Checklist ticks and evidence are a signer's word for a role: never the requester's.
+OWN_REQUEST = "You asked for this deploy: its checklist and evidence come from someone else."
+
+
 class Approvals:
     def __init__(
         self,
@@ -175,6 +179,8 @@ class Approvals:
                 raise ButtonNoLongerValid()
             request_id, role_id, text, ticked_by = rows[0]
             request, role = await self._open_role(db, int(request_id), int(role_id), user_id, where)
+            if user_id == request.requester:
+                raise ApprovalRefused(OWN_REQUEST)
             if role.approvals:
                 raise ApprovalRefused(f"{role.role} has approved already: its list is closed.")
             if (ticked_by is not None) == ticked:
@@ -311,6 +317,8 @@ class Approvals:
             ]
             if not candidates:
                 raise ApprovalRefused("None of your roles has an open checklist here.")
+            if user_id == request.requester:
+                raise ApprovalRefused(OWN_REQUEST)
             cursor = await db.execute(
                 "INSERT INTO approval_evidence (request_id, user_id, kind, content, file_id, at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -361,6 +369,8 @@ class Approvals:
                     return request, False  # a replayed press
                 raise ButtonNoLongerValid()
             signoff = next(r for r in request.roles if r.role == str(role))
+            if user_id == request.requester:
+                raise ApprovalRefused(OWN_REQUEST)
             if signoff.role not in self._roles_of(user_id):
                 raise ApprovalRefused(f"This needs the role {signoff.role}.")
             if signoff.approvals:

@@ -24,6 +24,7 @@ class BackendStatus:
 class ServiceBackend(Protocol):
     async def status(self) -> BackendStatus: ...
     async def restart(self) -> None: ...
+    async def clear_start_limit(self) -> bool: ...
     async def wait_running(self, timeout: float) -> BackendStatus: ...
     async def log_tail(self, lines: int) -> str: ...
 
@@ -49,6 +50,11 @@ class SystemdBackend:
     async def restart(self) -> None:
         await self._manager.restart(self._unit)
 
+    async def clear_start_limit(self) -> bool:
+        """`systemctl reset-failed`: systemd counts starts again from zero."""
+        await self._manager.reset_failed(self._unit)
+        return True
+
     async def wait_running(self, timeout: float) -> BackendStatus:
         return self._from_unit(await self._manager.wait_active(self._unit, timeout))
 
@@ -67,6 +73,9 @@ class SupervisorBackend:
 
     async def restart(self) -> None:
         await self._manager.restart(self._program)
+
+    async def clear_start_limit(self) -> bool:
+        return False  # supervisord has no start limit of its own to clear
 
     async def wait_running(self, timeout: float) -> BackendStatus:
         await self._manager.wait_running(self._program, timeout)

@@ -110,6 +110,12 @@ class BlueGreen:
         template = self.config.upstream_template
         return template.replace("{service}", self.name).replace("{port}", str(self.port(color)))
 
+    async def points_at(self, color: Color) -> bool:
+        """Whether the upstream file already says what send_traffic_to(color) would write."""
+        path = self.config.upstream_file
+        result = await self.host.run(["cat", "--", path], timeout=self._timeout_s)
+        return result.ok and result.stdout == self.upstream_text(color)
+
     async def send_traffic_to(self, color: Color) -> None:
         """Rewrite the upstream file whole, reload the proxy, then record the live colour.
 

@@ -20,6 +20,7 @@ from services.control.units import (
     FailedToStart,
     PermissionDenied,
     ServiceControlError,
+    StartLimitHit,
     UnitNotFound,
     validate_unit,
 )
@@ -33,6 +34,7 @@ SHOW_PROPERTIES = (
     "NRestarts",
     "ExecMainStatus",
     "ActiveEnterTimestamp",
+    "Result",
 )
 _PROPERTY = re.compile(r"[A-Z][A-Za-z0-9]*")
 _NOT_FOUND = re.compile(r"not found|not loaded|could not be found")
@@ -52,6 +54,7 @@ class UnitStatus:
     n_restarts: int  # automatic restarts (Restart=) since the last manual start
     exec_main_status: int  # exit status (or signal number) of the last main process
     active_enter_timestamp: datetime | None  # UTC; None when never active
+    result: str  # success, exit-code, signal, timeout, start-limit-hit, ... (systemd's Result)
     properties: Mapping[str, str]  # every property asked for, as systemctl printed it
 
     @property
@@ -84,6 +87,7 @@ def parse_show(unit: str, text: str) -> UnitStatus:
         n_restarts=int(props.get("NRestarts") or 0),
         exec_main_status=int(props.get("ExecMainStatus") or 0),
         active_enter_timestamp=parse_timestamp(props.get("ActiveEnterTimestamp", "")),
+        result=props.get("Result", ""),
         properties=props,
     )
 
@@ -249,6 +253,16 @@ class SystemdManager:
             return
         if verb in _START_VERBS and not result.timed_out and _JOB_FAILED.search(result.stderr):
             status = await self.show(unit)
+            if status.result == "start-limit-hit":  # refused before anything ran
+                raise StartLimitHit(
+                    f"{unit} was not started: systemd's start limit was hit (too many starts"
+                    f" within StartLimitIntervalSec); `systemctl reset-failed {unit}` clears it",
+                    unit=unit,
+                    exit_status=None,
+                    log_tail="",
+                    argv=result.argv,
+                    stderr=result.stderr,
+                )
             raise await self._failed_to_start(unit, status, result.argv, result.stderr)
         raise self._error(result, verb, unit)
 
@@ -256,8 +270,11 @@ class SystemdManager:
         self, unit: str, status: UnitStatus, argv: Sequence[str], stderr: str = ""
     ) -> FailedToStart:
         journal = await self.journal_tail(unit, self.journal_lines)
+        why = f"{status.sub_state}, {status.result or 'failed'}"
+        if status.result == "start-limit-hit":  # restarted by systemd until it gave up
+            why += ": it kept failing and systemd stopped restarting it"
         return FailedToStart(
-            f"{unit} failed to start ({status.sub_state}, exit status {status.exec_main_status})",
+            f"{unit} failed to start ({why}, exit status {status.exec_main_status})",
             unit=unit,
             exit_status=status.exec_main_status,
             log_tail=journal,

@@ -13,6 +13,7 @@ nothing ran) and the tail of its stderr:
      +-- ControlTimeout       the command or the wait ran out of time
      +-- FailedToStart        the service exited or failed while starting; carries its
                               exit status (None when unknown) and a journal/log tail
+          +-- StartLimitHit   systemd refused the start we asked for: its start limit
 """
 
 from __future__ import annotations
@@ -115,3 +116,8 @@ def validate_program(name: str) -> str:
     if _PROGRAM.fullmatch(name) is None:
         raise InvalidUnitName(f"invalid program name {name!r}", unit=name)
     return name
+
+
+class StartLimitHit(FailedToStart):
+    """systemd refused a start opsgate asked for: the unit's start limit (StartLimitBurst
+    within StartLimitIntervalSec) was hit. Not the release's fault."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from services.deploy.deployments import DeploymentState
-from services.deploy.errors import NotTheReleasesFault, StepFailed
+from services.deploy.errors import StepFailed, is_the_releases_fault
 from services.deploy.steps import DeployOutcome, PipelineSteps, Run, Target, describe
 from services.releases.layout import validate_version
 
@@ -77,7 +77,7 @@ async def _failed(
         await steps.fail(run, run.actor, error)
         return DeployOutcome(False, S.FAILED, run.version, back_to, error)
     if leg == 1:
-        if not isinstance(exc, NotTheReleasesFault):
+        if is_the_releases_fault(exc):
             await steps.mark_bad(target, back_to, f"failed a rollback drill: {error}")
             error += f" {back_to} is marked bad: /rollback will not land on it."
         return await _go_back(steps, run, target, error, run.version)

@@ -79,7 +79,8 @@ class ChangeListener(Protocol):
         """An emergency deploy skipped sign-off: tell the approvers to review it now."""
 
     async def go(self, deployment: Deployment, origin: Origin) -> None:
-        """Run an approved deployment, with its live card where the request came from."""
+        """Run an approved deployment now, with its live card where the request came from;
+        returns once it runs, never waiting for the chat."""
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,9 @@ class FrontDoor:
         if origin.door != "chat":
             note += f" (through the {origin.door})"
         deployment = await self._deployments.advance(deployment.id, S.APPROVED, actor, note)
+        await self.listener.go(deployment, origin)  # first: the notice must not delay it
         if policy is not None:
             await self.listener.emergency_without_signoff(deployment, actor)
-        await self.listener.go(deployment, origin)
         return Requested(deployment)
 
     async def rollback(

@@ -50,7 +50,7 @@ from services.deploy.deployments import (
     IllegalTransition,
 )
 from services.deploy.drills import resume_drill, run_drill
-from services.deploy.errors import NotTheReleasesFault, StepFailed
+from services.deploy.errors import StepFailed, is_the_releases_fault
 from services.deploy.hooks import HookFailed
 from services.deploy.model import BEFORE_SWITCH
 from services.deploy.prechecks import check_current_health, check_window, run_prechecks
@@ -67,7 +67,7 @@ from services.deploy.steps import (
 from services.deploy.strategies import BlueGreenStrategy, RestartStrategy, SwitchStrategy
 from services.hosts.registry import Hosts
 from services.progress import Progress
-from services.releases.layout import ReleaseLayout, validate_version
+from services.releases.layout import ROLLBACK_MARK, ReleaseLayout, validate_version
 
 __all__ = ["Aborted", "DeployOutcome", "DeployPipeline"]
 
@@ -332,5 +332,10 @@ class DeployPipeline:
         if not run.switched or run.target is None:
             failed = await self._deployments.fail(run.id, actor, error)
             return DeployOutcome(False, failed.state, run.version, run.previous, error)
-        bad, aborted = not isinstance(exc, NotTheReleasesFault), isinstance(exc, Aborted)
-        return await self._steps.roll_back(run, run.target, error, actor, bad=bad, aborted=aborted)
+        bad, aborted = is_the_releases_fault(exc), isinstance(exc, Aborted)
+        mark = error
+        if run.deployment.kind is DeploymentKind.ROLLBACK:
+            mark = f"{ROLLBACK_MARK} (#{run.id}): {error}"
+        return await self._steps.roll_back(
+            run, run.target, error, actor, bad=bad, aborted=aborted, mark=mark
+        )

@@ -257,9 +257,10 @@ class PipelineSteps:
         *,
         bad: bool = True,
         aborted: bool = False,
+        mark: str | None = None,
     ) -> DeployOutcome:
         if bad:
-            await self.mark_bad(target, run.version, error)
+            await self.mark_bad(target, run.version, mark or error)
         state = (await self._deployments.get(run.id)).state
         if state not in (S.FAILED, S.ROLLING_BACK):  # a resumed one may be there already
             await self.fail(run, actor, error)

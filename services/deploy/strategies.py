@@ -108,10 +108,14 @@ class BlueGreenStrategy:
                 idle = other(live)
                 await colors.systemd.stop(colors.unit(idle))
                 step.detail = f"stopped {colors.unit(idle)}"
-                try:  # the upstream file may name the idle colour: make it true again
-                    await colors.send_traffic_to(live)
-                except ProxyReloadFailed as exc:  # then the proxy never took the new one
-                    step.detail += f"; {exc}"
+                # The proxy is left alone unless a refused reload left the upstream file
+                # naming the idle colour: a reload closes idle keep-alive connections, so a
+                # deploy that changed nothing must not cost clients a request.
+                if not await colors.points_at(live):
+                    try:
+                        await colors.send_traffic_to(live)
+                    except ProxyReloadFailed as exc:  # then the proxy never took the new one
+                        step.detail += f"; {exc}"
                 if await colors.layout.current() != version:
                     await colors.layout.switch(version)
             return

@@ -10,13 +10,30 @@ from config.inventory import HealthConfig
 from services.control.backends import ServiceBackend
 from services.control.controller import ServiceController
 from services.control.health import HealthCheck, wait_until_healthy
-from services.deploy.errors import StepFailed
+from services.control.units import StartLimitHit
+from services.deploy.errors import NotTheReleasesFault, StepFailed
 from services.progress import Progress
 
 
 async def restart(controller: ServiceController, name: str, progress: Progress) -> None:
-    async with progress.step(f"restart {controller.service(name).control_name}"):
-        await controller.backend(name).restart()
+    """Restart; when systemd's start limit refuses the restart opsgate asked for, clear it
+    once (saying so on the step) and try again. A limit that holds is not the release's
+    fault: the release is not marked bad for it."""
+    backend = controller.backend(name)
+    async with progress.step(f"restart {controller.service(name).control_name}") as step:
+        try:
+            await backend.restart()
+        except StartLimitHit as exc:
+            if not await backend.clear_start_limit():
+                raise NotTheReleasesFault(str(exc)) from exc
+            step.detail = (
+                "systemd's start limit refused the restart: cleared it once"
+                f" (systemctl reset-failed {exc.unit}) and restarted"
+            )
+            try:
+                await backend.restart()
+            except StartLimitHit as again:
+                raise NotTheReleasesFault(str(again)) from again
 
 
 async def verify(

@@ -49,6 +49,8 @@ __all__ = [
 
 META = ".opsgate-release.json"
 BAD = ".opsgate-bad"
+# How a bad mark left by a failed rollback begins (see ReleaseQueries.rollback_target).
+ROLLBACK_MARK = "a rollback to it failed"
 # Symlinks (current, previous), directories (releases) and the two marker files.
 _FIND_MATCH = f"( -type l -o -type d -o -name {BAD} -o -name {META} )".split()
 

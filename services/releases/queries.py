@@ -7,7 +7,7 @@ from collections.abc import Callable
 from config.opsfile import OpsConfig
 from services.hosts.registry import Hosts
 from services.releases.build import ReleaseError, validate_version
-from services.releases.layout import ReleaseInfo, ReleaseLayout
+from services.releases.layout import ROLLBACK_MARK, ReleaseInfo, ReleaseLayout
 
 
 class NoRollbackTarget(ReleaseError, LookupError):
@@ -34,6 +34,18 @@ class ReleaseQueries:
             raise NoRollbackTarget(f"{name} has no release {version} on its host")
         await layout.mark_bad(version, reason)
 
+    async def clear_bad(self, name: str, version: str) -> str:
+        """Lift a bad mark (by hand, after looking); returns the reason it had."""
+        layout = self.layout(name)
+        version = validate_version(version)
+        if not await layout.exists(version):
+            raise NoRollbackTarget(f"{name} has no release {version} on its host")
+        reason = await layout.bad_reason(version)
+        if reason is None:
+            raise NoRollbackTarget(f"{name} {version} is not marked bad")
+        await layout.clear_bad(version)
+        return reason
+
     async def releases(self, name: str) -> list[ReleaseInfo]:
         return await self.layout(name).releases()
 
@@ -48,9 +60,14 @@ class ReleaseQueries:
         version = validate_version(version)
         if not await layout.exists(version):
             raise NoRollbackTarget(f"{name} has no release {version} on its host")
-        if await layout.is_bad(version):
-            reason = await layout.bad_reason(version) or "marked bad"
-            raise NoRollbackTarget(f"{name} {version} is marked bad ({reason}); pick another")
+        reason = await layout.bad_reason(version)
+        # Asked for by name, a release marked bad only by a failed rollback may be tried
+        # again: it ran well before, and the service must never be left without a way back.
+        if reason is not None and not reason.startswith(ROLLBACK_MARK):
+            raise NoRollbackTarget(
+                f"{name} {version} is marked bad ({reason}); pick another, or clear the mark"
+                f" with /unbad {name} {version}"
+            )
         if version == await layout.current():
             raise NoRollbackTarget(f"{name} {version} is already the current release")
         return version

@@ -99,6 +99,14 @@ async def wait_for_state(db: Path, after_id: int, state: S, timeout: float = 30)
     raise AssertionError(f"no deployment after #{after_id} reached {state} in {timeout} s")
 
 
+async def wait_for_card(db: Path, deployment_id: int, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    sql = "SELECT progress_message_id FROM deployments WHERE id = ?"
+    while read_db(db, sql, deployment_id) == [(None,)]:
+        assert asyncio.get_running_loop().time() < deadline, f"#{deployment_id} has no card"
+        await asyncio.sleep(POLL_S)
+
+
 async def wait_finished(db: Path, deployment_id: int, timeout: float = 60) -> str:
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
@@ -156,6 +164,7 @@ async def test_sigkill_at_every_step_ends_healthy_and_truthful(
         await bot.restart(OPSGATE_HOLD_AT=crash_state.value)
         await client.send(CAROL, DEPLOYS, f"/deploy app {target}")
         deployment_id = await wait_for_state(db, last_id, crash_state)
+        await wait_for_card(db, deployment_id)  # posted on its own path, beside the run
         await bot.kill()
         died_in, finished_at, _ = deployment(db, deployment_id)
         assert (died_in, finished_at) == (crash_state, None), f"killed too late: {died_in}"

@@ -387,7 +387,26 @@ async def test_the_requester_never_signs_off_even_holding_the_role(
     world = make_world()
     request = await world.open(requester=BOB)  # bob holds qa
     qa = role_of(request, "qa")
-    await world.approvals.tick(item_of(request, "regression").id, BOB, True)
+    # Nor does a tick or a piece of evidence of theirs count for the role.
+    await refused(
+        world,
+        request,
+        world.approvals.tick(item_of(request, "regression").id, BOB, True),
+        "You asked for this deploy: its checklist and evidence come from someone else.",
+    )
+    await refused(
+        world,
+        request,
+        world.approvals.add_evidence(request.id, BOB, "text", "all green, trust me", None),
+        "You asked for this deploy: its checklist and evidence come from someone else.",
+    )
+    await refused(  # someone who may not sign for qa cannot tick its list either
+        world,
+        request,
+        world.approvals.tick(item_of(request, "regression").id, DAVE, True),
+        "This needs the role qa.",
+    )
+    await world.approvals.tick(item_of(request, "regression").id, ERIN, True)  # erin: qa
     request = await world.approvals.get(request.id)
     await refused(
         world,

@@ -221,3 +221,27 @@ async def test_a_proxy_that_refuses_its_reload_leaves_traffic_where_it_was(world
     outcome, _ = await world.deploy("v2")
     assert outcome.ok, outcome.error
     assert (await world.colors.live(), world.served()) == ("green", "v2")
+
+
+async def test_a_release_failing_before_the_switch_leaves_the_proxy_untouched(
+    world: World,
+) -> None:
+    upstream, error_log = (
+        Path(world.colors.config.upstream_file),
+        world.nginx_conf.parent / "error.log",
+    )
+
+    def reloads() -> int:
+        return error_log.read_text(errors="replace").count("reconfiguring")
+
+    before_v1 = reloads()
+    outcome, _ = await world.deploy("v1")
+    assert outcome.ok, outcome.error
+    assert reloads() > before_v1  # the log does show each reload
+    before, reloaded = upstream.read_bytes(), reloads()
+    outcome, _ = await world.deploy("v3")  # unhealthy on the idle colour
+    assert outcome.state is S.ROLLED_BACK and outcome.error is not None
+    assert "traffic never moved" in outcome.error
+    assert upstream.read_bytes() == before  # byte-identical
+    assert reloads() == reloaded  # and nginx was never told to reload
+    assert (await world.colors.live(), world.served()) == ("blue", "v1")
