@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, NetworkError, TelegramError
 
 from handlers.render import esc, join_lines
 from services.progress import Step, StepStatus
 
 log = logging.getLogger(__name__)
 
+FINAL_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # then the card is left as it was
 _ICONS = {StepStatus.RUNNING: "⏳", StepStatus.OK: "✅", StepStatus.FAILED: "❌"}
 
 
@@ -95,10 +96,22 @@ class ProgressMessage:
             await self._task  # the send under way, if any; it never raises
         self._controls = None
         text = render_steps(self._title, self._steps, footer)
-        try:
-            await self._show(text, reply_markup, final=True)
-        except TelegramError as exc:
-            log.warning("could not show the end of %r: %s", self._title[:60], exc)
+        # The end must reach the chat: through a slow or unreachable Bot API, try again.
+        for delay in (*FINAL_RETRY_S, None):
+            try:
+                await self._show(text, reply_markup, final=True)
+                return
+            except BadRequest as exc:  # a NetworkError in PTB, but refused for good
+                log.warning("could not show the end of %r: %s", self._title[:60], exc)
+                return
+            except NetworkError as exc:  # timeouts and 5xx: the chat may come back
+                if delay is None:
+                    log.warning("gave up showing the end of %r: %s", self._title[:60], exc)
+                    return
+                await asyncio.sleep(delay)
+            except TelegramError as exc:  # refused for good (deleted, forbidden)
+                log.warning("could not show the end of %r: %s", self._title[:60], exc)
+                return
 
     async def _deliver(self) -> None:
         while True:

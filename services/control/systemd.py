@@ -256,7 +256,7 @@ class SystemdManager:
             if status.result == "start-limit-hit":  # refused before anything ran
                 raise StartLimitHit(
                     f"{unit} was not started: systemd's start limit was hit (too many starts"
-                    f" within StartLimitIntervalSec); `systemctl reset-failed {unit}` clears it",
+                    f" within StartLimitIntervalSec); `systemctl reset-failed {unit}` clears it.",
                     unit=unit,
                     exit_status=None,
                     log_tail="",

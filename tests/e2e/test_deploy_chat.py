@@ -3,6 +3,7 @@ the real bot, against the real systemd sandbox and a git repository the test cre
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -232,3 +233,47 @@ async def test_emergency_deploy_skips_approval_and_asks_after_the_fact(
     assert notice.text.startswith("🚨 Emergency deploy #1: app v1 to staging by alice")
     [deployment] = await opsgate.services.deployments.history("app")
     assert deployment.emergency
+
+
+async def rollback_timed(opsgate: Opsgate, client: SandboxClient, version: str) -> float:
+    """/rollback app VERSION; seconds from the request to succeeded, by the events' times."""
+    before = {d.id for d in await opsgate.services.deployments.history("app")}
+    await client.send(CAROL, DEPLOYS, f"/rollback app {version}")
+    deployments = opsgate.services.deployments
+    for _ in range(300):
+        new = [d for d in await deployments.history("app") if d.id not in before]
+        if new and new[0].finished:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the rollback to {version} did not finish in 15 s")
+    assert new[0].state is S.SUCCEEDED, new[0]
+    events = {e.kind: e.at for e in await deployments.events(new[0].id)}
+    return (events["deploy.succeeded"] - events["deploy.requested"]).total_seconds()
+
+
+async def test_a_rollback_never_waits_for_a_slow_chat(
+    app: tuple[Path, int], start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path
+) -> None:
+    ops_file.write_text(ops_file.read_text().replace("requires_approval = true", "", 1))
+    opsgate = await start_opsgate()
+    for version in ("v1", "v2"):
+        assert (
+            f"runs {version}"
+            in (await deploy_and_wait(client, CAROL, f"/deploy app {version}")).text
+        )
+    quiet_s = await rollback_timed(opsgate, client, "v1")
+    await client.wait_for(DEPLOYS, lambda ms: card(ms, "✅ app runs v1 (was v2)"), timeout=30)
+    # Every Bot API answer now takes 4 s: a card post and each edit alone would outlast the
+    # whole rollback, were the pipeline to wait for them.
+    await client.set_slow(4)
+    try:
+        slow_s = await rollback_timed(opsgate, client, "v2")
+    finally:
+        await client.set_slow(0)
+    assert slow_s < quiet_s + 1.0, (quiet_s, slow_s)
+    # The card catches up once the chat does.
+    done = await client.wait_for(
+        DEPLOYS, lambda ms: card(ms, "✅ app runs v2 (was v1)"), timeout=60
+    )
+    assert "restart" in done.text

@@ -261,5 +261,9 @@ class SandboxClient:
     async def set_outage(self, on: bool) -> None:
         await self._call("POST", "/outage", json={"on": on})
 
+    async def set_slow(self, seconds: float) -> None:
+        """Every Bot API answer but getUpdates waits `seconds` from now on (0 ends it)."""
+        await self._call("POST", "/slow", json={"seconds": seconds})
+
     async def reset(self) -> None:
         await self._call("POST", "/reset")

@@ -145,6 +145,12 @@ async def outage(state: SandboxState, request: Request) -> JSON:
     return {"ok": True}
 
 
+async def slow(state: SandboxState, request: Request) -> JSON:
+    """Answer every Bot API call but getUpdates only after `seconds` (0: at once again)."""
+    state.slow_s = max(0.0, float((await _body(request))["seconds"]))
+    return {"ok": True}
+
+
 async def faults(state: SandboxState, request: Request) -> JSON:
     """Set injected failures ({rate_429, rate_5xx, retry_after, seed}); GET-like answer with
     the counts so far."""
@@ -177,6 +183,7 @@ def control_routes(state: SandboxState) -> list[Route]:
         ("GET", "/version", version),
         ("POST", "/flood", flood),
         ("POST", "/outage", outage),
+        ("POST", "/slow", slow),
         ("POST", "/faults", faults),
         ("POST", "/reset", reset),
     ]

@@ -85,6 +85,8 @@ def bot_endpoint(state: SandboxState, token: Secret) -> Callable[[Request], Awai
         if not hmac.compare_digest(sent, str(token).encode()):  # bytes: str must be ASCII
             return JSONResponse(ApiError(401, "Unauthorized").body(), status_code=401)
         method = request.path_params["method"].lower()
+        if state.slow_s and method != "getupdates":
+            await asyncio.sleep(state.slow_s)
         handler = METHODS.get(method)
         if handler is None:
             return JSONResponse(ApiError(404, "Not Found").body(), status_code=404)

@@ -109,6 +109,7 @@ class SandboxState:
         self.webhook: Webhook | None = None
         self.flood = Flood()
         self.outage = False
+        self.slow_s = 0.0  # every Bot API answer but getUpdates waits this long (a slow API)
         self.faults = Faults()
         self.closed = False
         self._ids = itertools.count(1)

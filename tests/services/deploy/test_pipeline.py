@@ -345,3 +345,25 @@ async def test_failing_post_rollback_hook_never_switches_again(hooked_world: Wor
     assert step(progress, "hook pre_rollback: false").status is StepStatus.FAILED
     assert [s.title for s in progress.steps].count("roll back to v2") == 0
     assert await world.deployments.in_flight() == []
+
+
+async def test_quick_rollbacks_meet_systemd_s_start_limit_and_mark_nothing_bad(
+    world: World,
+) -> None:
+    # The unit keeps systemd's default start limit: 5 starts within 10 s.
+    for version in ("v1", "v2"):
+        _, outcome, _ = await world.deploy(version)
+        assert outcome.ok, outcome.error
+    cleared = []
+    for attempt in range(6):
+        target = "v1" if attempt % 2 == 0 else "v2"
+        _, outcome, progress = await world.deploy(target, DeploymentKind.ROLLBACK)
+        assert outcome.ok, outcome.error
+        restart = next(s for s in progress.steps if s.title == f"restart {UNIT}")
+        if "start limit" in restart.detail:
+            assert f"systemctl reset-failed {UNIT}" in restart.detail, restart.detail
+            cleared.append(attempt)
+    assert cleared, "six quick rollbacks never met the start limit"
+    assert [await world.layout.bad_reason(v) for v in ("v1", "v2")] == [None, None]
+    assert await world.layout.current() == "v2"
+    assert (await world.health())["code"] == 200
