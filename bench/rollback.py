@@ -9,7 +9,11 @@ interleaved for N runs, in an order rotated every run; each one moves the servic
 other version (v1 <-> v2), whichever it runs now:
 
 - rollback, opsgate: Deployments.request(kind=rollback) + advance(approved) +
-  DeployPipeline.rollback(), timed from the request until it returns (verified healthy);
+  DeployPipeline.rollback(), timed from the request until it returns (verified healthy),
+  with the rollback health policy (`rollback_consecutive`, default 1: one healthy answer,
+  the same as the bare operation);
+- rollback, opsgate at the deploy policy: the same with `rollback_consecutive` =
+  `consecutive` (2), as every rollback was verified before that setting existed;
 - rollback, bare: `ln -sfn releases/vX ROOT/current` and `systemctl restart UNIT`, both run
   through the sandbox's PrefixHost, then GET /health every 10 ms until the first 200;
 - deploy, opsgate: request + approve + DeployPipeline.run() of the other version, with
@@ -19,9 +23,11 @@ other version (v1 <-> v2), whichever it runs now:
 
 Health: consecutive = 2 (the test's ops file), interval 0.2 s, unless --consecutive says
 otherwise; consecutive = N adds at least (N - 1) x 0.2 s by design. One warm-up round is not
-counted. Needs root (unshare, nsenter). Run by hand:
+counted. Every timed step starts from the same state: the app idle for SETTLE_S since the
+last request it answered (off the clock), so neither side gains from where the app's
+0.1-s shutdown poll happens to be. Needs root (unshare, nsenter). Run by hand:
 
-    .venv/bin/python bench/rollback.py [--runs 10] [--consecutive 2]
+    .venv/bin/python bench/rollback.py [--runs 20] [--consecutive 2]
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ VERSIONS = ("v1", "v2")  # v3 is the unhealthy one: not used here
 POLL_S = 0.01  # bare baseline: pause between GET /health attempts
 POLL_GIVE_UP_S = 10.0
 INTERVAL_S = 0.2
+SETTLE_S = 0.3  # off the clock before every timed step: the app idle, as on the other side
 
 OPS = """
 [environments.staging]
@@ -76,6 +83,7 @@ timeout_s = 2
 attempts = 1
 interval_s = {interval}
 consecutive = {consecutive}
+rollback_consecutive = {rollback_consecutive}
 within_s = 5
 [services.app.deploy]
 root = "{root}"
@@ -103,7 +111,8 @@ class Variant:
 @dataclass
 class World:
     sandbox: SystemdSandbox
-    pipeline: DeployPipeline
+    pipeline: DeployPipeline  # rollback_consecutive = 1 (the default)
+    deploy_policy: DeployPipeline  # rollback_consecutive = consecutive
     deployments: Deployments
     layout: ReleaseLayout
     root: Path
@@ -129,19 +138,23 @@ def refused(exc: BaseException) -> bool:
     return False
 
 
-async def opsgate_once(world: World, kind: DeploymentKind, result: Variant) -> None:
+async def opsgate_once(
+    world: World, kind: DeploymentKind, result: Variant, pipeline: DeployPipeline | None = None
+) -> None:
     """request + approve + rollback()/run() of the other version, timed end to end."""
+    pipeline = pipeline or world.pipeline
     version = await world.other()
     progress = Progress()
+    await asyncio.sleep(SETTLE_S)
     started = time.perf_counter()
     requested = await world.deployments.request("app", "staging", version, "1001", kind=kind)
     await world.deployments.advance(requested.id, DeploymentState.APPROVED, "1002")
     approved = time.perf_counter()
     outcome: DeployOutcome
     if kind is DeploymentKind.ROLLBACK:
-        outcome = await world.pipeline.rollback(requested.id, progress)
+        outcome = await pipeline.rollback(requested.id, progress)
     else:
-        outcome = await world.pipeline.run(requested.id, progress)
+        outcome = await pipeline.run(requested.id, progress)
     elapsed = time.perf_counter() - started
     answering = await world.version_answering()  # off the clock: the right release answers
     if not outcome.ok:
@@ -163,6 +176,7 @@ async def bare_once(world: World, result: Variant) -> None:
     version = await world.other()
     host = world.sandbox.host
     link = ["ln", "-sfn", f"releases/{version}", f"{world.root}/current"]
+    await asyncio.sleep(SETTLE_S)
     started = time.perf_counter()
     linked = await host.run(link)
     switched = time.perf_counter()
@@ -225,11 +239,16 @@ async def bench(sandbox: SystemdSandbox, runs: int, consecutive: int) -> None:
     unit += ["Type=notify", f"ExecStart={quote_exec(argv)}", ""]
     (sandbox.unit_dir / UNIT).write_text("\n".join(unit))
     await sandbox.host.run(["systemctl", "daemon-reload"])
-    text = OPS.format(
-        pid=sandbox.pid, unit=UNIT, port=port, root=root, git=repo.url, config=config,
-        interval=INTERVAL_S, consecutive=consecutive,
-    )  # fmt: skip
-    ops = parse_ops_text(text, "bench ops file")
+
+    def ops_text(rollback_consecutive: int) -> str:
+        return OPS.format(
+            pid=sandbox.pid, unit=UNIT, port=port, root=root, git=repo.url, config=config,
+            interval=INTERVAL_S, consecutive=consecutive,
+            rollback_consecutive=rollback_consecutive,
+        )  # fmt: skip
+
+    ops = parse_ops_text(ops_text(1), "bench ops file")
+    ops_deploy_policy = parse_ops_text(ops_text(consecutive), "bench ops file")
     hosts = hosts_from_config(ops.hosts)
     try:
         with tempfile.TemporaryDirectory() as db_dir:
@@ -239,6 +258,7 @@ async def bench(sandbox: SystemdSandbox, runs: int, consecutive: int) -> None:
             ):
                 deployments = Deployments(storage, AuditLog(storage))
                 controller = ServiceController(ops, hosts, http, start_timeout_s=10)
+                controller2 = ServiceController(ops_deploy_policy, hosts, http, start_timeout_s=10)
                 pipeline = DeployPipeline(
                     lambda: ops,
                     lambda: hosts,
@@ -247,9 +267,19 @@ async def bench(sandbox: SystemdSandbox, runs: int, consecutive: int) -> None:
                     http,
                     start_timeout_s=10,
                 )
+                deploy_policy = DeployPipeline(
+                    lambda: ops_deploy_policy,
+                    lambda: hosts,
+                    deployments,
+                    lambda: controller2,
+                    http,
+                    start_timeout_s=10,
+                )
                 layout = ReleaseLayout(hosts.get("sandbox"), str(root))
                 url = f"http://127.0.0.1:{port}/health"
-                world = World(sandbox, pipeline, deployments, layout, root, url, http)
+                world = World(
+                    sandbox, pipeline, deploy_policy, deployments, layout, root, url, http
+                )
                 await run_all(world, runs, consecutive)
     finally:
         await hosts.aclose()
@@ -262,6 +292,7 @@ async def bench(sandbox: SystemdSandbox, runs: int, consecutive: int) -> None:
 
 async def run_all(world: World, runs: int, consecutive: int) -> None:
     rollback = Variant("rollback, opsgate: request -> healthy")
+    at_deploy_policy = Variant(f"rollback, opsgate, {consecutive} healthy in a row")
     bare = Variant("rollback, bare: ln + restart + GET to first 200")
     deploy = Variant("deploy, opsgate (watch_s = 0, fresh fetch)")
     setup = Variant("setup + warm-up")
@@ -273,6 +304,10 @@ async def run_all(world: World, runs: int, consecutive: int) -> None:
 
     steps: list[tuple[Variant, Callable[[Variant], Awaitable[None]]]] = [
         (rollback, lambda into: opsgate_once(world, DeploymentKind.ROLLBACK, into)),
+        (
+            at_deploy_policy,
+            lambda into: opsgate_once(world, DeploymentKind.ROLLBACK, into, world.deploy_policy),
+        ),
         (bare, lambda into: bare_once(world, into)),
         (deploy, lambda into: deploy_once(world, into)),
     ]
@@ -290,22 +325,23 @@ async def run_all(world: World, runs: int, consecutive: int) -> None:
         f"{os.cpu_count()} CPUs; {runs} runs interleaved (order rotated), 1 warm-up round"
     )
     print(
-        f"each step moves the service v1 <-> v2; health: consecutive={consecutive}, "
-        f"interval {INTERVAL_S:g} s"
+        f"each step moves the service v1 <-> v2; health: consecutive={consecutive} (deploys),"
+        f" rollback_consecutive=1, interval {INTERVAL_S:g} s; {SETTLE_S:g} s idle before each"
     )
     print(f"{'seconds (ratios: of the medians)':<48} {'median':>8} {'min':>8} {'max':>8}")
-    for variant in (rollback, bare):
+    for variant in (rollback, at_deploy_policy, bare):
         print(row(variant.label, variant.totals))
         for title, values in variant.parts.items():
             print(row(f"  {title}", values))
     base = median_or_nan(bare.totals)
-    median = median_or_nan(rollback.totals)
-    print(
-        "ratio rollback opsgate / bare".ljust(48)
-        + f" {median / base:8.2f}   (+{(median - base) * 1000:.0f} ms)"
-    )
+    for label, variant in (("", rollback), (", deploy policy", at_deploy_policy)):
+        median = median_or_nan(variant.totals)
+        print(
+            f"ratio rollback opsgate{label} / bare".ljust(48)
+            + f" {median / base:8.2f}   (+{(median - base) * 1000:.0f} ms)"
+        )
     floor = (consecutive - 1) * INTERVAL_S
-    print(f"  of which by design: (consecutive - 1) x interval = {floor * 1000:.0f} ms of sleep")
+    print(f"  deploy policy, by design: (consecutive - 1) x interval = {floor * 1000:.0f} ms")
     print()
     print(row(deploy.label, deploy.totals))
     build_times = deploy.parts.get("build <version>", [])
@@ -315,7 +351,7 @@ async def run_all(world: World, runs: int, consecutive: int) -> None:
         print(row(f"  {title}", values))
     print("deploy: no build steps; the build step is git init + fetch --depth 1 + checkout")
     print("  (the target's release dir is deleted before every run: a built one is reused)")
-    variants = (rollback, bare, deploy, setup)
+    variants = (rollback, at_deploy_policy, bare, deploy, setup)
     if not any(v.failures for v in variants):
         print("failures: none (every step ended with the other version answering 200)")
     for variant in variants:
@@ -325,7 +361,7 @@ async def run_all(world: World, runs: int, consecutive: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--consecutive", type=int, default=2)
     args = parser.parse_args()
     reason = unavailable_reason()

@@ -82,7 +82,14 @@ class HealthConfig(_Strict):
     interval_s: float = Field(default=1.0, ge=0, le=60)
     # After a restart: healthy this many times in a row, within this long.
     consecutive: int = Field(default=2, ge=1, le=50)
+    # After a rollback (by hand or by itself): the target ran healthy before, so one good
+    # answer is enough by default; every extra one is time production stays broken.
+    rollback_consecutive: int = Field(default=1, ge=1, le=50)
     within_s: float = Field(default=30.0, gt=0, le=600)
+
+    def needed(self, *, rollback: bool) -> int:
+        """Healthy answers in a row a restart must give: after a rollback, or a deploy."""
+        return self.rollback_consecutive if rollback else self.consecutive
 
     def probes(self) -> list[str]:
         return [k for k in ("url", "tcp", "command") if getattr(self, k) is not None]

@@ -43,7 +43,7 @@ async def run_drill(steps: PipelineSteps, run: Run, target: Target) -> DeployOut
         leg = 1
         await target.strategy.switch(back_to, progress)
         await steps.advance(run, S.VERIFYING)
-        await steps.verify(target, progress)
+        await steps.verify(target, progress, rollback=True)  # as a real rollback would
         recovered_s = time.monotonic() - started
         started = time.monotonic()
         note = f"drill: {back_to} healthy in {recovered_s:.2f} s; forward to {version}"
@@ -94,7 +94,7 @@ async def _go_back(
     try:
         if await target.layout.current() != release:
             await target.strategy.switch_back(release, run.progress)
-        await steps.verify(target, run.progress)
+        await steps.verify(target, run.progress, rollback=True)
     except Exception as exc:
         why = describe(exc)
         await steps.advance(run, S.ROLLBACK_FAILED, why)

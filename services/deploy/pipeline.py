@@ -163,12 +163,14 @@ class DeployPipeline:
             await self._steps.advance(run, S.PRE_CHECKS)
             current = await self._steps.rollback_target(run, target)
             await self._steps.hooks(run, target, "pre_rollback", run.version, current, stop=False)
-            await self._steps.record_point(run, target)
+            await self._steps.record_previous(run, current)
             await self._steps.advance(run, S.SWITCHING, f"from {run.previous or 'nothing'}")
             run.switched = True
             await target.strategy.switch(run.version, progress)
             await self._steps.advance(run, S.VERIFYING)
-            await self._steps.verify(target, progress)
+            await self._steps.verify(target, progress, rollback=True)
+            if run.retry_of_failed_rollback:
+                await target.layout.clear_bad(run.version)  # it runs healthy: the mark was wrong
             try:
                 await self._steps.hooks(run, target, "post_rollback", run.version, run.previous)
             except HookFailed as exc:  # handled below, outside: never a switch back

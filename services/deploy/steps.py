@@ -28,6 +28,7 @@ from services.deploy.hooks import (
     hooks_of,
     run_hooks,
 )
+from services.deploy.model import DeploymentKind
 from services.deploy.rollback_points import RollbackPointError, RollbackPoints
 from services.deploy.strategies import SwitchStrategy
 from services.deploy.verify import verify
@@ -37,7 +38,12 @@ from services.hosts.primitives import HostCommandFailed
 from services.hosts.registry import UnknownHostError
 from services.progress import Progress, StepStatus
 from services.releases.build import BuildFailed, ReleaseError, build_steps_of, source_of
-from services.releases.layout import ReleaseLayout, ReleaseNotFound, validate_version
+from services.releases.layout import (
+    ROLLBACK_MARK,
+    ReleaseLayout,
+    ReleaseNotFound,
+    validate_version,
+)
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -99,6 +105,9 @@ class Run:
     cancel_note: str = "aborted"  # the note of the `cancelled` event, when stopped pre-switch
     alert: str | None = None  # a critical alert fired while watched: fail (and mark bad)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)  # set when run() returns
+    # A rollback to a release marked bad only by a failed rollback: its mark goes once it
+    # runs healthy again.
+    retry_of_failed_rollback: bool = False
 
     @property
     def id(self) -> int:
@@ -121,17 +130,32 @@ class PipelineSteps:
         run.deployment = await self._deployments.advance(run.id, state, run.actor, note)
 
     async def rollback_target(self, run: Run, target: Target) -> str | None:
+        """The target is complete and not marked bad; returns what runs now. One listing
+        of the releases answers all three (every host command is time production waits)."""
         async with run.progress.step(f"release {run.version}") as step:
-            if not await target.layout.exists(validate_version(run.version)):
+            version = validate_version(run.version)
+            infos = await target.layout.releases()
+            info = next((i for i in infos if i.version == version and i.complete), None)
+            if info is None:
                 raise ReleaseNotFound(f"There is no release {run.version} to roll back to.")
-            reason = await target.layout.bad_reason(run.version)
-            if reason is not None:
-                raise StepFailed(f"Release {run.version} is marked bad: {reason}")
-            current = await target.layout.current()
-            if current == run.version:
+            if info.is_bad:
+                reason = await target.layout.bad_reason(version) or "marked bad"
+                if not reason.startswith(ROLLBACK_MARK):
+                    raise StepFailed(f"Release {run.version} is marked bad: {reason}")
+                run.retry_of_failed_rollback = True  # asked for by name: tried again
+            if info.is_current:
                 raise StepFailed(f"{run.version} is what runs already.")
             step.detail = "built, not marked bad"
-            return current
+            return next((i.version for i in infos if i.is_current), None)
+
+    async def record_previous(self, run: Run, current: str | None) -> None:
+        """A rollback's way back: the release it leaves. It changes no config file and no
+        database, so nothing on the host needs copying first."""
+        async with run.progress.step("rollback point") as step:
+            run.previous = current
+            step.detail = f"previous {current or '-'} (a rollback changes no config or data)"
+        if current is not None:
+            await self._deployments.set_previous_version(run.id, current)
 
     async def fail(self, run: Run, actor: str, error: str) -> None:
         run.deployment = await self._deployments.fail(run.id, actor, error)
@@ -142,11 +166,16 @@ class PipelineSteps:
         except EXPECTED as exc:  # the way back matters more than the mark
             log.warning("could not mark %s bad: %s", version, exc)
 
-    async def verify(self, target: Target, progress: Progress) -> int | None:
+    async def verify(
+        self, target: Target, progress: Progress, *, rollback: bool = False
+    ) -> int | None:
+        """`rollback`: the target ran healthy before, so its own health policy applies."""
         backend = await target.strategy.backend()
         check = target.controller.health_check(target.name)
         health = target.controller.service(target.name).health
-        return await verify(target.name, backend, check, health, progress, self._start_timeout_s)
+        return await verify(
+            target.name, backend, check, health, progress, self._start_timeout_s, rollback=rollback
+        )
 
     async def watch(self, target: Target, progress: Progress, restarts: int | None) -> None:
         watch = Watch(
@@ -277,14 +306,15 @@ class PipelineSteps:
                 run, target, "pre_rollback", run.previous, run.version, stop=False
             )
             pre_failed = [r for r in pre if not r.ok]
-            if target.deploy.config_files:
+            # A rollback changed no config file: there is nothing to restore after one.
+            if target.deploy.config_files and run.deployment.kind is not DeploymentKind.ROLLBACK:
                 async with run.progress.step("restore config files") as step:
                     report = await target.points.restore(await target.points.load(run.id))
                     step.detail = report.summary()
                     if not report.ok:
                         raise StepFailed(report.summary())
             await target.strategy.switch_back(run.previous, run.progress)
-            await self.verify(target, run.progress)
+            await self.verify(target, run.progress, rollback=True)
             # Failing: rollback_failed, though the previous release runs (verified). Saying
             # "rolled back" would claim more than the team's own check confirms; nothing
             # switches again either way.

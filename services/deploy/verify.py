@@ -43,22 +43,24 @@ async def verify(
     health: HealthConfig | None,
     progress: Progress,
     start_timeout_s: float,
+    *,
+    rollback: bool = False,
 ) -> int | None:
-    """Running, then healthy N times in a row within T; returns the unit's NRestarts."""
+    """Running, then healthy N times in a row within T (N: the health config's
+    `rollback_consecutive` after a rollback, else `consecutive`); returns NRestarts."""
     async with progress.step("wait until running") as step:
         status = await backend.wait_running(start_timeout_s)
         step.detail = f"pid {status.main_pid or '-'}"
     if check is None or health is None:
         return status.restarts
-    async with progress.step(f"health: {health.consecutive} in a row") as step:
-        wait = await wait_until_healthy(
-            check, health.consecutive, health.within_s, health.interval_s
-        )
+    needed = health.needed(rollback=rollback)
+    async with progress.step(f"health: {needed} in a row") as step:
+        wait = await wait_until_healthy(check, needed, health.within_s, health.interval_s)
         step.detail = f"{wait.checks} check(s), last: {wait.last.reason if wait.last else '-'}"
         if not wait.ok:
             reason = wait.last.reason if wait.last else "no answer"
             raise StepFailed(
-                f"{name} was not healthy {health.consecutive} times in a row within"
+                f"{name} was not healthy {needed} times in a row within"
                 f" {health.within_s:g} s (last: {reason})."
             )
     return status.restarts

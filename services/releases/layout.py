@@ -9,6 +9,7 @@ names the release `current` was switched away from. Errors: see services.release
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Iterable, Sequence
@@ -219,10 +220,16 @@ class ReleaseLayout:
 
     async def replace_link(self, name: str, version: str) -> None:
         """Point ROOT/`name` at releases/`version` in one rename."""
-        # rename(2) replaces the old link in one step. `ln -sfn` does the same only since
-        # coreutils 9.0; older ones and busybox unlink first, leaving a moment with no link.
+        await self._rename_link(await self._link_aside(name, version), name)
+
+    async def _link_aside(self, name: str, version: str) -> str:
         temporary = f"{self.root}/.{name}-{secrets.token_hex(6)}"
         await self._run(["ln", "-s", "-T", "--", f"releases/{version}", temporary])
+        return temporary
+
+    async def _rename_link(self, temporary: str, name: str) -> None:
+        # rename(2) replaces the old link in one step. `ln -sfn` does the same only since
+        # coreutils 9.0; older ones and busybox unlink first, leaving a moment with no link.
         try:
             await self._run(["mv", "-T", "--", temporary, f"{self.root}/{name}"])
         except HostCommandFailed:
@@ -230,12 +237,17 @@ class ReleaseLayout:
             raise
 
     async def switch(self, version: str) -> str | None:
-        """Point `current` at a complete release; returns the version it pointed at before."""
-        await self._require(version)
-        old = await self.current()
-        if old is not None and old != version:
-            await self.replace_link("previous", old)
-        await self.replace_link("current", version)
+        """Point `current` at a complete release; returns the version it pointed at before.
+        Independent reads and the temporary links run side by side; the renames stay in
+        order (previous, then current), so a crash never leaves `current` without a way back.
+        """
+        version = validate_version(version)  # before anything runs on the host
+        _, old = await asyncio.gather(self._require(version), self.current())
+        names = ["previous", "current"] if old is not None and old != version else ["current"]
+        targets = {"previous": old or "", "current": version}
+        temporaries = await asyncio.gather(*(self._link_aside(n, targets[n]) for n in names))
+        for name, temporary in zip(names, temporaries, strict=True):
+            await self._rename_link(temporary, name)
         return old
 
     async def prune(self, keep: int, *, protect: Iterable[str] = ()) -> list[str]:
