@@ -11,9 +11,9 @@ from services.alerts.model import AlertError
 
 
 class AlertmanagerUnavailable(AlertError):
-    kind = "unavailable"
-
     """Alertmanager could not be asked (down, refused, or an answer we cannot read)."""
+
+    kind = "unavailable"
 
 
 @dataclass(frozen=True)

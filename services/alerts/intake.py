@@ -26,9 +26,9 @@ ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt while an alert fires
 
 
 class PayloadError(AlertError, ValueError):
-    kind = "invalid"
-
     """`str()` is the reason the sender gets back."""
+
+    kind = "invalid"
 
 
 def _labels(value: object, where: str, *, required: bool) -> dict[str, str]:

@@ -37,9 +37,9 @@ class PlanState(StrEnum):
 
 
 class PlanError(FlagError, ValueError):
-    kind = "invalid"
-
     """A plan command that cannot be carried out; the text is fit for chat."""
+
+    kind = "invalid"
 
 
 @dataclass(frozen=True)
