@@ -6,14 +6,19 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from telegram import Bot
+from telegram import Bot, InputFile, ReplyParameters
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
-from handlers.alerts_render import group_keyboard, render_digest, render_group
-from handlers.context import OpsContext
+from handlers.alerts_render import (
+    AlertText,
+    group_keyboard,
+    render_digest,
+    render_group_message,
+)
+from handlers.context import OpsApplication, OpsContext
 from handlers.render import esc, mention
 from services.alerts.messages import Backup, Digest, Escalation, GroupMessage
-from services.alerts.outbox import Delivery, DeliveryFailed, RetryLater
+from services.alerts.outbox import Delivery, DeliveryFailed, RetryLater, Sent
 from services.container import Services
 
 log = logging.getLogger(__name__)
@@ -26,7 +31,7 @@ class TelegramNotifier:
         self._bot = bot
         self._services = services
 
-    async def deliver(self, delivery: Delivery) -> int | None:
+    async def deliver(self, delivery: Delivery) -> Sent:
         try:
             return await self._deliver(delivery)
         except RetryAfter as exc:
@@ -39,40 +44,55 @@ class TelegramNotifier:
             self._services.runtime.chat_api_errors += 1
             raise DeliveryFailed(str(exc), permanent=False) from exc
 
-    async def _deliver(self, delivery: Delivery) -> int | None:
+    async def _deliver(self, delivery: Delivery) -> Sent:
         message = await self._services.alert_messages.message_for(delivery)
         if isinstance(message, Digest):
             return await self._digest(message)
         if isinstance(message, GroupMessage):
             return await self._group(message)
         if isinstance(message, Escalation):
-            return await self._escalate(message)
+            return Sent(await self._escalate(message))
         if isinstance(message, Backup):
-            return await self._backup(message)
-        return None
+            return Sent(await self._backup(message))
+        return Sent(None, 0)
 
-    async def _digest(self, digest: Digest) -> int | None:
-        message_id = None
-        for text in render_digest(digest.alerts, digest.silences):
-            sent = await self._bot.send_message(
-                digest.chat_id, text, disable_notification=digest.silent
-            )
-            message_id = sent.message_id
-        return message_id
+    async def _digest(self, digest: Digest) -> Sent:
+        rendered = render_digest(digest.alerts, digest.silences)
+        sent = await self._bot.send_message(
+            digest.chat_id, rendered.text, disable_notification=digest.silent
+        )
+        return await self._with_list(sent.chat_id, sent.message_id, rendered, "digest")
 
-    async def _group(self, message: GroupMessage) -> int:
+    async def _with_list(
+        self, chat_id: int, message_id: int, rendered: AlertText, name: str
+    ) -> Sent:
+        """The message, and when it could not name every alert, the full list under it."""
+        if rendered.full_list is None:
+            return Sent(message_id)
+        await self._bot.send_document(
+            chat_id,
+            InputFile(rendered.full_list.encode(), filename=f"alerts-{name}.txt"),
+            caption="Every alert of the message above, one a line.",
+            reply_parameters=ReplyParameters(message_id, allow_sending_without_reply=True),
+            disable_notification=True,
+        )
+        return Sent(message_id, 2)
+
+    async def _group(self, message: GroupMessage) -> Sent:
         ops, group = self._services.ops, message.group
-        text = render_group(
+        mentions = " ".join(mention(ops, uid) for uid in message.mention)
+        rendered = render_group_message(
             group,
             ops,
             message.silences,
             kind=message.kind,
             deploy=message.deploy,
             flag=message.flag,
+            reserve=len(mentions) + 1 if mentions else 0,
         )
-        if message.mention:
-            text += "\n" + " ".join(mention(ops, uid) for uid in message.mention)
+        text = f"{rendered.text}\n{mentions}" if mentions else rendered.text
         markup = group_keyboard(group, message.deploy, message.flag)
+        name = f"group-{group.id}"
         if message.edit_message_id is not None:
             try:
                 await self._bot.edit_message_text(
@@ -81,16 +101,16 @@ class TelegramNotifier:
                     message_id=message.edit_message_id,
                     reply_markup=markup,
                 )
-                return message.edit_message_id
+                return await self._with_list(group.chat_id, message.edit_message_id, rendered, name)
             except BadRequest as exc:
                 if "not modified" in str(exc):
-                    return message.edit_message_id
+                    return Sent(message.edit_message_id, 0)
                 if "not found" not in str(exc):
                     raise
         sent = await self._bot.send_message(
             message.chat_id, text, reply_markup=markup, disable_notification=message.silent
         )
-        return sent.message_id
+        return await self._with_list(sent.chat_id, sent.message_id, rendered, name)
 
     async def _escalate(self, escalation: Escalation) -> int:
         """The on-call people, each in a private chat; the group chat if none can be reached."""
@@ -124,6 +144,24 @@ def _seconds(value: object) -> float:
 
 async def alert_tick(context: OpsContext) -> None:
     """The repeating job: due groups into the outbox, the outbox into the chats."""
-    services = context.services
-    await services.alert_scheduler.flush()
-    await services.outbox.deliver_due(TelegramNotifier(context.bot, services))
+    await deliver_alerts(context.ops_application)
+
+
+async def deliver_alerts(application: OpsApplication) -> None:
+    """Due groups into the outbox, the outbox into the chats; one run at a time (two would
+    send the same rows twice)."""
+    data = application.bot_data
+    services = data.require_services()
+    async with data.alert_delivery:
+        data.alert_delivery_queued = False  # from here on, new rows are seen by this run
+        await services.alert_scheduler.flush()
+        await services.outbox.deliver_due(TelegramNotifier(application.bot, services))
+
+
+def deliver_alerts_soon(application: OpsApplication) -> None:
+    """Right after a webhook stored alerts: what may go out now does not wait for the next
+    tick. Under load the calls fold into one waiting run."""
+    if application.bot_data.alert_delivery_queued:
+        return
+    application.bot_data.alert_delivery_queued = True
+    application.create_task(deliver_alerts(application))

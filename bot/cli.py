@@ -18,6 +18,7 @@ from bot.runner import Opsgate
 from bot.sdnotify import notify, start_watchdog, stop_watchdog
 from config.opsfile import OpsFileError, load_ops_file
 from config.settings import Settings
+from services.alerts.engine import routing_warnings
 
 log = logging.getLogger("opsgate")
 
@@ -37,6 +38,8 @@ def check_config(path: Path) -> int:
         f"{path}: OK ({len(ops.services)} service(s), {len(ops.environments)} environment(s), "
         f"{len(ops.people)} people, {len(ops.roles)} role(s))"
     )
+    for warning in routing_warnings(ops):
+        print(f"  warning: {warning}")
     return 0
 
 

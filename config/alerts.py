@@ -6,6 +6,8 @@ group_wait_s = 5                       # wait this long for more of a new group
 group_interval_s = 60                  # changes to a group are sent at most this often
 repeat_interval_s = 14400              # a group still firing is sent again after this
 chat_per_minute = 20                   # Telegram's group limit; beyond it: one digest
+default_chat = -1001234567802          # alerts no route matches (default: the warning
+                                       # chat, else the deploys chat): never dropped
 global_per_second = 30
 escalate_after_s = 600                 # an unacknowledged critical: DM the on-call...
 backup_after_s = 1200                  # ...then mention the backup role
@@ -86,6 +88,9 @@ class AlertOptions(_Strict):
     backup_role: Name | None = None
     monitor_interval_s: float = Field(default=15, ge=0.05, le=3600)
     tick_s: float = Field(default=1.0, ge=0.05, le=60)  # how often the outbox is worked
+    # The generic webhook's cap; Alertmanager's groups are taken whole, however large.
     max_alerts_per_request: int = Field(default=1000, ge=1, le=10000)
+    # Where an alert no route matches goes; None: the warning chat, else the deploys chat.
+    default_chat: ChatId | None = None
     routes: list[AlertRoute] = Field(default_factory=list)
     rules: list[MonitorRule] = Field(default_factory=list)

@@ -111,7 +111,7 @@ class OpsConfig(_Strict):
 
     def may(self, user_id: int, action: Action) -> bool:
         """Whether this person holds the role the ops file names for `action`."""
-        return self.permissions.role_for(action) in self.roles_of(user_id)
+        return self.permissions.allows(action, self.roles_of(user_id))
 
     def name_of(self, user_id: int) -> str | None:
         return self.people.get(user_id)

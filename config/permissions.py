@@ -21,7 +21,8 @@ class Action(StrEnum):
     LOCK = "lock"  # /lock, /unlock
     RESTART = "restart"
     FLAGS = "flags"  # changing a flag
-    SILENCE = "silence"  # /silence, /unsilence
+    SILENCE = "silence"  # /silence, /unsilence, the alerts' Silence buttons
+    ACK = "ack"  # the alerts' Ack button
     ADMIN = "admin"  # /reload
 
 
@@ -35,8 +36,15 @@ class Permissions(_Strict):
     restart: Name = "sre"
     flags: Name = "sre"
     silence: Name = "sre"
+    # None: anyone listed in [people] who holds any role (an on-call rota changes often).
+    ack: Name | None = None
     admin: Name = "admin"
 
     def role_for(self, action: Action) -> str:
-        role: str = getattr(self, action.value)
-        return role
+        """The role's name, as refusals show it ("any role" for an open Ack)."""
+        role: str | None = getattr(self, action.value)
+        return "any role" if role is None else role
+
+    def allows(self, action: Action, roles: frozenset[str]) -> bool:
+        role: str | None = getattr(self, action.value)
+        return bool(roles) if role is None else role in roles

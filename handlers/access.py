@@ -52,9 +52,9 @@ async def gate(update: Update, context: OpsContext) -> None:
             f"{MAX_COMMAND_CHARS}). Nothing was done."
         )
         raise ApplicationHandlerStop
-    permissions = ops.permissions
-    role = command.role_needed(parsed.args, permissions) if command is not None else None
-    if command is not None and role and role not in ops.roles_of(user.id):
+    action = command.action_needed(parsed.args) if command is not None else None
+    if command is not None and action is not None and not ops.may(user.id, action):
+        role = ops.permissions.role_for(action)
         await context.services.audit.record(
             "command.refused",
             actor=str(user.id),

@@ -29,6 +29,14 @@ from services.alerts.model import AlertGroup, Matcher, MatcherError, parse_match
 from services.flags.plans import PlanError
 
 log = logging.getLogger(__name__)
+# What each alert button does, for the role gate (named in the ops file's [permissions]).
+BUTTON_ACTIONS = {
+    "ack": Action.ACK,
+    "s1": Action.SILENCE,
+    "s24": Action.SILENCE,
+    "rb": Action.ROLLBACK,
+    "f0": Action.FLAGS,
+}
 DURATION = re.compile(r"([0-9]{1,4})([smhd])")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SILENCE = timedelta(days=30)
@@ -48,10 +56,18 @@ async def alert_pressed(update: Update, context: OpsContext) -> None:
         return
     data = CallbackData.decode(query.data)
     services, user = context.services, query.from_user
-    needs = {"rb": Action.ROLLBACK, "f0": Action.FLAGS}.get(data.action)
+    needs = BUTTON_ACTIONS.get(data.action)
     if needs is not None and not services.ops.may(user.id, needs):
+        # The same gate as the commands: Ack for people with a role, Silence as /silence.
         role = services.ops.permissions.role_for(needs)
-        await query.answer(f"This needs the role {role}.", show_alert=True)
+        await services.audit.record(
+            "button.refused",
+            actor=str(user.id),
+            subject=NS_ALERT,
+            data={"action": data.action, "row": data.row_id, "role_needed": role},
+        )
+        need = "a role in the ops file" if role == "any role" else f"the role {role}"
+        await query.answer(f"This needs {need}.", show_alert=True)
         return
     if data.action == "rb":
         deployment = await services.recent_changes.deployment(data.row_id)

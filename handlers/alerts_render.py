@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from config.opsfile import OpsConfig
 from handlers.callbacks import CallbackData
-from handlers.render import code, esc, join_lines, who
+from handlers.render import MESSAGE_LIMIT, code, esc, join_lines, who
 from services.alerts.changes import RecentDeploy, RecentFlagChange
 from services.alerts.model import Alert, AlertGroup, AlertStatus, Silence
 from services.alerts.outbox import MAX_LABEL_CHARS, MAX_SUMMARY_CHARS
@@ -18,7 +20,6 @@ NS_ALERT = "al"
 ICONS = {"critical": "🔥", "warning": "⚠️", "info": "ℹ️"}
 HIDDEN = ("alertname", "severity")  # said in the line itself
 MAX_LINES = 40  # alerts listed in one group message; the rest are counted
-DIGEST_LIMIT = 4000  # HTML characters of one digest message (Telegram: 4096 after parsing)
 
 
 def labels_text(labels: Mapping[str, str], skip: Sequence[str] = HIDDEN) -> str:
@@ -37,6 +38,58 @@ def alert_line(alert: Alert, silences: Sequence[Silence]) -> str:
     return f"{line} ({_hm(when)})"
 
 
+def alert_plain(alert: Alert) -> str:
+    """One alert as plain text, for the attached list: everything it carries, untruncated."""
+    status = "resolved" if alert.status is AlertStatus.RESOLVED else "firing"
+    when = alert.ends_at if alert.status is AlertStatus.RESOLVED else alert.starts_at
+    labels = " ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+    summary = f" | {alert.summary}" if alert.summary else ""
+    since = when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else "-"
+    return f"{status}\t{since}\t{labels}{summary}"
+
+
+@dataclass(frozen=True)
+class AlertText:
+    """A message that names every alert it carries; when they cannot all fit one message,
+    `full_list` is every alert as plain text, sent with it as a document."""
+
+    text: str
+    full_list: str | None = None
+
+
+def fit_alerts(
+    head: str,
+    alerts: Sequence[Alert],
+    silences: Sequence[Silence],
+    tail: Sequence[str] = (),
+    reserve: int = 0,
+) -> AlertText:
+    """`head`, one line per alert, `tail`: as one message when it fits (less `reserve` for
+    what the sender adds); else a compact form (counts by alert name, the lines that fit)
+    with the full list to attach. An on-call engineer reads the message and searches the
+    file; a list cut into five messages would spend the chat's budget and still scroll."""
+    limit = MESSAGE_LIMIT - reserve
+    lines = [alert_line(a, silences) for a in alerts]
+    whole = "\n".join([head, *lines, *tail])
+    if len(whole) <= limit:
+        return AlertText(whole)
+    names = Counter(a.name for a in alerts).most_common()
+    by_name = ", ".join(f"{esc(name[:60])} ×{n}" for name, n in names[:10])
+    if len(names) > 10:
+        by_name += f", and {len(names) - 10} more name(s)"
+    note = f"📎 All {len(alerts)} alerts are in the attached list."
+    top = [head, f"By alert: {by_name}"]
+    room = limit - sum(len(x) + 1 for x in [*top, note, *tail])
+    shown: list[str] = []
+    for line in lines:
+        if len(line) + 1 > room:
+            break
+        shown.append(line)
+        room -= len(line) + 1
+    text = "\n".join([*top, *shown, note, *tail])
+    return AlertText(text, "\n".join(alert_plain(a) for a in alerts) + "\n")
+
+
 def _hm(at: datetime | None) -> str:
     return at.strftime("%H:%M UTC") if at else "-"
 
@@ -50,6 +103,38 @@ def render_group(
     deploy: RecentDeploy | None = None,
     flag: RecentFlagChange | None = None,
 ) -> str:
+    """The group in short, for /alerts and redraws: its first alerts, the rest counted."""
+    head, tail = _group_frame(group, ops, kind, deploy, flag)
+    alerts = sorted(group.alerts, key=lambda a: (a.status is AlertStatus.RESOLVED, a.first_seen))
+    lines = [head, *(alert_line(a, silences) for a in alerts[:MAX_LINES])]
+    if len(alerts) > MAX_LINES:
+        lines.append(f"… and {len(alerts) - MAX_LINES} more: /alerts")
+    return join_lines([*lines, *tail])
+
+
+def render_group_message(
+    group: AlertGroup,
+    ops: OpsConfig,
+    silences: Sequence[Silence],
+    *,
+    kind: str = "notify",
+    deploy: RecentDeploy | None = None,
+    flag: RecentFlagChange | None = None,
+    reserve: int = 0,
+) -> AlertText:
+    """The group's message for the chat: every alert named, in it or in its attached list."""
+    head, tail = _group_frame(group, ops, kind, deploy, flag)
+    alerts = sorted(group.alerts, key=lambda a: (a.status is AlertStatus.RESOLVED, a.first_seen))
+    return fit_alerts(head, alerts, silences, tail, reserve)
+
+
+def _group_frame(
+    group: AlertGroup,
+    ops: OpsConfig,
+    kind: str,
+    deploy: RecentDeploy | None,
+    flag: RecentFlagChange | None,
+) -> tuple[str, list[str]]:
     firing = group.firing
     if firing:
         head = f"{ICONS.get(group.severity, '⚠️')} <b>{esc(group.severity.upper())}</b>"
@@ -59,24 +144,20 @@ def render_group(
     if kind == "repeat":
         head = "🔁 Still firing: " + head
     scope = labels_text(group.labels, skip=())
-    lines = [f"{head} {esc(scope)}".rstrip()]
-    alerts = sorted(group.alerts, key=lambda a: (a.status is AlertStatus.RESOLVED, a.first_seen))
-    lines += [alert_line(a, silences) for a in alerts[:MAX_LINES]]
-    if len(alerts) > MAX_LINES:
-        lines.append(f"… and {len(alerts) - MAX_LINES} more: /alerts")
+    tail = []
     if group.acked_by and firing:
-        lines.append(f"👀 {who(ops, group.acked_by)} is on it (since {_hm(group.acked_at)})")
+        tail.append(f"👀 {who(ops, group.acked_by)} is on it (since {_hm(group.acked_at)})")
     if deploy is not None:
-        lines.append(
+        tail.append(
             f"🔗 {esc(deploy.service)} {code(deploy.version)} was deployed at"
             f" {_hm(deploy.at)} (#{deploy.deployment_id}; before: {code(deploy.previous_version)})"
         )
     if flag is not None:
-        lines.append(
+        tail.append(
             f"🔗 flag {code(flag.key)} was set to {esc(flag.to_value)}% at {_hm(flag.at)}"
             f" by {who(ops, flag.actor)}"
         )
-    return join_lines(lines)
+    return f"{head} {esc(scope)}".rstrip(), tail
 
 
 def group_keyboard(
@@ -104,21 +185,11 @@ def group_keyboard(
     return InlineKeyboardMarkup(rows)
 
 
-def render_digest(alerts: Sequence[Alert], silences: Sequence[Silence]) -> list[str]:
-    """The digest as one message, or more when its text would pass Telegram's limit: every
-    alert it carries is named, none dropped."""
+def render_digest(alerts: Sequence[Alert], silences: Sequence[Silence]) -> AlertText:
+    """The digest: every alert it carries named, in it or in its attached list."""
     firing = sum(a.status is AlertStatus.FIRING for a in alerts)
     head = f"📦 <b>Digest</b>: {len(alerts)} alert change(s), {firing} firing"
-    parts: list[list[str]] = [[head]]
-    size = len(head)
-    for alert in alerts:
-        line = alert_line(alert, silences)
-        if size + len(line) + 1 > DIGEST_LIMIT:
-            parts.append(["📦 <b>Digest</b> (continued)"])
-            size = len(parts[-1][0])
-        parts[-1].append(line)
-        size += len(line) + 1
-    return ["\n".join(part) for part in parts]
+    return fit_alerts(head, alerts, silences)
 
 
 def render_silence(silence: Silence, ops: OpsConfig) -> str:

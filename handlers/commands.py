@@ -32,12 +32,11 @@ class Command:
     # For commands whose arguments decide (`/flag KEY` reads, `/flag KEY 25` changes).
     action_for: Callable[[str], Action | None] | None = None
 
-    def role_needed(self, args: str, permissions: Permissions) -> str | None:
-        """The role these arguments need, as the ops file's [permissions] names it."""
-        action = self.action
-        if action is None and self.action_for is not None:
-            action = self.action_for(args)
-        return None if action is None else permissions.role_for(action)
+    def action_needed(self, args: str) -> Action | None:
+        """What these arguments do, for the access gate (None: anyone in the chat may)."""
+        if self.action is None and self.action_for is not None:
+            return self.action_for(args)
+        return self.action
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class CommandRegistry:
         """Commands a person with these roles may use, in registration order."""
         shown = []
         for command in self._commands.values():
-            role = command.role_needed("", permissions)  # what the plain form needs
-            if role is None or role in roles:
+            action = command.action_needed("")  # what the plain form needs
+            if action is None or permissions.allows(action, roles):
                 shown.append(command)
         return shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 from telegram.ext import Application, CallbackContext, ExtBot
@@ -17,6 +18,9 @@ class BotData:
     """The Application's bot_data: holds the services container once start-up has opened it."""
 
     def __init__(self) -> None:
+        # One alert delivery at a time: the tick job and a webhook's prompt delivery share it.
+        self.alert_delivery = asyncio.Lock()
+        self.alert_delivery_queued = False  # one prompt delivery waiting is enough
         self.services: Services | None = None
         self.commands: CommandRegistry | None = None
         self.buttons: ButtonRegistry | None = None

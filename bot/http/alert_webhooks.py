@@ -1,9 +1,12 @@
 """POST /webhooks/alertmanager (its version 4 payload) and POST /webhooks/generic.
 
 Both need `Authorization: Bearer OPSGATE_ALERTS_TOKEN` (without a configured token every
-request is refused). A body is read up to MAX_BODY_BYTES, checked whole, and stored with its
-outbox rows before the answer: a 200 means nothing can be lost any more; a 4xx says why and
-changes nothing (Alertmanager retries only on 5xx and network errors).
+request is refused). A body is read up to its endpoint's limit, checked whole, and stored with
+its outbox rows before the answer: a 200 means nothing can be lost any more; a 4xx says why and
+changes nothing (Alertmanager retries only on 5xx and network errors, so a 4xx is final).
+Alertmanager sends a whole group in one request, so its endpoint takes any number of alerts
+and a body up to MAX_ALERTMANAGER_BYTES (about 30,000 alerts); the generic one keeps
+MAX_BODY_BYTES and [alerts] max_alerts_per_request.
 """
 
 from __future__ import annotations
@@ -24,24 +27,28 @@ from services.container import Services
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_ALERTMANAGER_BYTES = 32 * 1024 * 1024
 OnCritical = Callable[[Sequence[IncomingAlert]], Awaitable[None]]
+OnStored = Callable[[], None]  # alerts were stored: deliver what is due now
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _read(request: Request) -> bytes:
+async def _read(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             raise _TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def alert_routes(services: Services, token: str, on_critical: OnCritical) -> list[BaseRoute]:
+def alert_routes(
+    services: Services, token: str, on_critical: OnCritical, on_stored: OnStored
+) -> list[BaseRoute]:
     expected = token.encode()
     if not expected:
         log.warning("alert webhooks have no token configured: every request is refused")
@@ -50,15 +57,15 @@ def alert_routes(services: Services, token: str, on_critical: OnCritical) -> lis
         return bearer_ok(request, expected)
 
     def endpoint(
-        parse: Callable[[object, datetime, int], list[IncomingAlert]],
+        parse: Callable[[object, datetime, int], list[IncomingAlert]], max_bytes: int
     ) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def receive(request: Request) -> JSONResponse:
             if not authorised(request):
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
             try:
-                body = await _read(request)
+                body = await _read(request, max_bytes)
             except _TooLarge:
-                return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+                return JSONResponse({"error": f"body over {max_bytes} bytes"}, status_code=413)
             try:
                 payload = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
@@ -77,6 +84,8 @@ def alert_routes(services: Services, token: str, on_critical: OnCritical) -> lis
             ]
             if critical:
                 await on_critical(critical)
+            if report.new_firing or report.resolved:
+                on_stored()
             return JSONResponse(
                 {
                     "accepted": len(alerts),
@@ -90,6 +99,10 @@ def alert_routes(services: Services, token: str, on_critical: OnCritical) -> lis
         return receive
 
     return [
-        Route("/webhooks/alertmanager", endpoint(parse_alertmanager), methods=["POST"]),
-        Route("/webhooks/generic", endpoint(parse_generic), methods=["POST"]),
+        Route(
+            "/webhooks/alertmanager",
+            endpoint(parse_alertmanager, MAX_ALERTMANAGER_BYTES),
+            methods=["POST"],
+        ),
+        Route("/webhooks/generic", endpoint(parse_generic, MAX_BODY_BYTES), methods=["POST"]),
     ]

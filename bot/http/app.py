@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from telegram import Update
 
+from bot.alert_notifier import deliver_alerts_soon
 from bot.http.alert_webhooks import alert_routes
 from bot.http.api import api_routes
 from bot.http.metrics import metrics_endpoint, metrics_response
@@ -93,7 +94,11 @@ def create_http_app(
         Route("/metrics", metrics, methods=["GET"]),
     ]
     routes += ofrep_routes(services.flag_source, api_token)
-    routes += alert_routes(services, alerts_token, services.pipeline.critical_alerts)
+
+    def deliver_now() -> None:
+        deliver_alerts_soon(application)
+
+    routes += alert_routes(services, alerts_token, services.pipeline.critical_alerts, deliver_now)
     routes += api_routes(api_token)
     if webhook_secret is not None:
         routes.append(Route(webhook_path(webhook_url), telegram_webhook, methods=["POST"]))

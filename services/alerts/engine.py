@@ -18,6 +18,7 @@ changes is written in one transaction with its outbox rows, before the sender is
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,8 @@ from services.alerts.rows import read_alerts, read_group, read_silences
 from services.records.audit import AuditLog, utc_now
 from services.records.storage import Storage
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class IngestReport:
@@ -49,16 +52,53 @@ class IngestReport:
 
 
 def routes_of(ops: OpsConfig) -> list[AlertRoute]:
-    """The configured routes, or one per severity from [chats.alerts]."""
-    if ops.alerts.routes:
-        return list(ops.alerts.routes)
+    """The configured routes, or one per severity from [chats.alerts]; then the default
+    route that takes whatever no other matched (an unknown severity, a missing label), so
+    an accepted alert is always stored and shown somewhere."""
     chats = ops.chats.alerts
-    by_severity = (("critical", chats.critical), ("warning", chats.warning), ("info", chats.info))
-    return [
-        AlertRoute(match={"severity": severity}, chat=chat)
-        for severity, chat in by_severity
-        if chat is not None
-    ]
+    if ops.alerts.routes:
+        routes = list(ops.alerts.routes)
+    else:
+        by_severity = (
+            ("critical", chats.critical),
+            ("warning", chats.warning),
+            ("info", chats.info),
+        )
+        routes = [
+            AlertRoute(match={"severity": severity}, chat=chat)
+            for severity, chat in by_severity
+            if chat is not None
+        ]
+    default = default_chat(ops)
+    if default is not None:
+        routes.append(AlertRoute(match={}, chat=default))
+    return routes
+
+
+def routing_warnings(ops: OpsConfig) -> list[str]:
+    """Severities opsgate's own rules raise that no route names: they reach only the default
+    chat (or nowhere without one). For check-config; not errors, the file still loads."""
+    routes = routes_of(ops)
+    default = len(routes) - 1 if default_chat(ops) is not None else None
+    warnings = []
+    for index, rule in enumerate(ops.alerts.rules):
+        labels = {"alertname": rule.name, "severity": rule.severity}
+        route = route_for(routes, labels)
+        if route is None:
+            where = "no chat at all: set [alerts] default_chat or [chats.alerts]"
+        elif route == default:
+            where = f"only the default chat {routes[route].chat}"
+        else:
+            continue
+        warnings.append(
+            f"alerts.rules[{index}].severity: no route for {rule.severity!r}; it reaches {where}"
+        )
+    return warnings
+
+
+def default_chat(ops: OpsConfig) -> int | None:
+    """Where unmatched alerts go: [alerts] default_chat, else the warning chat, else deploys."""
+    return ops.alerts.default_chat or ops.chats.alerts.warning or ops.chats.deploys
 
 
 def route_for(routes: Sequence[AlertRoute], labels: dict[str, str]) -> int | None:
@@ -95,11 +135,14 @@ class AlertEngine:
             for alert in incoming:
                 labels = dict(alert.labels)
                 route = route_for(routes, labels)
-                if route is None:
+                if route is None:  # no chat at all for it (no default either): said, not hidden
+                    log.error("alert %s has no chat to go to: set [alerts] default_chat", labels)
                     unrouted += 1
                     continue
                 group_labels = {k: labels[k] for k in options.group_by if k in labels}
                 group_id, wait = await self._group(db, route, routes[route].chat, group_labels)
+                if alert.source == "alertmanager":
+                    wait = 0.0  # Alertmanager grouped and waited already: not held twice
                 changed = await self._upsert(db, alert, group_id, now)
                 if changed is None:
                     unchanged += 1

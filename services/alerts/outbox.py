@@ -2,10 +2,15 @@
 
 Rows are written by the scheduler in the same transaction as the change they report, so a
 crash never loses one; a row is marked sent only after the chat accepted it, so a crash may
-send one twice (at least once), never zero times. Per chat at most `chat_per_minute` messages
-in any 60 s (counted from the rows themselves, so a restart does not reset the count), and at
-most `global_per_second` overall. When a chat has more waiting than it may receive, they are
-folded into digests (each naming every alert it carries) instead of being dropped. A 429 holds
+send one twice (at least once), never zero times.
+
+Pacing: per chat a token bucket of `chat_per_minute // 5` (at least 2) messages, refilled so
+that no 60 s ever hold more than `chat_per_minute` (counted from the rows themselves, every
+part of a long message included, so a restart does not reset it), and at most
+`global_per_second` overall.
+The budget is spread, not spent up front: while the room the bucket has holds everything
+waiting, each goes out on its own at once; only when waiting would break the budget is what
+waits folded into digests (each naming every alert it carries), never dropped. A 429 holds
 the chat for its retry_after; other failures back off (2, 4, ... 60 s); a request the chat
 refuses for good (a 400) is marked failed and logged.
 """
@@ -47,9 +52,16 @@ class Delivery:
     silent: bool
 
 
+@dataclass(frozen=True)
+class Sent:
+    message_id: int | None
+    messages: int = 1  # chat messages it took: a long list is a message and a document
+
+
 class Notifier(Protocol):
-    async def deliver(self, delivery: Delivery) -> int | None:
-        """Send (or edit) it; returns the message id. Raises RetryLater or DeliveryFailed."""
+    async def deliver(self, delivery: Delivery) -> Sent | int | None:
+        """Send (or edit) it; what went out (a bare message id: one message).
+        Raises RetryLater or DeliveryFailed."""
         ...
 
 
@@ -112,29 +124,65 @@ class Outbox:
             # Escalations go to people directly: never folded, never held by the chat's
             # budget. Edits (a resolution) are not folded either: the message must tell.
             direct = [i for i in items if i.kind == "escalate"]
-            limit = self._ops().alerts.chat_per_minute
-            recent = await self._sent_last_minute(chat_id)
-            budget = limit - recent
-            kept = [i for i in items if i.kind in ("update", "backup")][: max(budget, 0)]
+            room = await self._room(chat_id, now)
+            kept = [i for i in items if i.kind in ("update", "backup")][: max(room, 0)]
             foldable = [i for i in items if i.kind in FOLDABLE]
             chosen: list[Delivery] = []
-            if budget - len(kept) > 0 and foldable:
-                # One message each while the chat is quiet (within half its minute); past
-                # that, digests, one per round: the budget lasts and nothing waits a minute.
-                quiet = recent + len(kept) + len(foldable) <= limit // 2
-                if quiet and all(i.kind != "digest" for i in foldable):
+            free = room - len(kept)
+            if free > 0 and foldable:
+                # Each on its own while the room holds them all; else what waits is folded,
+                # and the first digest goes now: nothing waits longer than the next token.
+                if len(foldable) <= free and all(i.kind != "digest" for i in foldable):
                     chosen = foldable
                 else:
                     chosen = (await self._fold(foldable))[:1]
-            batch = [*direct, *kept, *chosen]
-            for item in batch:
+            for item in [*direct, *kept, *chosen]:
+                # Escalations go to people, not to this chat; a long list takes 2 messages.
+                cost = 0 if item.kind == "escalate" else await self._messages_needed(item)
+                if cost > room:
+                    break  # the bucket refills; this one goes first next time
                 if not self._global_slot():
                     return sent
                 if await self._deliver(notifier, item):
                     sent += 1
+                    room -= cost
                 else:
                     break  # held or failing: the rest of this chat waits its turn
         return sent
+
+    async def _messages_needed(self, item: Delivery) -> int:
+        """1, or 2 when its alerts cannot all be named in one message (a list goes along)."""
+        if item.group_id is None:
+            fingerprints = list(item.fingerprints)
+        else:  # a group's message names every alert of the group
+            rows = await self._storage.db.execute_fetchall(
+                "SELECT fingerprint FROM alerts WHERE group_id = ?", (item.group_id,)
+            )
+            fingerprints = [str(r[0]) for r in rows]
+        if len(fingerprints) * LINE_OVERHEAD <= DIGEST_CHARS // 4:
+            return 1  # few alerts: one message whatever their text
+        weights = await self._weights(fingerprints)
+        return 1 if sum(weights.values()) <= DIGEST_CHARS else 2
+
+    async def _room(self, chat_id: int, now: datetime) -> int:
+        """How many messages the chat may take now: the bucket's tokens, replayed from what
+        went out in the last minute, within what the minute still allows."""
+        limit = self._ops().alerts.chat_per_minute
+        burst = min(limit, max(2, limit // 5))
+        rate = (limit - burst) / 60  # tokens a second: no 60 s can hold more than `limit`
+        since = now - timedelta(seconds=60)
+        rows = await self._storage.db.execute_fetchall(
+            "SELECT sent_at, messages FROM alert_outbox WHERE chat_id = ? AND state = 'sent'"
+            " AND sent_at > ? ORDER BY sent_at",
+            (chat_id, since.isoformat()),
+        )
+        tokens, last, used = float(burst), since, 0
+        for sent_at, messages in rows:
+            at = datetime.fromisoformat(str(sent_at))
+            tokens = min(burst, tokens + (at - last).total_seconds() * rate) - int(messages)
+            last, used = at, used + int(messages)
+        tokens = min(burst, tokens + (now - last).total_seconds() * rate)
+        return max(0, min(int(tokens), limit - used))
 
     async def _held_chats(self, now: datetime) -> set[int]:
         """Chats a 429 holds: from the rows themselves, so a restart keeps the hold."""
@@ -144,17 +192,6 @@ class Outbox:
             (now.isoformat(),),
         )
         return {int(r[0]) for r in rows}
-
-    async def _sent_last_minute(self, chat_id: int) -> int:
-        since = (self._clock() - timedelta(seconds=60)).isoformat()
-        rows = list(
-            await self._storage.db.execute_fetchall(
-                "SELECT count(*) FROM alert_outbox WHERE chat_id = ? AND state = 'sent'"
-                " AND sent_at > ?",
-                (chat_id, since),
-            )
-        )
-        return int(rows[0][0])
 
     def _global_slot(self) -> bool:
         now = time.monotonic()
@@ -217,7 +254,7 @@ class Outbox:
 
     async def _deliver(self, notifier: Notifier, item: Delivery) -> bool:
         try:
-            message_id = await notifier.deliver(item)
+            result = await notifier.deliver(item)
         except RetryLater as exc:  # the row's next_at holds the whole chat (_held_chats)
             await self._retry(item, self._clock() + timedelta(seconds=exc.seconds), str(exc))
             return False
@@ -231,16 +268,16 @@ class Outbox:
                 return False
             await self._backoff(item, str(exc))
             return False
-        await self._sent(item, message_id)
+        await self._sent(item, result if isinstance(result, Sent) else Sent(result))
         return True
 
-    async def _sent(self, item: Delivery, message_id: int | None) -> None:
-        now = self._clock().isoformat()
+    async def _sent(self, item: Delivery, sent: Sent) -> None:
+        now, message_id = self._clock().isoformat(), sent.message_id
         async with self._storage.transaction() as db:
             await db.execute(
                 "UPDATE alert_outbox SET state = 'sent', sent_at = ?, message_id = ?,"
-                " attempts = attempts + 1 WHERE id = ?",
-                (now, message_id, item.id),
+                " messages = ?, attempts = attempts + 1 WHERE id = ?",
+                (now, message_id, sent.messages, item.id),
             )
             if item.kind in ("notify", "repeat") and message_id is not None:
                 # Repeats count from when it went out, not from when it was queued.

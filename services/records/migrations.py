@@ -314,6 +314,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         BEGIN SELECT RAISE(ABORT, 'events are append-only until archived'); END;
         """,
     ),
+    Migration(
+        10,
+        "alert outbox: how many chat messages a delivery took (every part counts)",
+        """
+        ALTER TABLE alert_outbox ADD COLUMN messages INTEGER NOT NULL DEFAULT 1;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

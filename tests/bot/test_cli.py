@@ -25,6 +25,23 @@ def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert "OK (2 service(s), 2 environment(s), 8 people, 11 role(s))" in out
 
 
+def test_check_config_warns_of_a_rule_severity_without_a_route(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        "[chats.alerts]\ncritical = -1001\n[chats]\ndeploys = -1005\n"
+        '[[alerts.rules]]\nname = "Mem"\nmetric = "memory_percent"\nabove = 90\n'
+        'severity = "warning"\n'
+    )
+    assert main(["check-config", str(path)]) == 0  # a warning, not a problem
+    out = capsys.readouterr().out
+    assert (
+        "warning: alerts.rules[0].severity: no route for 'warning'; it reaches only the default"
+        " chat -1005" in out
+    )
+
+
 def test_check_config_lists_every_problem_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

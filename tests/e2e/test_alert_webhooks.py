@@ -253,7 +253,7 @@ async def test_malformed_webhooks_change_nothing_and_a_valid_alert_goes_through(
 
         # The same size limit when the sender streams without announcing a length.
         answer = await http.post(
-            "/webhooks/alertmanager", content=streamed(huge_but_valid_alert()), headers=AUTH
+            "/webhooks/generic", content=streamed(huge_but_valid_alert()), headers=AUTH
         )
         assert answer.status_code == 413, answer.text
         assert await counts(opsgate) == empty

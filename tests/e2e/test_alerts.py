@@ -13,7 +13,15 @@ import httpx
 from bot.dev.harness.alertmanager import running
 from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from tests.e2e.conftest import ALICE, BOB, CAROL, OPS_TEXT, StartOpsgate, callback_answer_text
+from tests.e2e.conftest import (
+    ALICE,
+    BOB,
+    CAROL,
+    OPS_TEXT,
+    STRANGER,
+    StartOpsgate,
+    callback_answer_text,
+)
 
 CRITICAL, WARNING = -100300, -100301
 TOKEN = "alerts-e2e-token"
@@ -69,10 +77,10 @@ async def test_alertmanager_fires_and_resolves_into_the_critical_chat(
             assert "5xx on every request" in message.text
             assert [b.text for row in message.buttons for b in row] == ["👀 Ack", "🔕 1h", "🔕 24h"]
 
-            ack = await client.press_button(BOB, CRITICAL, message.message_id, 1)
+            ack = await client.press_button(CAROL, CRITICAL, message.message_id, 1)
             assert await callback_answer_text(client, ack) == "You are on it: escalation stops."
             acked = await client.wait_for(CRITICAL, bot_message("is on it"))
-            assert "👀 bob is on it" in acked.text
+            assert "👀 carol is on it" in acked.text
 
             now = datetime.now(UTC).isoformat()
             resolve = [{**fire[0], "endsAt": now}]
@@ -111,3 +119,44 @@ async def test_silences_dedup_and_commands(
     assert ended.text == "🔔 Silence #1 ended; its alerts notify again."
     bad = await client.reply_after(CAROL, -100100, "/silence alertname=~( 1h")
     assert bad.text.startswith("⛔ bad regex")
+
+
+async def test_ack_and_silence_need_their_roles_and_refusals_change_nothing(
+    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path
+) -> None:
+    # Ack named in [permissions]; bob is a developer, 4242 is in no [people] at all.
+    text = ops_text().replace("[roles]\n", '[permissions]\nack = "sre"\n[roles]\n', 1)
+    ops_file.write_text(
+        text.replace("sre = [1001, 1003]", "sre = [1001, 1003]\ndeveloper = [1002]")
+    )
+    for chat_id, title in ((CRITICAL, "Critical"), (WARNING, "Warnings")):
+        await client.add_chat(chat_id, "supergroup", title)
+    opsgate = await start_opsgate(alerts_token=TOKEN)
+    webhook = f"http://127.0.0.1:{opsgate.http_port}/webhooks/alertmanager"
+    with running(webhook, bearer=TOKEN) as am:
+        async with httpx.AsyncClient() as http:
+            labels = {"alertname": "QueueStuck", "severity": "critical", "service": "worker"}
+            fire = [{"labels": labels, "annotations": {"summary": "no progress for 10 min"}}]
+            assert (await http.post(f"{am.url}/api/v2/alerts", json=fire)).status_code == 200
+            message = await client.wait_for(CRITICAL, bot_message("QueueStuck"), timeout=30)
+    await client.add_user(STRANGER, "Stranger")
+    refusals = {
+        (STRANGER, 1): "This needs the role sre.",
+        (STRANGER, 2): "This needs the role sre.",
+        (BOB, 1): "This needs the role sre.",
+        (BOB, 3): "This needs the role sre.",
+    }
+    for (user, button), answer in refusals.items():
+        pressed = await client.press_button(user, CRITICAL, message.message_id, button)
+        assert await callback_answer_text(client, pressed) == answer
+    [group] = await opsgate.services.alerts.firing_groups()
+    assert group.acked_by is None  # nobody is "on it"
+    assert await opsgate.services.alerts.silences() == []
+    refused = await opsgate.services.audit.events(kind="button.refused")
+    assert sorted((e.actor, e.data["action"]) for e in refused) == [
+        ("1002", "ack"), ("1002", "s24"), ("4242", "ack"), ("4242", "s1"),
+    ]  # fmt: skip
+    current = [m for m in await client.messages(CRITICAL) if m.message_id == message.message_id]
+    assert current[0].text == message.text  # the message tells the same as before
+    ack = await client.press_button(CAROL, CRITICAL, message.message_id, 1)
+    assert await callback_answer_text(client, ack) == "You are on it: escalation stops."

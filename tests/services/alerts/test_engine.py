@@ -301,13 +301,32 @@ async def test_routes_by_severity_from_chats_alerts(make_world: MakeWorld) -> No
     }
 
 
-async def test_alert_without_a_route_is_counted_and_not_stored(make_world: MakeWorld) -> None:
+async def test_alert_without_any_chat_is_counted_and_not_stored(make_world: MakeWorld) -> None:
+    # Only a critical chat, no default, no warning chat, no deploys chat: nowhere to show it.
     world = make_world(variant("warning = -1002\ninfo = -1003\n", ""))
     report = await world.fire(API_DOWN, DISK_A, {"alertname": "Untagged"})
     assert [a.fingerprint for a in report.new_firing] == [fp(API_DOWN)]
     assert report.unrouted == 2
     assert await world.count("alerts") == 1
     assert kinds(await world.flush(5)) == [("notify", CRITICAL, {fp(API_DOWN)})]
+
+
+async def test_an_alert_no_route_matches_goes_to_the_default_chat(make_world: MakeWorld) -> None:
+    text = variant("info = -1003\n", "").replace("[alerts]\n", "[alerts]\ndefault_chat = -1009\n")
+    world = make_world(text)
+    odd = {"alertname": "Odd", "severity": "error", "service": "api"}  # no route says "error"
+    report = await world.fire(odd, API_DOWN)
+    assert (len(report.new_firing), report.unrouted) == (2, 0)
+    rows = await world.flush(5)
+    assert {r.fingerprints[0]: r.chat_id for r in rows} == {fp(odd): -1009, fp(API_DOWN): CRITICAL}
+
+
+def test_the_default_chat_is_the_warning_chat_else_the_deploys_chat() -> None:
+    assert routes_of(parse_ops_text(BASE))[-1].chat == WARNING
+    no_warning = variant("warning = -1002\n", "").replace(
+        "[chats.alerts]", "[chats]\ndeploys = -1005\n[chats.alerts]"
+    )
+    assert routes_of(parse_ops_text(no_warning))[-1].chat == -1005
 
 
 ROUTES = (
@@ -333,18 +352,21 @@ async def test_first_matching_route_wins(make_world: MakeWorld) -> None:
     payments_critical = {**payments, "severity": "critical"}  # route 2 comes first
     other = {"alertname": "Other", "severity": "warning", "team": "web"}
     report = await world.fire(db_down, API_DOWN, payments, payments_critical, other)
-    assert report.unrouted == 1  # [chats.alerts] is not used once routes are configured
+    # [chats.alerts] is not used once routes are configured, except its warning chat as
+    # the default route for what no route matches.
+    assert report.unrouted == 0
     rows = await world.flush(5)
     assert {r.fingerprints[0]: r.chat_id for r in rows} == {
         fp(db_down): -2001,
         fp(API_DOWN): -2002,
         fp(payments_critical): -2002,
         fp(payments): -2003,
+        fp(other): WARNING,
     }
     routes = routes_of(world.ops)
     assert route_for(routes, dict(db_down)) == 0
     assert route_for(routes, {"alertname": "X", "team": "payments"}) == 2
-    assert route_for(routes, dict(other)) is None
+    assert route_for(routes, dict(other)) == 3  # the default route, last
 
 
 def test_routes_from_chats_alerts_are_one_per_configured_severity() -> None:
@@ -352,6 +374,7 @@ def test_routes_from_chats_alerts_are_one_per_configured_severity() -> None:
     assert [(dict(r.match), r.chat) for r in routes_of(ops)] == [
         ({"severity": "critical"}, CRITICAL),
         ({"severity": "warning"}, WARNING),
+        ({}, WARNING),  # the default route: whatever matched nothing
     ]
 
 

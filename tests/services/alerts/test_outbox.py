@@ -230,19 +230,24 @@ async def test_a_storm_goes_out_as_digests_within_the_budget(
 
 
 async def test_budget_is_a_sliding_minute(make_world: MakeWorld) -> None:
+    # 5 a minute: a bucket of 2 that refills 3 a minute, so no 60 s ever hold more than 5.
     world = make_world()
     expected = await world.alerts(0, "A", 2)
-    assert [d.kind for d in await world.deliver(0)] == ["notify"] * 2  # quiet: one each
+    assert [d.kind for d in await world.deliver(0)] == ["notify"] * 2  # quiet: one each, now
     expected |= await world.alerts(30, "B", 1)
-    assert [d.kind for d in await world.deliver(30)] == ["digest"]  # past half the minute
+    assert [d.kind for d in await world.deliver(30)] == ["notify"]  # a token again: on its own
+    sent = []
     for at in (40, 45):
         expected |= await world.alerts(at, f"C{at}", 3)
-        assert [d.kind for d in await world.deliver(at)] == ["digest"]
+        sent += [(at, d) for d in await world.deliver(at)]
+    assert [(at, d.kind) for at, d in sent] == [(40, "digest")]  # more than the room: folded
     expected |= await world.alerts(50, "D", 2)
-    assert await world.deliver(50) == []  # 5 in the last 60 s
-    assert await world.deliver(59.9) == []  # the sends at 0 s are still in the last minute
-    later = await world.deliver(60.5)  # now they have left the window
-    assert [d.kind for d in later] == ["digest"]
+    assert await world.deliver(50) == []  # the bucket is empty
+    times = [0.0, 0.0, 30.0, 40.0]  # when the messages so far went out
+    for at in range(51, 200):
+        times += [float(at) for _ in await world.deliver(at)]
+    for start in times:
+        assert sum(1 for at in times if start <= at < start + 60) <= 5, times
     await assert_nothing_lost(world, expected)
 
 
@@ -254,7 +259,8 @@ async def test_chats_have_budgets_of_their_own(make_world: MakeWorld) -> None:
     assert Counter(d.chat_id for d in sent) == {WARNING: 2, CRITICAL: 2}
     assert {d.kind for d in sent} == {"notify"}  # quiet chats: as they are
     expected |= await world.alerts(1, "W2", 4)
-    sent = await world.deliver(1)
+    assert await world.deliver(1) == []  # that chat's bucket is empty
+    sent = await world.deliver(21)  # a token again: 4 waiting, one digest
     assert [(d.chat_id, d.kind) for d in sent] == [(WARNING, "digest")]  # only that chat
     await assert_nothing_lost(world, expected)
 
@@ -281,7 +287,7 @@ async def test_retry_later_holds_that_chat_only(make_world: MakeWorld) -> None:
     assert await world.deliver(29.9) == []
     assert len(world.telegram.attempts) == tries  # not even tried while held
 
-    sent = await world.deliver(30)  # 3 waiting now: past half the minute, one digest
+    sent = await world.deliver(30)  # 3 waiting, room for 2: one digest
     assert [(d.chat_id, d.kind) for d in sent] == [(WARNING, "digest")]
     await assert_nothing_lost(world, expected)
 
