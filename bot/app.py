@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import httpx
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.ext import (
@@ -18,6 +19,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from bot.changes import TelegramChanges
 from config.settings import Settings, UpdateMode
@@ -49,6 +51,11 @@ GROUP_COMMANDS = 0
 GROUP_FALLBACK = 1
 
 _NO_PREVIEWS = LinkPreviewOptions(is_disabled=True)
+# Idle connections are dropped after 2 s, before a server's usual 5-s keep-alive closes them
+# under a request: an alert or a card edit sent after a quiet spell must not meet a socket the
+# server just closed (that costs a failed send and a retry seconds later).
+POOL = 256
+_LIMITS = httpx.Limits(max_connections=POOL, keepalive_expiry=2.0)
 
 
 class CountingRateLimiter(AIORateLimiter):
@@ -107,6 +114,7 @@ def build_application(
         .context_types(context_types)
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEWS))
         .rate_limiter(CountingRateLimiter(services.runtime))
+        .request(HTTPXRequest(connection_pool_size=POOL, httpx_kwargs={"limits": _LIMITS}))
     )
     if settings.mode is UpdateMode.WEBHOOK:
         builder = builder.updater(None)  # updates arrive through bot/http/app.py instead
