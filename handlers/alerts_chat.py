@@ -15,6 +15,7 @@ from handlers.alerts_render import (
     NS_ALERT,
     group_keyboard,
     render_group,
+    render_group_message,
     render_silence,
 )
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
@@ -126,7 +127,8 @@ async def _redraw(context: OpsContext, group_id: int) -> None:
         return
     deploy, flag = await services.alert_messages.changes_for(group)
     silences = await services.alerts.silences()
-    text = render_group(group, services.ops, silences, deploy=deploy, flag=flag)
+    # The same form the message was sent in: a long group keeps its "attached list" line.
+    text = render_group_message(group, services.ops, silences, deploy=deploy, flag=flag).text
     markup = group_keyboard(group, deploy, flag)
     await show(context.bot, group.chat_id, group.message_id, text, markup)
 

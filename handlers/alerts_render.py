@@ -105,7 +105,7 @@ def render_group(
 ) -> str:
     """The group in short, for /alerts and redraws: its first alerts, the rest counted."""
     head, tail = _group_frame(group, ops, kind, deploy, flag)
-    alerts = sorted(group.alerts, key=lambda a: (a.status is AlertStatus.RESOLVED, a.first_seen))
+    alerts = _firing_first(group)
     lines = [head, *(alert_line(a, silences) for a in alerts[:MAX_LINES])]
     if len(alerts) > MAX_LINES:
         lines.append(f"… and {len(alerts) - MAX_LINES} more: /alerts")
@@ -124,8 +124,11 @@ def render_group_message(
 ) -> AlertText:
     """The group's message for the chat: every alert named, in it or in its attached list."""
     head, tail = _group_frame(group, ops, kind, deploy, flag)
-    alerts = sorted(group.alerts, key=lambda a: (a.status is AlertStatus.RESOLVED, a.first_seen))
-    return fit_alerts(head, alerts, silences, tail, reserve)
+    return fit_alerts(head, _firing_first(group), silences, tail, reserve)
+
+
+def _firing_first(group: AlertGroup) -> list[Alert]:
+    return sorted(group.alerts, key=lambda a: (a.status is AlertStatus.RESOLVED, a.first_seen))
 
 
 def _group_frame(
