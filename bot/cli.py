@@ -19,6 +19,7 @@ from bot.sdnotify import notify, start_watchdog, stop_watchdog
 from config.opsfile import OpsFileError, load_ops_file
 from config.settings import Settings
 from services.alerts.engine import routing_warnings
+from services.container import VERSION
 
 log = logging.getLogger("opsgate")
 
@@ -92,6 +93,7 @@ def load_settings() -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="opsgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"opsgate {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the bot (settings from the environment / .env)")
     check = sub.add_parser("check-config", help="validate an ops file")

@@ -55,6 +55,11 @@ def configure_logging(level: str, secrets: Iterable[str]) -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A line per scheduler tick (the alert outbox runs every second) or per HTTP request
+    # drowns the lines that matter: shown only when asked for with DEBUG.
+    chatty = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in ("apscheduler", "uvicorn.access"):
+        logging.getLogger(name).setLevel(chatty)
     # uvicorn brings its own handlers; route its lines through ours instead.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()

@@ -19,6 +19,13 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(saved[1])
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == "opsgate 0.1.0"
+
+
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(CONFIG_DIR / "opsgate.example.toml")]) == 0
     out = capsys.readouterr().out

@@ -45,3 +45,20 @@ def test_configure_logging_quiets_httpx(monkeypatch: pytest.MonkeyPatch) -> None
     assert "HTTP Request" not in output  # httpx held at WARNING
     assert f"token {REDACTED}" in output
     assert TOKEN not in output
+
+
+def test_scheduler_ticks_and_access_lines_only_at_debug() -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("INFO", [])
+        assert not logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO)
+        assert logging.getLogger("bot.runner").isEnabledFor(logging.INFO)
+        configure_logging("DEBUG", [])
+        assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name in ("apscheduler", "uvicorn.access"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
