@@ -34,8 +34,9 @@ def alert_line(alert: Alert, silences: Sequence[Silence]) -> str:
     line = f"{icon} <b>{esc(alert.name[:80])}</b> {esc(labels)}{muted}".rstrip()
     if alert.summary:
         line += f" — {esc(alert.summary[:MAX_SUMMARY_CHARS])}"
-    when = alert.ends_at if alert.status is AlertStatus.RESOLVED else alert.starts_at
-    return f"{line} ({_hm(when)})"
+    # A resolution without an end time (some senders) ended when it was last reported.
+    when = (alert.ends_at or alert.last_seen) if alert.status is AlertStatus.RESOLVED else None
+    return f"{line} ({_hm(when or alert.starts_at)})"
 
 
 def alert_plain(alert: Alert) -> str:

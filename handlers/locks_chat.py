@@ -8,7 +8,7 @@ from config.permissions import Action
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.render import esc, join_lines
-from services.deploy.locks import EnvLock, EnvLockError
+from services.deploy.locks import EnvironmentLocked, EnvLock, EnvLockError
 
 
 def _who(lock: EnvLock, context: OpsContext) -> str:
@@ -46,6 +46,11 @@ async def lock(update: Update, context: OpsContext) -> None:
         return
     try:
         locked = await context.services.env_locks.lock(args[0], str(user.id), " ".join(args[1:]))
+    except EnvironmentLocked as exc:  # said with the holder's name, as /locks says it
+        holder = exc.lock.locked_by
+        name = context.services.ops.name_of(int(holder)) if holder.isdigit() else None
+        await message.reply_text(f"⚠️ {esc(exc.lock.describe(name))}")
+        return
     except EnvLockError as exc:
         await message.reply_text(f"⚠️ {esc(exc)}")
         return

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from config.inventory import Service
 from config.opsfile import OpsConfig
@@ -23,7 +23,7 @@ from services.control.controller import RestartOutcome, ServiceController, Unkno
 from services.deploy.deployments import Deployments
 from services.deploy.errors import DeployError
 from services.deploy.halt import HaltReport, halt
-from services.deploy.locks import EnvironmentLocks
+from services.deploy.locks import EnvironmentLocked, EnvironmentLocks
 from services.deploy.model import Deployment, DeploymentKind
 from services.deploy.model import DeploymentState as S
 from services.deploy.pipeline import DeployPipeline
@@ -157,7 +157,7 @@ class FrontDoor:
         validate_version(version)
         if not emergency and (refusal := self.window_refusal(service)) is not None:
             raise OutsideWindow(refusal)
-        deployment = await self._deployments.request(
+        deployment = await self._request(
             name, service.environment, version, actor, emergency=emergency
         )
         policy = deploy_policy(self._ops(), service.environment)
@@ -181,7 +181,7 @@ class FrontDoor:
         service = self.deployable(name)
         policy, emergency = rollback_rule(self._ops(), service.environment, int(actor))
         target = await self._releases.rollback_target(name, version)
-        deployment = await self._deployments.request(
+        deployment = await self._request(
             name,
             service.environment,
             target,
@@ -203,7 +203,7 @@ class FrontDoor:
         if environment is None or is_production(service.environment, environment):
             raise ProductionDrill(name, service.environment)
         current, back_to = await self._releases.drill_pair(name)
-        deployment = await self._deployments.request(
+        deployment = await self._request(
             name,
             service.environment,
             current,
@@ -258,6 +258,17 @@ class FrontDoor:
         for deployment in report.cancelled:
             await self._end_signoff(deployment.id, actor, f"halt: {reason}")
         return report
+
+    async def _request(
+        self, service: str, environment: str, version: str, actor: str, **kwargs: Any
+    ) -> Deployment:
+        """Deployments.request, with a lock's holder named as people know them."""
+        try:
+            return await self._deployments.request(service, environment, version, actor, **kwargs)
+        except EnvironmentLocked as exc:
+            holder = exc.lock.locked_by
+            name = self._ops().name_of(int(holder)) if holder.isdigit() else None
+            raise EnvironmentLocked(exc.lock, name) from None
 
     async def _ask(self, deployment: Deployment, policy: Policy, origin: Origin) -> Requested:
         request = await self.listener.signoff_requested(deployment, policy, origin)

@@ -31,16 +31,18 @@ class EnvLock:
     reason: str
     since: datetime
 
-    def describe(self) -> str:
+    def describe(self, who: str | None = None) -> str:
+        """`who`: the person's name, when the caller knows it (else their id)."""
         since = self.since.strftime("%Y-%m-%d %H:%M UTC")
-        return f"{self.environment} is locked by {self.locked_by} since {since}: {self.reason}"
+        by = who or self.locked_by
+        return f"{self.environment} is locked by {by} since {since}: {self.reason}"
 
 
 class EnvironmentLocked(EnvLockError):
     """The environment is locked by hand; the message says who, why and since when."""
 
-    def __init__(self, lock: EnvLock) -> None:
-        super().__init__(lock.describe())
+    def __init__(self, lock: EnvLock, who: str | None = None) -> None:
+        super().__init__(lock.describe(who))
         self.lock = lock
 
 

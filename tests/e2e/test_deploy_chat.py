@@ -153,7 +153,7 @@ async def test_bad_cancel_and_halt(
         "Nothing ships until /unlock ENV.",
     ]
     again = await client.reply_after(CAROL, DEPLOYS, "/deploy app v2")
-    assert again.text.startswith("⛔ staging is locked by 1003") and "halt: database" in again.text
+    assert again.text.startswith("⛔ staging is locked by carol") and "halt: database" in again.text
     # The sign-off ended with the deploy: its message says so, and its old button is stale.
     ended = await client.wait_for(
         APPROVALS,

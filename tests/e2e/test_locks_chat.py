@@ -19,7 +19,7 @@ async def test_lock_names_who_why_and_since_and_refuses_deploys(
     assert locked.text.startswith("🔒 production by carol since ")
     assert locked.text.endswith(": <b>Black Friday</b>\nDeploys there are refused until /unlock.")
     again = await client.reply_after(ALICE, DEPLOYS, "/lock production twice")
-    assert again.text.startswith("⚠️ production is locked by 1003 since")
+    assert again.text.startswith("⚠️ production is locked by carol since")  # a name, as /locks
     listed = await client.reply_after(BOB, DEPLOYS, "/locks")
     assert listed.text.startswith("🔒 production by carol")
 
