@@ -101,12 +101,13 @@ class TelegramNotifier:
                     message_id=message.edit_message_id,
                     reply_markup=markup,
                 )
-                return await self._with_list(group.chat_id, message.edit_message_id, rendered, name)
             except BadRequest as exc:
                 if "not modified" in str(exc):
                     return Sent(message.edit_message_id, 0)
                 if "not found" not in str(exc):
                     raise
+            else:  # edited: its list (if any) goes under it; a failure there is not the edit's
+                return await self._with_list(group.chat_id, message.edit_message_id, rendered, name)
         sent = await self._bot.send_message(
             message.chat_id, text, reply_markup=markup, disable_notification=message.silent
         )
