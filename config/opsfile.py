@@ -116,6 +116,10 @@ class OpsConfig(_Strict):
     def name_of(self, user_id: int) -> str | None:
         return self.people.get(user_id)
 
+    def name_of_actor(self, actor: str) -> str | None:
+        """The name of an actor as rows store it (a user id as text); None for others."""
+        return self.name_of(int(actor)) if actor.isdigit() else None
+
     def group_chat_ids(self) -> frozenset[int]:
         alerts = self.chats.alerts
         ids = [self.chats.deploys, self.chats.approvals, alerts.critical, alerts.warning]

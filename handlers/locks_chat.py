@@ -47,8 +47,7 @@ async def lock(update: Update, context: OpsContext) -> None:
     try:
         locked = await context.services.env_locks.lock(args[0], str(user.id), " ".join(args[1:]))
     except EnvironmentLocked as exc:  # said with the holder's name, as /locks says it
-        holder = exc.lock.locked_by
-        name = context.services.ops.name_of(int(holder)) if holder.isdigit() else None
+        name = context.services.ops.name_of_actor(exc.lock.locked_by)
         await message.reply_text(f"⚠️ {esc(exc.lock.describe(name))}")
         return
     except EnvLockError as exc:

@@ -266,8 +266,7 @@ class FrontDoor:
         try:
             return await self._deployments.request(service, environment, version, actor, **kwargs)
         except EnvironmentLocked as exc:
-            holder = exc.lock.locked_by
-            name = self._ops().name_of(int(holder)) if holder.isdigit() else None
+            name = self._ops().name_of_actor(exc.lock.locked_by)
             raise EnvironmentLocked(exc.lock, name) from None
 
     async def _ask(self, deployment: Deployment, policy: Policy, origin: Origin) -> Requested:
