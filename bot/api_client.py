@@ -25,8 +25,9 @@ EXIT_USAGE = 2
 def add_commands(sub: Any) -> None:
     """The client subcommands, on the `opsgate` parser's subparsers."""
     for name, help_text in (
-        ("deploy", "request a deploy: SERVICE VERSION [--emergency]"),
-        ("rollback", "request a rollback: SERVICE [VERSION]"),
+        ("deploy", "request a deploy: SERVICE VERSION [--to ENVIRONMENT] [--emergency]"),
+        ("rollback", "request a rollback: SERVICE [VERSION] [--in ENVIRONMENT]"),
+        ("promote", "deploy what runs in one environment to the next: SERVICE [--from ENV]"),
         ("flag", "set a flag's rollout: KEY PERCENT"),
         ("status", "services, deployments in flight, firing alerts"),
     ):
@@ -37,10 +38,15 @@ def add_commands(sub: Any) -> None:
         if name == "deploy":
             command.add_argument("service")
             command.add_argument("version")
+            command.add_argument("--to", dest="environment", help="the environment")
             command.add_argument("--emergency", action="store_true")
         elif name == "rollback":
             command.add_argument("service")
             command.add_argument("version", nargs="?")
+            command.add_argument("--in", dest="environment", help="the environment")
+        elif name == "promote":
+            command.add_argument("service")
+            command.add_argument("--from", dest="source", help="where it runs now")
         elif name == "flag":
             command.add_argument("key")
             command.add_argument("percent", type=float)
@@ -64,11 +70,17 @@ def run_client(args: argparse.Namespace, settings: Settings) -> int:
             if args.command == "deploy":
                 body = {"service": args.service, "version": args.version}
                 body |= {"requested_by": requested_by, "emergency": args.emergency}
+                body |= {"environment": args.environment} if args.environment else {}
                 return _show(http.post("/api/deployments", json=body))
             if args.command == "rollback":
                 body = {"service": args.service, "requested_by": requested_by}
                 body |= {"version": args.version} if args.version else {}
+                body |= {"environment": args.environment} if args.environment else {}
                 return _show(http.post("/api/rollbacks", json=body))
+            if args.command == "promote":
+                body = {"service": args.service, "requested_by": requested_by}
+                body |= {"from": args.source} if args.source else {}
+                return _show(http.post("/api/promotions", json=body))
             body = {"percent": args.percent, "requested_by": requested_by}
             return _show(http.post(f"/api/flags/{args.key}", json=body))
         except httpx.HTTPError as exc:

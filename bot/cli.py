@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.doctor import run_doctor
 
         return run_doctor(load_settings())
-    if args.command in ("deploy", "rollback", "flag", "status"):
+    if args.command in ("deploy", "rollback", "promote", "flag", "status"):
         return run_client(args, load_settings())
     if args.command == "check-config":
         return check_config(args.file or load_settings().config)

@@ -62,14 +62,15 @@ def control_argv(service: Service) -> list[str]:
 
 async def check_hosts(ops: OpsConfig, hosts: Hosts, report: Report) -> None:
     seen: set[tuple[str, str]] = set()
-    for name, service in sorted(ops.services.items()):
-        key = (service.host, service.manager)
+    every = [(n, s, h) for n, s in sorted(ops.services.items()) for h in s.all_hosts()]
+    for name, service, host in every:
+        key = (host, service.manager)
         if key in seen:
             continue
         seen.add(key)
-        what = f"host {service.host} ({service.manager}, for {name})"
+        what = f"host {host} ({service.manager}, for {name})"
         try:
-            result = await hosts.get(service.host).run(control_argv(service), timeout=20)
+            result = await hosts.get(host).run(control_argv(service), timeout=20)
         except UnknownHostError as exc:
             report.bad(f"{what}: {exc}", "add it under [hosts]")
             continue

@@ -29,6 +29,7 @@ from handlers.deploy_render import render_recovery
 from handlers.errors import check_chat_reachable, retention_tick
 from handlers.flags_chat import run_plan_tick
 from services.container import Services
+from services.deploy.host_rows import HoldAt
 from services.deploy.model import DeploymentState
 from services.deploy.recovery import reconcile
 from services.records.audit import utc_now
@@ -80,7 +81,9 @@ class Opsgate:
         ops = self._ops or load_ops_file(settings.config)
         storage = await Storage(settings.db).open()
         self._services = services = Services.create(ops, settings.config, storage, self._clock)
-        if settings.hold_at:
+        if settings.hold_at.startswith("host."):
+            services.deployments.hosts.hold_at = HoldAt.parse(settings.hold_at)
+        elif settings.hold_at:
             services.deployments.hold_at = DeploymentState(settings.hold_at)
         await services.open()
         commands = all_commands(self._extra_commands)

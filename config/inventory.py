@@ -6,14 +6,16 @@ Patterns here are strict on purpose: config text must never turn into a command-
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StringConstraints
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|target|timer)$"
 
-HOST_PORT_PATTERN = r"^[A-Za-z0-9.:\[\]-]{1,253}:[0-9]{1,5}$"
+# `{address}` stands for each host's address in a fleet (see Service.hosts).
+HOST_PORT_PATTERN = r"^(?:[A-Za-z0-9.:\[\]-]{1,253}|\{address\}):[0-9]{1,5}$"
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 HostPort = Annotated[str, StringConstraints(pattern=HOST_PORT_PATTERN)]
@@ -214,10 +216,83 @@ class DeployConfig(_Strict):
     hooks: DeployHooks = DeployHooks()
 
 
+ENVIRONMENT_MISSING = "required but missing (or list environments)"
+BATCH_PATTERN = r"^(100|[1-9][0-9]?)%$"
+
+
+class Drain(_Strict):
+    """How a host stops getting requests before its restart, and gets them again once healthy.
+
+    Either an nginx upstream file on `proxy_host` that opsgate rewrites (every host of the
+    environment as `server ADDRESS:PORT`, the drained one marked `down`) and reloads, or the
+    team's own commands, run on the host being drained (OPSGATE_HOST and OPSGATE_ADDRESS in
+    their environment)."""
+
+    upstream_file: FilePath | None = None
+    port: Port | None = None  # the service's port on every host
+    proxy_host: Name = LOCAL_HOST
+    # "{service}" and "{servers}" are replaced; the text is written whole, then `reload` runs.
+    upstream_template: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = (
+        "upstream {service} {\n{servers}}\n"
+    )
+    reload: HookArgv = ["nginx", "-s", "reload"]
+    out: HookArgv | None = None  # the command way: take this host out
+    back_in: HookArgv | None = None  # ... and put it back
+    settle_s: float = Field(default=1.0, ge=0, le=300)  # after taking out: in-flight ends
+
+
+def _batch(value: object) -> int | str:
+    """A number of hosts (1 or more) or a percentage of the fleet ("25%")."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str) and re.fullmatch(BATCH_PATTERN, value):
+        return value
+    raise ValueError('a number of hosts (1 or more) or a percentage like "25%"')
+
+
+class Rollout(_Strict):
+    """How a deploy goes over several hosts: in batches, each host verified healthy before the
+    next batch starts; the first failure past `max_failed_hosts` stops it and the hosts
+    already switched go back."""
+
+    batch: Annotated[int | str, BeforeValidator(_batch)] = 1
+    canary: bool = False  # the first batch is one host, whatever `batch` says
+    pause_s: float = Field(default=0, ge=0, le=3600)  # between batches
+    max_failed_hosts: int = Field(default=0, ge=0)
+    parallel: int = Field(default=4, ge=1, le=64)  # hosts built / rolled back at once
+    drain: Drain | None = None
+
+    def batch_size(self, hosts: int) -> int:
+        if isinstance(self.batch, str):
+            return max(1, hosts * int(self.batch[:-1]) // 100)
+        return self.batch
+
+    def batches(self, hosts: list[str]) -> list[list[str]]:
+        """The hosts in the order they switch, batch by batch."""
+        rest, size = list(hosts), self.batch_size(len(hosts))
+        first = rest[:1] if self.canary and rest else []
+        rest = rest[len(first) :]
+        return ([first] if first else []) + [rest[i : i + size] for i in range(0, len(rest), size)]
+
+
+class ServiceEnvironment(_Strict):
+    """Where a service runs in one environment, and what a deploy there must follow."""
+
+    hosts: Annotated[list[Name], Field(min_length=1)]
+    # The same version must have succeeded there first, and run there this long.
+    promote_from: Name | None = None
+    min_soak_s: float = Field(default=0, ge=0, le=30 * 86400)
+    rollout: Rollout | None = None  # else the service's
+
+
 class Service(_Strict):
-    environment: Name
+    # One environment and one host (or `hosts`), or per-environment hosts in `environments`
+    # (listed in promotion order: staging before production).
+    environment: Name | None = None
+    environments: dict[Name, ServiceEnvironment] = {}
     description: str = ""
-    host: Name = LOCAL_HOST
+    host: Name | None = None
+    hosts: list[Name] = []
     # systemd (unit, optionally the --user manager) or supervisord (program + its config).
     manager: Literal["systemd", "supervisor"] = "systemd"
     unit: UnitName | None = None
@@ -227,6 +302,7 @@ class Service(_Strict):
     supervisorctl: PrefixArg = "supervisorctl"  # or an absolute path, e.g. inside a venv
     health: HealthConfig | None = None
     deploy: DeployConfig | None = None
+    rollout: Rollout = Rollout()
 
     @property
     def control_name(self) -> str:
@@ -234,6 +310,36 @@ class Service(_Strict):
         name = self.unit if self.manager == "systemd" else self.program
         assert name is not None  # guaranteed by _check_services
         return name
+
+    def environment_names(self) -> list[str]:
+        """Its environments in promotion order; the first is where a deploy goes by default."""
+        if self.environments:
+            return list(self.environments)
+        return [self.environment or "default"]
+
+    @property
+    def home(self) -> str:
+        """The environment a request that names none is for."""
+        return self.environment_names()[0]
+
+    def hosts_in(self, environment: str | None = None) -> list[str]:
+        """The hosts it runs on in `environment` (default: its first)."""
+        if self.environments:
+            found = self.environments.get(environment or self.home)
+            return list(found.hosts) if found is not None else []
+        return list(self.hosts) or [self.host or LOCAL_HOST]
+
+    def all_hosts(self) -> list[str]:
+        return list(
+            dict.fromkeys(h for env in self.environment_names() for h in self.hosts_in(env))
+        )
+
+    def rollout_in(self, environment: str) -> Rollout:
+        found = self.environments.get(environment)
+        return found.rollout if found is not None and found.rollout is not None else self.rollout
+
+    def in_environment(self, environment: str) -> ServiceEnvironment | None:
+        return self.environments.get(environment)
 
 
 def check_services(services: dict[str, Service]) -> list[str]:
@@ -254,6 +360,51 @@ def check_services(services: dict[str, Service]) -> list[str]:
             problems.append(f"{path}.health: give exactly one of url, tcp, command")
         if service.deploy is not None:
             problems += _check_strategy(path, service, service.deploy)
+        problems += _check_placement(path, service)
+    return problems
+
+
+def _check_placement(path: str, service: Service) -> list[str]:
+    """Where it runs: one environment or several, one host or a list, batches that fit."""
+    problems: list[str] = []
+    if service.environments:
+        problems += [
+            f"{path}.{key}: give it per environment in {path}.environments"
+            for key in ("environment", "host", "hosts")
+            if getattr(service, key)
+        ]
+    elif service.environment is None:
+        problems.append(f"{path}.environment: {ENVIRONMENT_MISSING}")
+    if service.host is not None and service.hosts:
+        problems.append(f"{path}.hosts: give host or hosts, not both")
+    earlier: list[str] = []
+    for env_name, env in service.environments.items():
+        env_path = f"{path}.environments.{env_name}"
+        if env.promote_from is not None and env.promote_from not in earlier:
+            known = ", ".join(earlier) or "none"
+            problems.append(
+                f"{env_path}.promote_from: {env.promote_from!r} is not an environment listed"
+                f" before it (listed before: {known})"
+            )
+        earlier.append(env_name)
+    for env_name in service.environment_names():
+        hosts = service.hosts_in(env_name)
+        where = f"{path}.environments.{env_name}" if service.environments else path
+        duplicates = sorted({h for h in hosts if hosts.count(h) > 1})
+        if duplicates:
+            problems.append(f"{where}.hosts: listed twice: {', '.join(duplicates)}")
+        rollout = service.rollout_in(env_name)
+        # One host needs no rollout: a service-wide batch is for its larger environments.
+        if isinstance(rollout.batch, int) and len(hosts) > 1 and rollout.batch > len(hosts):
+            problems.append(
+                f"{where}: batch {rollout.batch} does not fit {len(hosts)} host(s)"
+                f' (give 1 to {len(hosts)}, or a percentage like "25%")'
+            )
+        drain = rollout.drain
+        if drain is not None and (drain.upstream_file is None) == (drain.out is None):
+            problems.append(f"{where}.rollout.drain: give upstream_file (with port) or out")
+        elif drain is not None and drain.upstream_file is not None and drain.port is None:
+            problems.append(f"{where}.rollout.drain.port: required with upstream_file")
     return problems
 
 
@@ -288,8 +439,21 @@ def check_hosts(services: dict[str, Service], hosts: dict[str, HostConfig]) -> l
             )
     known_hosts = ", ".join(sorted({LOCAL_HOST, *hosts}))
     for name, service in services.items():
-        if service.host != LOCAL_HOST and service.host not in hosts:
-            problems.append(
-                f"services.{name}.host: unknown host {service.host!r} (known: {known_hosts})"
+        for env_name in service.environment_names():
+            if service.environments:
+                where = f"services.{name}.environments.{env_name}.hosts"
+            else:
+                where = f"services.{name}.hosts" if service.hosts else f"services.{name}.host"
+            problems.extend(
+                f"{where}: unknown host {host!r} (known: {known_hosts})"
+                for host in service.hosts_in(env_name)
+                if host != LOCAL_HOST and host not in hosts
             )
+        for env_name in service.environment_names():
+            drain = service.rollout_in(env_name).drain
+            if drain is not None and drain.proxy_host not in (LOCAL_HOST, *hosts):
+                problems.append(
+                    f"services.{name}.rollout.drain.proxy_host: unknown host"
+                    f" {drain.proxy_host!r} (known: {known_hosts})"
+                )
     return problems

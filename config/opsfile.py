@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, Field, StringConstraints, ValidationError
 from config.alerts import AlertOptions
 from config.approvals import ApprovalOptions, EnvironmentApproval
 from config.inventory import (
+    ENVIRONMENT_MISSING,
     FILE_PATH_PATTERN,
     FLAG_KEY_PATTERN,
     HOST_ADDRESS_PATTERN,
@@ -202,6 +203,8 @@ def _format_error(error: Any) -> str:
             message = "not a valid name (lowercase letters, digits, - and _, at most 32)"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         message = error["msg"].lower()
+    elif kind == "value_error":
+        message = str(error.get("ctx", {}).get("error", error["msg"]))
     elif "[key]" in loc and kind == "int_parsing":
         message = "not a Telegram user id (a whole number)"
     else:
@@ -217,11 +220,15 @@ def _check_references(config: OpsConfig) -> list[str]:
                 problems.append(f"roles.{role}[{index}]: {user_id} is not listed in [people]")
     known_envs = sorted(config.environments)
     for name, service in config.services.items():
-        if known_envs and service.environment not in config.environments:
-            problems.append(
-                f"services.{name}.environment: unknown environment {service.environment!r}"
-                f" (known: {', '.join(known_envs)})"
-            )
+        if service.environments:
+            named = [(f"services.{name}.environments.{env}", env) for env in service.environments]
+        else:
+            named = [(f"services.{name}.environment", service.home)] * bool(service.environment)
+        problems.extend(
+            f"{path}: unknown environment {env!r} (known: {', '.join(known_envs)})"
+            for path, env in named
+            if known_envs and env not in config.environments
+        )
     problems.extend(_check_approval_roles(config))
     problems.extend(check_hosts(config.services, config.hosts))
     problems.extend(check_services(config.services))
@@ -262,6 +269,19 @@ def _check_approval_roles(config: OpsConfig) -> list[str]:
     ]
 
 
+def _unplaced_services(raw: dict[str, Any]) -> list[str]:
+    """Services in no environment: found in the raw file, so they are named even when other
+    problems stop the checks that need a valid file."""
+    services = raw.get("services")
+    if not isinstance(services, dict):
+        return []
+    return [
+        f"services.{name}.environment: {ENVIRONMENT_MISSING}"
+        for name, service in services.items()
+        if isinstance(service, dict) and not {"environment", "environments"} & service.keys()
+    ]
+
+
 def parse_ops_text(text: str, source: str = "<ops file>") -> OpsConfig:
     """Parse and check an ops file's text; raises OpsFileError listing every problem."""
     try:
@@ -271,7 +291,8 @@ def parse_ops_text(text: str, source: str = "<ops file>") -> OpsConfig:
     try:
         config = OpsConfig.model_validate(raw)
     except ValidationError as exc:
-        raise OpsFileError(source, [_format_error(e) for e in exc.errors()]) from None
+        problems = [_format_error(e) for e in exc.errors()]
+        raise OpsFileError(source, problems + _unplaced_services(raw)) from None
     problems = _check_references(config)
     if problems:
         raise OpsFileError(source, problems)

@@ -12,6 +12,7 @@ import logging
 
 from telegram import Message, Update
 
+from config.opsfile import is_valid_name
 from config.permissions import Action
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
@@ -43,9 +44,11 @@ async def deploy(update: Update, context: OpsContext) -> None:
         return
     args = context.args or []
     dry_run, emergency = "--dry-run" in args, "--emergency" in args
-    words = [a for a in args if a not in FLAGS]
-    if len(words) != 2 or (dry_run and emergency):
-        await message.reply_text("Usage: /deploy SERVICE VERSION [--dry-run | --emergency]")
+    words, environment = take_environment([a for a in args if a not in FLAGS], "to")
+    if len(words) != 2 or (dry_run and emergency) or environment == "":
+        await message.reply_text(
+            "Usage: /deploy SERVICE VERSION [to ENVIRONMENT] [--dry-run | --emergency]"
+        )
         return
     name, version = words
     if problem := deploy_problem(name, context.services.ops):
@@ -54,11 +57,13 @@ async def deploy(update: Update, context: OpsContext) -> None:
     door, actor = context.services.front_door, str(user.id)
     try:
         if dry_run:
-            plan = await door.dry_run(name, version, actor)
-            await message.reply_text(render_dry_run(name, version, plan.service, plan.refusal))
+            plan = await door.dry_run(name, version, actor, environment)
+            await message.reply_text(render_dry_run(name, version, plan))
             return
         origin = Origin("chat", message.chat_id, message.message_id)
-        requested = await door.deploy(name, version, actor, origin, emergency=emergency)
+        requested = await door.deploy(
+            name, version, actor, origin, emergency=emergency, environment=environment
+        )
     except InvalidVersion as exc:
         await message.reply_text(f"⚠️ {esc(exc)} Nothing was done.")
         return
@@ -84,16 +89,50 @@ async def rollback(update: Update, context: OpsContext) -> None:
     message, user = update.effective_message, update.effective_user
     if message is None or user is None:
         return
-    args = context.args or []
-    if len(args) not in (1, 2):
-        await message.reply_text("Usage: /rollback SERVICE [VERSION]")
+    args, environment = take_environment(context.args or [], "in")
+    if len(args) not in (1, 2) or environment == "":
+        await message.reply_text("Usage: /rollback SERVICE [VERSION] [in ENVIRONMENT]")
         return
     problem = deploy_problem(args[0], context.services.ops)
     if problem:
         await message.reply_text(problem)
         return
     version = args[1] if len(args) == 2 else None
-    await request_rollback(message, args[0], version, str(user.id), "chat", context)
+    actor = str(user.id)
+    await request_rollback(message, args[0], version, actor, "chat", context, environment)
+
+
+async def promote(update: Update, context: OpsContext) -> None:
+    """Deploys what runs in one environment to the next one, through the usual sign-off."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    args, source = take_environment(context.args or [], "from")
+    if len(args) != 1 or source == "":
+        await message.reply_text("Usage: /promote SERVICE [from ENVIRONMENT]")
+        return
+    if problem := deploy_problem(args[0], context.services.ops):
+        await message.reply_text(problem)
+        return
+    origin = Origin("chat", message.chat_id, message.message_id)
+    try:
+        requested = await context.services.front_door.promote(args[0], str(user.id), origin, source)
+    except OpsgateError as exc:
+        await message.reply_text(f"⛔ {esc(exc)} Nothing was done.")
+        return
+    await answer_request(message, requested)
+
+
+def take_environment(words: list[str], keyword: str) -> tuple[list[str], str | None]:
+    """`... to production` -> (the rest, "production"); None when not named; "" when the
+    word after `keyword` is missing or not a name."""
+    if keyword not in words:
+        return words, None
+    at = words.index(keyword)
+    rest, named = words[:at] + words[at + 2 :], words[at + 1 : at + 2]
+    if len(named) != 1 or not is_valid_name(named[0]):
+        return rest, ""
+    return rest, named[0]
 
 
 async def rollback_pressed(update: Update, context: OpsContext) -> None:
@@ -118,6 +157,7 @@ async def rollback_pressed(update: Update, context: OpsContext) -> None:
         str(query.from_user.id),
         "button",
         context,
+        deployment.environment,
     )
 
 
@@ -126,17 +166,24 @@ async def releases(update: Update, context: OpsContext) -> None:
     message = update.effective_message
     if message is None:
         return
-    name = " ".join(context.args or [])
+    args = context.args or []
+    if len(args) not in (1, 2):
+        await message.reply_text("Usage: /releases SERVICE [ENVIRONMENT]")
+        return
+    name, environment = args[0], (args[1] if len(args) == 2 else None)
     problem = deploy_problem(name, context.services.ops)
     if problem:
         await message.reply_text(problem)
         return
     try:
-        kept = await context.services.releases.releases(name)
+        service = context.services.front_door.deployable(name)
+        environment = context.services.front_door.environment_of(service, name, environment)
+        kept = await context.services.releases.releases(name, environment)
+        hosts = await context.services.releases.current_by_host(name, environment)
     except OpsgateError as exc:
         await message.reply_text(f"⛔ Cannot read the releases of {esc(name)}: {esc(exc)}")
         return
-    await message.reply_text(render_releases(name, kept))
+    await message.reply_text(render_releases(name, kept, environment, hosts))
 
 
 async def history(update: Update, context: OpsContext) -> None:
@@ -148,18 +195,32 @@ async def history(update: Update, context: OpsContext) -> None:
     if name is not None and (problem := deploy_problem(name, context.services.ops)):
         await message.reply_text(problem)
         return
-    await message.reply_text(render_history(await context.services.deployments.history(name, 15)))
+    deployments = context.services.deployments
+    shown = await deployments.history(name, 15)
+    hosts = {d.id: await deployments.hosts.rows(d.id) for d in shown}
+    await message.reply_text(render_history(shown, hosts))
 
 
 COMMANDS = [
     Command(
         "deploy",
-        "deploy a release: SERVICE VERSION [--dry-run | --emergency]",
+        "deploy a release: SERVICE VERSION [to ENVIRONMENT] [--dry-run | --emergency]",
         deploy,
         action_for=action_of_deploy,
     ),
-    Command("rollback", "roll back: SERVICE [VERSION]", rollback, action=Action.ROLLBACK),
-    Command("releases", "releases kept for a service", releases),
+    Command(
+        "promote",
+        "deploy what runs in one environment to the next: SERVICE [from ENVIRONMENT]",
+        promote,
+        action=Action.DEPLOY,
+    ),
+    Command(
+        "rollback",
+        "roll back: SERVICE [VERSION] [in ENVIRONMENT]",
+        rollback,
+        action=Action.ROLLBACK,
+    ),
+    Command("releases", "releases kept for a service: SERVICE [ENVIRONMENT]", releases),
     Command("history", "recent deployments [SERVICE]", history),
 ]
 BUTTONS = [

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from config.inventory import Service
 from handlers.render import code, esc, join_lines
 from services.approvals.model import ApprovalRequest
+from services.deploy.front_door import DryRun
+from services.deploy.host_rows import HostRow, grid
 from services.deploy.model import Deployment, DeploymentKind, DeploymentState
 from services.deploy.steps import DeployOutcome as Outcome
 from services.releases.layout import ReleaseInfo
@@ -24,8 +25,9 @@ _ICONS = {
 }
 
 
-def render_dry_run(name: str, version: str, service: Service, window: str | None) -> str:
-    """The plan a deploy would follow; `window`: why it may not start now, or None."""
+def render_dry_run(name: str, version: str, plan: DryRun) -> str:
+    """The plan a deploy would follow, and why it would be refused now, if it would."""
+    service, window, environment = plan.service, plan.refusal, plan.environment
     deploy = service.deploy
     assert deploy is not None  # checked by the handler
     checks = deploy.prechecks
@@ -42,7 +44,7 @@ def render_dry_run(name: str, version: str, service: Service, window: str | None
     pre += [f"check {esc(n)}: {code(' '.join(argv))}" for n, argv in checks.commands.items()]
     health_rule = "must be healthy" if checks.require_healthy else "reported"
     lines = [
-        f"🧪 Dry run: deploy <b>{esc(name)}</b> {code(version)} to {esc(service.environment)}",
+        f"🧪 Dry run: deploy <b>{esc(name)}</b> {code(version)} to {esc(environment)}",
         "Nothing was changed. "
         + (f"⛔ It would be refused now: {esc(window)}." if window else "The deploy would:"),
         f"1. check: current health ({health_rule}); " + "; ".join(pre),
@@ -63,6 +65,16 @@ def render_dry_run(name: str, version: str, service: Service, window: str | None
         )
     else:
         lines.append(f"4. switch current, restart {code(service.control_name)}")
+    hosts = service.hosts_in(environment)
+    if len(hosts) > 1:
+        rollout = service.rollout_in(environment)
+        batches = rollout.batches(hosts)
+        sizes = " + ".join(str(len(b)) for b in batches)
+        lines.append(
+            f"    on {len(hosts)} hosts in {len(batches)} batches ({sizes}), each verified"
+            f" before the next; {rollout.max_failed_hosts} failed host(s) allowed"
+            + (", drained first" if rollout.drain else "")
+        )
     health = service.health
     verify = (
         f"{health.consecutive} healthy check(s) within {health.within_s:g} s"
@@ -124,10 +136,18 @@ def _drill_outcome(name: str, outcome: Outcome) -> str:
     return f"❌ Drill did not start: {reason}"
 
 
-def render_releases(name: str, releases: Sequence[ReleaseInfo]) -> str:
+def render_releases(
+    name: str,
+    releases: Sequence[ReleaseInfo],
+    environment: str = "",
+    hosts: Mapping[str, str | None] | None = None,
+) -> str:
     if not releases:
         return f"No releases of <b>{esc(name)}</b> on its host yet."
-    lines = [f"<b>Releases of {esc(name)}</b> (oldest first)"]
+    where = f" in {esc(environment)}" if environment else ""
+    lines = [f"<b>Releases of {esc(name)}</b>{where} (oldest first)"]
+    if hosts and len(hosts) > 1:
+        lines.append(render_versions(hosts))
     for info in releases:
         built = datetime.fromtimestamp(info.mtime, UTC).strftime("%Y-%m-%d %H:%M")
         marks = [
@@ -144,7 +164,20 @@ def render_releases(name: str, releases: Sequence[ReleaseInfo]) -> str:
     return join_lines(lines)
 
 
-def render_history(deployments: Sequence[Deployment]) -> str:
+def render_versions(hosts: Mapping[str, str | None]) -> str:
+    """ "v2 on 4/4 hosts", or host by host grouped by release when they differ."""
+    by_version: dict[str, list[str]] = {}
+    for host, version in hosts.items():
+        by_version.setdefault(version or "nothing", []).append(host)
+    if len(by_version) == 1:
+        version = next(iter(by_version))
+        return f"{code(version)} on {len(hosts)}/{len(hosts)} hosts"
+    return " · ".join(f"{code(v)} on {esc(' '.join(h))}" for v, h in sorted(by_version.items()))
+
+
+def render_history(
+    deployments: Sequence[Deployment], hosts: Mapping[int, Sequence[HostRow]] | None = None
+) -> str:
     if not deployments:
         return "No deployments yet."
     lines = ["<b>Recent deployments</b>"]
@@ -152,11 +185,21 @@ def render_history(deployments: Sequence[Deployment]) -> str:
         when = d.created_at.strftime("%m-%d %H:%M")
         icon = _ICONS.get(d.state, "⏳")
         error = f" — {esc(d.error[:80])}" if d.error else ""
+        rows = (hosts or {}).get(d.id) or []
+        fleet = f" · {esc(host_summary(rows))}" if rows else ""
         lines.append(
-            f"{icon} #{d.id} {when} {esc(d.kind)} <b>{esc(d.service)}</b> {code(d.version)} "
-            f"({esc(d.state)}){error}"
+            f"{icon} #{d.id} {when} {esc(d.kind)} <b>{esc(d.service)}</b> {code(d.version)}"
+            f" → {esc(d.environment)} ({esc(d.state)}){fleet}{error}"
         )
     return join_lines(lines)
+
+
+def host_summary(rows: Sequence[HostRow]) -> str:
+    """ "4/4 hosts healthy" when they agree, else the grid (✅ h1 h2 · ⏪ h3 ...)."""
+    states = {r.state for r in rows}
+    if len(states) == 1:
+        return f"{len(rows)}/{len(rows)} hosts {next(iter(states)).replace('_', ' ')}"
+    return grid(rows)
 
 
 def render_recovery(ended: Sequence[Deployment], attention: Sequence[Deployment]) -> str | None:

@@ -19,12 +19,20 @@ async def answer_request(message: Message, requested: Requested) -> None:
 
 
 async def request_rollback(
-    message: Message, name: str, version: str | None, actor: str, door: str, context: OpsContext
+    message: Message,
+    name: str,
+    version: str | None,
+    actor: str,
+    door: str,
+    context: OpsContext,
+    environment: str | None = None,
 ) -> None:
     """A rollback through the front door (/rollback, or a Roll back button under `message`)."""
     origin = Origin(door, message.chat_id, message.message_id)
     try:
-        requested = await context.services.front_door.rollback(name, version, actor, origin)
+        requested = await context.services.front_door.rollback(
+            name, version, actor, origin, environment
+        )
     except OpsgateError as exc:
         await message.reply_text(f"⛔ {esc(exc)}")
         return

@@ -15,7 +15,12 @@ from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.progress import ProgressMessage
 from handlers.render import code, esc, service_name_problem
-from handlers.services_render import render_details, render_overview, restart_footer
+from handlers.services_render import (
+    render_details,
+    render_fleet_details,
+    render_overview,
+    restart_footer,
+)
 from services.control.controller import UnknownService
 from services.deploy.confirmations import ConfirmationState, StaleConfirmation
 from services.progress import Progress
@@ -30,8 +35,8 @@ async def services_overview(update: Update, context: OpsContext) -> None:
     """State, health and latency of every service."""
     if update.effective_message is None:
         return
-    states = await context.services.controller().overview()
-    await update.effective_message.reply_text(render_overview(states))
+    placements = await context.services.placements()
+    await update.effective_message.reply_text(render_overview(placements))
 
 
 async def service_details(update: Update, context: OpsContext) -> None:
@@ -39,13 +44,33 @@ async def service_details(update: Update, context: OpsContext) -> None:
     message = update.effective_message
     if message is None:
         return
-    name = " ".join(context.args or [])
+    args = context.args or []
+    name = args[0] if args else ""
     problem = service_name_problem(name, sorted(context.services.ops.services))
-    if problem:
-        await message.reply_text(problem)
+    if problem or len(args) > 2:
+        await message.reply_text(problem or "Usage: /service SERVICE [ENVIRONMENT]")
         return
-    details = await context.services.controller().details(name)
-    await message.reply_text(render_details(details))
+    service = context.services.ops.services[name]
+    environment = args[1] if len(args) == 2 else service.home
+    if environment not in service.environment_names():
+        known = ", ".join(service.environment_names())
+        await message.reply_text(
+            f"⛔ {esc(name)} has no environment “{esc(environment[:40])}” (it has: {esc(known)})."
+        )
+        return
+    if len(service.hosts_in(environment)) == 1:
+        host = service.hosts_in(environment)[0]
+        details = await context.services.controller().details(name, host=host)
+        await message.reply_text(render_details(details))
+        return
+    (placement,) = [
+        p for p in await context.services.placements(name) if p.environment == environment
+    ]
+    # The log worth reading is the first host that is not well, else the first host.
+    unwell = [h for h in placement.hosts if h not in placement.healthy]
+    host = (unwell or placement.hosts)[0]
+    details = await context.services.controller().details(name, host=host)
+    await message.reply_text(render_fleet_details(placement, details))
 
 
 async def restart_request(update: Update, context: OpsContext) -> None:

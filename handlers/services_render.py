@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from handlers.deploy_render import render_versions
 from handlers.render import MESSAGE_LIMIT, code, duration, esc, join_lines
 from services.control.controller import RestartOutcome, ServiceDetails, ServiceState
 from services.control.health import CheckResult
+from services.deploy.placements import Placement
 from services.records.audit import utc_now
 
 LOG_CHARS = 2500  # leaves room for the header within Telegram's 4096
@@ -36,18 +38,43 @@ def _since(moment: datetime | None) -> str:
     return f" for {duration((utc_now() - moment).total_seconds())}"
 
 
-def render_overview(states: Sequence[ServiceState]) -> str:
-    if not states:
+def _state_detail(state: ServiceState) -> str:
+    if state.error is not None:
+        return f"cannot ask {esc(state.manager)}: {esc(state.error)}"
+    pid = f" · pid {state.main_pid}" if state.main_pid else ""
+    return f"{esc(state.state)}{_since(state.since)}{pid} · {_health(state.health)}"
+
+
+def render_overview(placements: Sequence[Placement]) -> str:
+    if not placements:
         return "No services in the ops file yet."
     lines = ["<b>Services</b>"]
-    for state in states:
-        if state.error is not None:
-            detail = f"cannot ask {esc(state.manager)}: {esc(state.error)}"
-        else:
-            pid = f" · pid {state.main_pid}" if state.main_pid else ""
-            detail = f"{esc(state.state)}{_since(state.since)}{pid} · {_health(state.health)}"
-        lines.append(f"{_icon(state)} <b>{esc(state.name)}</b> ({esc(state.environment)}) {detail}")
+    for placement in placements:
+        lines += render_placement(placement)
     return join_lines(lines)
+
+
+def render_placement(placement: Placement) -> list[str]:
+    """One line for one host, or for a fleet whose hosts agree; else the hosts that differ."""
+    states = placement.states
+    head = f"<b>{esc(placement.service)}</b> ({esc(placement.environment)})"
+    if len(states) == 1:
+        return [f"{_icon(states[0])} {head} {_state_detail(states[0])}"]
+    healthy, total = len(placement.healthy), len(states)
+    versions = render_versions(placement.versions) if any(placement.versions.values()) else ""
+    if placement.agree:
+        on = versions or f"{total}/{total} hosts"
+        return [f"🟢 {head}: {on}, all healthy"]
+    icon = "🔴" if healthy == 0 else "🟡"
+    lines = [
+        f"{icon} {head}: {healthy}/{total} hosts healthy" + (f"; {versions}" if versions else "")
+    ]
+    lines += [
+        f"    {_icon(state)} {esc(state.host)} {_state_detail(state)}"
+        for state in states
+        if state.host not in placement.healthy
+    ]
+    return lines
 
 
 def render_details(details: ServiceDetails) -> str:
@@ -74,6 +101,22 @@ def render_details(details: ServiceDetails) -> str:
     while len(esc(log)) > LOG_CHARS:  # measured escaped: `&` alone grows fivefold
         log = "…" + log[len(log) // 4 :]
     lines.append(f"<b>Last log lines</b>\n<pre>{esc(log)}</pre>")
+    return join_lines(lines, limit=MESSAGE_LIMIT)
+
+
+def render_fleet_details(placement: Placement, details: ServiceDetails) -> str:
+    """A fleet: every host's state, then the log of the host `details` is about."""
+    lines = render_placement(placement)
+    lines += [
+        f"    {_icon(s)} {esc(s.host)} {esc(placement.versions.get(s.host) or '-')}"
+        f" {_state_detail(s)}"
+        for s in placement.states
+        if s.host in placement.healthy
+    ]
+    log = details.log_tail.strip() or "(empty)"
+    while len(esc(log)) > LOG_CHARS // 2:
+        log = "…" + log[len(log) // 4 :]
+    lines.append(f"<b>Last log lines on {esc(details.state.host)}</b>\n<pre>{esc(log)}</pre>")
     return join_lines(lines, limit=MESSAGE_LIMIT)
 
 

@@ -26,6 +26,7 @@ from services.deploy.deployments import Deployments
 from services.deploy.front_door import FrontDoor
 from services.deploy.locks import EnvironmentLocks
 from services.deploy.pipeline import DeployPipeline
+from services.deploy.placements import Placement, placements
 from services.flags.gates import FlagGate
 from services.flags.plans import PlanService
 from services.flags.serving import FlagdExporter, LiveFlagSource
@@ -164,6 +165,10 @@ class Services:
         for key, declared in self.ops.flags.items():
             if await self.flags.get(key) is None:
                 await self.flags.create(key, declared.description, "opsfile")
+
+    async def placements(self, name: str | None = None) -> list[Placement]:
+        """Each service per environment and host, with the release each host runs."""
+        return await placements(self.ops, self.controller(), self.releases, name)
 
     def controller(self) -> ServiceController:
         """A controller over the current ops file (cheap: it holds no state of its own)."""

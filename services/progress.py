@@ -38,6 +38,10 @@ class Progress:
         if self._listener is not None:
             await self._listener(list(self.steps))
 
+    async def changed(self) -> None:
+        """A running step's detail changed (e.g. a fleet's host grid): show it now."""
+        await self._changed()
+
     @asynccontextmanager
     async def step(self, title: str) -> AsyncIterator[Step]:
         """Times the block; an exception marks the step failed (with its text) and propagates."""

@@ -16,6 +16,7 @@ from datetime import datetime
 import aiosqlite
 
 from config.opsfile import is_valid_name
+from services.deploy.host_rows import HostRows
 from services.deploy.locks import EnvironmentLocked, read_lock
 from services.deploy.model import (
     BEFORE_SWITCH,
@@ -68,6 +69,7 @@ class Deployments:
         # Crash drills (OPSGATE_HOLD_AT): a deployment that enters this state stays there,
         # so the process can be killed at exactly that step.
         self.hold_at: DeploymentState | None = None
+        self.hosts = HostRows(storage, audit)  # a fleet deployment's hosts, one row each
 
     async def request(
         self,
@@ -155,6 +157,18 @@ class Deployments:
             (service, service, limit),
         )
         return [from_row(row) for row in rows]
+
+    async def latest_finished(
+        self, service: str, environment: str, version: str
+    ) -> Deployment | None:
+        """The newest finished deploy or rollback of `version` there: promotion asks it."""
+        rows = await self._storage.db.execute_fetchall(
+            "SELECT * FROM deployments WHERE service = ? AND environment = ? AND version = ?"
+            " AND finished_at IS NOT NULL AND kind != 'drill' AND dry_run = 0"
+            " AND state != 'cancelled' ORDER BY id DESC LIMIT 1",
+            (service, environment, version),
+        )
+        return next((from_row(row) for row in rows), None)
 
     async def in_flight(self) -> list[Deployment]:
         """Unfinished deployments, oldest first: what recovery must reconcile after a crash."""

@@ -50,6 +50,19 @@ class OutsideWindow(DeployError):
         self.refusal = refusal
 
 
+class UnknownEnvironment(DeployError):
+    kind = "not_found"
+
+    def __init__(self, name: str, environment: str, known: list[str]) -> None:
+        super().__init__(f"{name} has no environment {environment!r} (it has: {', '.join(known)}).")
+
+
+class NotPromoted(DeployError):
+    """An environment that takes only versions proven in another one first."""
+
+    kind = "conflict"
+
+
 class ProductionDrill(DeployError):
     def __init__(self, name: str, environment: str) -> None:
         super().__init__(f"Drills run outside production; {name} is in {environment}.")
@@ -95,6 +108,7 @@ class Requested:
 class DryRun:
     service: Service
     refusal: str | None  # what would hold it back now
+    environment: str = ""
 
 
 class FrontDoor:
@@ -136,31 +150,90 @@ class FrontDoor:
             raise NotDeployable(name)
         return service
 
-    def window_refusal(self, service: Service) -> str | None:
-        environment = self._ops().environments.get(service.environment)
+    def environment_of(self, service: Service, name: str, environment: str | None) -> str:
+        """The environment asked for, or the service's first (in promotion order)."""
         if environment is None:
-            return None
-        return deploy_refusal(service.environment, environment, self._clock())
+            return service.home
+        known = service.environment_names()
+        if environment not in known:
+            raise UnknownEnvironment(name, environment, known)
+        return environment
 
-    async def dry_run(self, name: str, version: str, actor: str) -> DryRun:
+    def window_refusal(self, service: Service, environment: str | None = None) -> str | None:
+        env_name = environment or service.home
+        environment_config = self._ops().environments.get(env_name)
+        if environment_config is None:
+            return None
+        return deploy_refusal(env_name, environment_config, self._clock())
+
+    async def promotion_refusal(
+        self, name: str, service: Service, environment: str, version: str
+    ) -> str | None:
+        """Why `version` may not go to `environment` yet: it never succeeded in the one it
+        is promoted from, failed there last, or has not run there for the soak time."""
+        placement = service.in_environment(environment)
+        if placement is None or placement.promote_from is None:
+            return None
+        source = placement.promote_from
+        last = await self._deployments.latest_finished(name, source, version)
+        ask = f"deploy it there first: /deploy {name} {version} to {source}"
+        if last is None:
+            return (
+                f"{name} {version} has not run in {source}; {environment} takes only"
+                f" versions that succeeded there ({ask})."
+            )
+        if last.state is not S.SUCCEEDED:
+            return f"{name} {version} did not succeed in {source} (#{last.id} {last.state})."
+        if placement.min_soak_s > 0 and last.finished_at is not None:
+            soaked = (self._clock() - last.finished_at).total_seconds()
+            if soaked < placement.min_soak_s:
+                left = placement.min_soak_s - soaked
+                return (
+                    f"{name} {version} has run in {source} for {soaked:.0f} s of the"
+                    f" {placement.min_soak_s:.0f} s it must soak there; try again in"
+                    f" {left:.0f} s."
+                )
+        return None
+
+    async def dry_run(
+        self, name: str, version: str, actor: str, environment: str | None = None
+    ) -> DryRun:
         service = self.deployable(name)
         validate_version(version)
-        await self._audit.record("deploy.dry_run", actor, name, {"version": version})
-        return DryRun(service, self.window_refusal(service))
+        env = self.environment_of(service, name, environment)
+        data = {"version": version, "environment": env}
+        await self._audit.record("deploy.dry_run", actor, name, data)
+        refusal = self.window_refusal(service, env)
+        refusal = refusal or await self.promotion_refusal(name, service, env, version)
+        return DryRun(service, refusal, env)
 
     async def deploy(
-        self, name: str, version: str, actor: str, origin: Origin, *, emergency: bool = False
+        self,
+        name: str,
+        version: str,
+        actor: str,
+        origin: Origin,
+        *,
+        emergency: bool = False,
+        environment: str | None = None,
     ) -> Requested:
-        """A deploy: checked, then waiting for sign-off, or running (an emergency skips both
-        the window and the sign-off, and the approvers are told at once)."""
+        """A deploy: checked, then waiting for sign-off, or running (an emergency skips the
+        window, the promotion rule and the sign-off, and the approvers are told at once)."""
         service = self.deployable(name)
         validate_version(version)
-        if not emergency and (refusal := self.window_refusal(service)) is not None:
+        env = self.environment_of(service, name, environment)
+        if not emergency and (refusal := self.window_refusal(service, env)) is not None:
             raise OutsideWindow(refusal)
-        deployment = await self._request(
-            name, service.environment, version, actor, emergency=emergency
-        )
-        policy = deploy_policy(self._ops(), service.environment)
+        if not emergency and (refusal := await self.promotion_refusal(name, service, env, version)):
+            await self._audit.record(
+                "deploy.refused",
+                actor,
+                name,
+                {"environment": env, "version": version, "reason": refusal},
+            )
+            raise NotPromoted(refusal)
+        deployment = await self._request(name, env, version, actor, emergency=emergency)
+        policy = deploy_policy(self._ops(), env)
         if policy is not None and not emergency:
             return await self._ask(deployment, policy, origin)
         note = "emergency: approval after the fact" if policy else "no approval needed"
@@ -172,22 +245,49 @@ class FrontDoor:
             await self.listener.emergency_without_signoff(deployment, actor)
         return Requested(deployment)
 
+    async def promote(
+        self, name: str, actor: str, origin: Origin, source: str | None = None
+    ) -> Requested:
+        """Deploy what runs in `source` (default: the first environment another one is
+        promoted from) to the environment promoted from it, through the usual sign-off."""
+        service = self.deployable(name)
+        sources = [e.promote_from for e in service.environments.values() if e.promote_from]
+        if source is None:
+            if not sources:
+                raise NotPromoted(f"No environment of {name} is promoted from another.")
+            source = sources[0]
+        self.environment_of(service, name, source)
+        target = next(
+            (env for env, e in service.environments.items() if e.promote_from == source), None
+        )
+        if target is None:
+            raise NotPromoted(f"No environment of {name} is promoted from {source}.")
+        running = await self._releases.current_by_host(name, source)
+        versions = sorted({v for v in running.values() if v is not None})
+        if len(versions) != 1 or None in running.values():
+            seen = ", ".join(f"{h}: {v or '-'}" for h, v in running.items())
+            raise NotPromoted(
+                f"{name} in {source} does not run one version on every host ({seen})."
+            )
+        return await self.deploy(name, versions[0], actor, origin, environment=target)
+
     async def rollback(
-        self, name: str, version: str | None, actor: str, origin: Origin
+        self,
+        name: str,
+        version: str | None,
+        actor: str,
+        origin: Origin,
+        environment: str | None = None,
     ) -> Requested:
         """A rollback to `version`, or to the newest good release before the current one.
         Where deploys need sign-off it needs one person of a rollback role: the requester
         themself when they hold one (recorded as an emergency), else someone else."""
         service = self.deployable(name)
-        policy, emergency = rollback_rule(self._ops(), service.environment, int(actor))
-        target = await self._releases.rollback_target(name, version)
+        env = self.environment_of(service, name, environment)
+        policy, emergency = rollback_rule(self._ops(), env, int(actor))
+        target = await self._releases.rollback_target(name, version, env)
         deployment = await self._request(
-            name,
-            service.environment,
-            target,
-            actor,
-            kind=DeploymentKind.ROLLBACK,
-            emergency=emergency,
+            name, env, target, actor, kind=DeploymentKind.ROLLBACK, emergency=emergency
         )
         if policy is not None and not emergency:
             return await self._ask(deployment, policy, origin)
@@ -196,16 +296,19 @@ class FrontDoor:
         await self.listener.go(deployment, origin)
         return Requested(deployment)
 
-    async def drill(self, name: str, actor: str, origin: Origin) -> Requested:
+    async def drill(
+        self, name: str, actor: str, origin: Origin, environment: str | None = None
+    ) -> Requested:
         """Roll back to the previous good release, verify, roll forward: outside production."""
         service = self.deployable(name)
-        environment = self._ops().environments.get(service.environment)
-        if environment is None or is_production(service.environment, environment):
-            raise ProductionDrill(name, service.environment)
-        current, back_to = await self._releases.drill_pair(name)
+        env = self.environment_of(service, name, environment)
+        env_config = self._ops().environments.get(env)
+        if env_config is None or is_production(env, env_config):
+            raise ProductionDrill(name, env)
+        current, back_to = await self._releases.drill_pair(name, env)
         deployment = await self._request(
             name,
-            service.environment,
+            env,
             current,
             actor,
             kind=DeploymentKind.DRILL,
@@ -223,10 +326,19 @@ class FrontDoor:
         origin = Origin("chat", request.origin_chat_id, request.origin_message_id)
         await self.listener.go(deployment, origin)
 
-    async def restart(self, name: str, actor: str, progress: Progress) -> RestartOutcome:
-        """A verified restart of one service (confirmed by a second press in chat)."""
+    async def restart(
+        self, name: str, actor: str, progress: Progress, environment: str | None = None
+    ) -> RestartOutcome:
+        """A verified restart (confirmed by a second press in chat); on a fleet, one host
+        after the other, stopping at the first that does not come back healthy."""
         started = time.monotonic()
-        outcome = await self._controller().restart(name, progress)
+        controller = self._controller()
+        service = controller.service(name)
+        env = self.environment_of(service, name, environment)
+        for host in service.hosts_in(env):
+            outcome = await controller.restart(name, progress, host)
+            if not outcome.ok:
+                break
         data = {
             "ok": outcome.ok,
             "old_pid": outcome.old_pid,
@@ -244,7 +356,9 @@ class FrontDoor:
         return cancelled
 
     async def halt(self, actor: str, reason: str) -> HaltReport:
-        """The emergency stop: lock everything, cancel what has not switched, pause plans."""
+        """The emergency stop: lock everything, cancel what has not switched, stop rollouts
+        before their next host, pause plans."""
+        self._pipeline.halt_rollouts(actor)
         report = await halt(
             self._deployments,
             self._pipeline.cancel,

@@ -49,12 +49,14 @@ from services.deploy.deployments import (
     DeploymentState,
     IllegalTransition,
 )
+from services.deploy.drain import Drainer
 from services.deploy.drills import resume_drill, run_drill
 from services.deploy.errors import StepFailed, is_the_releases_fault
 from services.deploy.hooks import HookFailed
 from services.deploy.model import BEFORE_SWITCH
 from services.deploy.prechecks import check_current_health, check_window, run_prechecks
 from services.deploy.rollback_points import RollbackPoints
+from services.deploy.rolling import Fleet, FleetRun
 from services.deploy.steps import (
     EXPECTED,
     Aborted,
@@ -105,8 +107,14 @@ class DeployPipeline:
         """Take an approved deploy from pre-checks to succeeded, or to its truthful end."""
         run = Run(await self._approved(deployment_id, DeploymentKind.DEPLOY), progress, actor)
         self._running[run.id] = run
+        if (fleet := self._fleet_run(run)) is not None:
+            try:
+                return await fleet.deploy()
+            finally:
+                self._running.pop(run.id, None)
+                run.stopped.set()
         try:
-            target = run.target = self._resolve(run.deployment.service)
+            target = run.target = self._resolve(run.deployment.service, self._host_of(run))
             deploy = target.deploy
             await self._steps.advance(run, S.PRE_CHECKS)
             # Nothing changes on the host until the switch: an abort or /cancel up to there
@@ -140,10 +148,11 @@ class DeployPipeline:
         """pre_checks and building: up to the moment before the switch."""
         deploy, progress = target.deploy, run.progress
         validate_version(run.version)
-        environment = self._ops().environments.get(run.deployment.environment)
-        await check_window(run.deployment, environment, self._clock(), progress)
+        await self._check_window(run)
         required = deploy.prechecks.require_healthy
-        await check_current_health(target.controller, target.name, progress, required=required)
+        await check_current_health(
+            target.controller, target.name, progress, required=required, host=target.host
+        )
         await run_prechecks(target.layout.host, deploy.root, deploy.prechecks, progress)
         await self._steps.advance(run, S.BUILDING)
         await self._steps.build(run, target)
@@ -152,14 +161,58 @@ class DeployPipeline:
         await self._steps.record_point(run, target)
         await self._steps.migrate(run, target)
 
+    async def _check_window(self, run: Run) -> None:
+        environment = self._ops().environments.get(run.deployment.environment)
+        await check_window(run.deployment, environment, self._clock(), run.progress)
+
+    def _hosts_of(self, deployment: Deployment) -> list[str]:
+        service = self._ops().services.get(deployment.service)
+        return service.hosts_in(deployment.environment) if service is not None else []
+
+    def _host_of(self, run: Run) -> str | None:
+        hosts = self._hosts_of(run.deployment)
+        return hosts[0] if hosts else None
+
+    def _fleet_run(self, run: Run) -> FleetRun | None:
+        """A deployment to an environment of several hosts goes host by host."""
+        hosts = self._hosts_of(run.deployment)
+        if len(hosts) < 2:
+            return None
+        service = self._ops().services[run.deployment.service]
+        rollout = service.rollout_in(run.deployment.environment)
+        controller = self._controller()
+        drain = None
+        if rollout.drain is not None:
+            addresses = {h: controller.address_of(h) for h in hosts}
+            drain = Drainer(run.deployment.service, rollout.drain, self._hosts(), addresses)
+        targets = {h: self._resolve(run.deployment.service, h) for h in hosts}
+        run.target = targets[hosts[0]]
+        fleet = Fleet(targets, rollout, drain)
+        self._running[run.id] = run
+        return FleetRun(
+            run,
+            fleet,
+            self._steps,
+            self._deployments,
+            self._deployments.hosts,
+            self._unless_aborted,
+            self._check_window,
+        )
+
     async def rollback(
         self, deployment_id: int, progress: Progress, actor: str = "opsgate"
     ) -> DeployOutcome:
         """Switch back to the release the caller chose (never one marked bad) and verify."""
         run = Run(await self._approved(deployment_id, DeploymentKind.ROLLBACK), progress, actor)
+        if (fleet := self._fleet_run(run)) is not None:
+            try:
+                return await fleet.rollback()
+            finally:
+                self._running.pop(run.id, None)
+                run.stopped.set()
         post_hook_failed: HookFailed | None = None
         try:
-            target = run.target = self._resolve(run.deployment.service)
+            target = run.target = self._resolve(run.deployment.service, self._host_of(run))
             await self._steps.advance(run, S.PRE_CHECKS)
             current = await self._steps.rollback_target(run, target)
             await self._steps.hooks(run, target, "pre_rollback", run.version, current, stop=False)
@@ -194,8 +247,14 @@ class DeployPipeline:
             raise IllegalTransition(f"#{deployment_id} is {deployment.state}: nothing to resume")
         run = Run(deployment, progress, actor, previous=deployment.previous_version)
         run.switched = True
+        if (fleet := self._fleet_run(run)) is not None:
+            try:
+                return await fleet.resume()
+            finally:
+                self._running.pop(run.id, None)
+                run.stopped.set()
         try:
-            target = run.target = self._resolve(deployment.service)
+            target = run.target = self._resolve(deployment.service, self._host_of(run))
             if deployment.kind is DeploymentKind.DRILL:
                 return await resume_drill(self._steps, run, target)
             if deployment.state in (S.FAILED, S.ROLLING_BACK):
@@ -227,7 +286,9 @@ class DeployPipeline:
         """A rollback drill (services/deploy/drills.py): back, verify, forward, verify."""
         run = Run(await self._approved(deployment_id, DeploymentKind.DRILL), progress, actor)
         try:
-            target = run.target = self._resolve(run.deployment.service)
+            if len(self._hosts_of(run.deployment)) > 1:
+                raise StepFailed("Drills run where the service has one host.")
+            target = run.target = self._resolve(run.deployment.service, self._host_of(run))
         except Exception as exc:
             return await self._after_failure(run, exc)
         return await run_drill(self._steps, run, target)
@@ -258,6 +319,18 @@ class DeployPipeline:
             run.aborted_by = actor
             run.abort.set()  # the `failed` event that follows names the aborter as its actor
         return deployment
+
+    def halt_rollouts(self, actor: str) -> list[int]:
+        """/halt: every rollout over several hosts stops before its next host (a host being
+        switched finishes first), then its switched hosts go back. Returns their ids."""
+        halted = []
+        for run in self._running.values():
+            if len(self._hosts_of(run.deployment)) > 1 and run.switched and run.halted_by is None:
+                run.halted_by = self._ops().name_of_actor(actor) or actor
+                run.aborted_by = actor
+                run.halt.set()
+                halted.append(run.id)
+        return halted
 
     async def critical_alerts(self, alerts: Sequence[IncomingAlert]) -> None:
         """A critical alert for a service being watched after its deploy is a failed watch:
@@ -299,25 +372,26 @@ class DeployPipeline:
             raise IllegalTransition(f"#{deployment_id} is {deployment.state}, not approved")
         return deployment
 
-    def _resolve(self, name: str) -> Target:
+    def _resolve(self, name: str, host: str | None = None) -> Target:
         ops = self._ops()
         service = ops.services.get(name)
         if service is None:
             raise UnknownService(name, list(ops.services))
         if service.deploy is None:
             raise StepFailed(f"{name} has no deploy section in the ops file.")
-        host = self._hosts().get(service.host)
-        root = service.deploy.root
         controller = self._controller()
-        layout = ReleaseLayout(host, root)
-        colors = controller.blue_green(name)
+        host = controller.host_of(name, host)
+        runner = self._hosts().get(host)
+        root = service.deploy.root
+        layout = ReleaseLayout(runner, root)
+        colors = controller.blue_green(name, host)
         strategy: SwitchStrategy = (
-            RestartStrategy(name, controller, layout)
+            RestartStrategy(name, controller, layout, host)
             if colors is None
             else BlueGreenStrategy(colors, start_timeout_s=self._start_timeout_s)
         )
         return Target(
-            name, service.deploy, controller, layout, RollbackPoints(host, root), strategy
+            name, service.deploy, controller, layout, RollbackPoints(runner, root), strategy, host
         )
 
     async def _after_failure(self, run: Run, exc: Exception) -> DeployOutcome:

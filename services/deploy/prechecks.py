@@ -27,11 +27,16 @@ from services.progress import Progress
 
 
 async def check_current_health(
-    controller: ServiceController, name: str, progress: Progress, *, required: bool
+    controller: ServiceController,
+    name: str,
+    progress: Progress,
+    *,
+    required: bool,
+    host: str | None = None,
 ) -> None:
     """Reported; a reason to stop only when `required` (often a deploy is what fixes it)."""
     async with progress.step("current health") as step:
-        state = await controller.state(name)
+        state = await controller.state(name, host)
         if not state.running:
             step.detail = f"not running ({state.error or state.state})"
         elif state.health is None:

@@ -90,6 +90,7 @@ class Target:
     layout: ReleaseLayout
     points: RollbackPoints
     strategy: SwitchStrategy
+    host: str
 
 
 @dataclass
@@ -104,6 +105,8 @@ class Run:
     aborted_by: str | None = None
     cancel_note: str = "aborted"  # the note of the `cancelled` event, when stopped pre-switch
     alert: str | None = None  # a critical alert fired while watched: fail (and mark bad)
+    halted_by: str | None = None  # /halt: a rollout stops before its next host
+    halt: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)  # set when run() returns
     # A rollback to a release marked bad only by a failed rollback: its mark goes once it
     # runs healthy again.
@@ -171,7 +174,7 @@ class PipelineSteps:
     ) -> int | None:
         """`rollback`: the target ran healthy before, so its own health policy applies."""
         backend = await target.strategy.backend()
-        check = target.controller.health_check(target.name)
+        check = target.controller.health_check(target.name, target.host)
         health = target.controller.service(target.name).health
         return await verify(
             target.name, backend, check, health, progress, self._start_timeout_s, rollback=rollback
@@ -182,7 +185,7 @@ class PipelineSteps:
             target.name,
             target.deploy,
             await target.strategy.backend(),
-            target.controller.health_check(target.name),
+            target.controller.health_check(target.name, target.host),
             target.layout.host,
             self._http,
             restarts,

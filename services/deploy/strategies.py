@@ -45,29 +45,32 @@ class SwitchStrategy(Protocol):
 
 
 class RestartStrategy:
-    def __init__(self, name: str, controller: ServiceController, layout: ReleaseLayout) -> None:
+    def __init__(
+        self, name: str, controller: ServiceController, layout: ReleaseLayout, host: str
+    ) -> None:
         self._name = name
         self._controller = controller
         self._layout = layout
+        self._host = host
 
     async def backend(self) -> ServiceBackend:
-        return self._controller.backend(self._name)
+        return self._controller.backend(self._name, self._host)
 
     async def switch(self, version: str, progress: Progress) -> None:
         async with progress.step(f"switch to {version}"):
             await self._layout.switch(version)
-        await restart(self._controller, self._name, progress)
+        await restart(self._controller, self._name, progress, self._host)
 
     async def switch_back(self, version: str, progress: Progress) -> None:
         async with progress.step(f"roll back to {version}"):
             await self._layout.switch(version)
-        await restart(self._controller, self._name, progress)
+        await restart(self._controller, self._name, progress, self._host)
 
     async def complete_switch(self, version: str, current: str | None, progress: Progress) -> None:
         if current != version:
             async with progress.step(f"switch to {version}"):
                 await self._layout.switch(version)
-        await restart(self._controller, self._name, progress)
+        await restart(self._controller, self._name, progress, self._host)
 
 
 class BlueGreenStrategy:

@@ -15,11 +15,13 @@ from services.deploy.errors import NotTheReleasesFault, StepFailed
 from services.progress import Progress
 
 
-async def restart(controller: ServiceController, name: str, progress: Progress) -> None:
+async def restart(
+    controller: ServiceController, name: str, progress: Progress, host: str | None = None
+) -> None:
     """Restart; when systemd's start limit refuses the restart opsgate asked for, clear it
     once (saying so on the step) and try again. A limit that holds is not the release's
     fault: the release is not marked bad for it."""
-    backend = controller.backend(name)
+    backend = controller.backend(name, host)
     async with progress.step(f"restart {controller.service(name).control_name}") as step:
         try:
             await backend.restart()

@@ -321,6 +321,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE alert_outbox ADD COLUMN messages INTEGER NOT NULL DEFAULT 1;
         """,
     ),
+    Migration(
+        11,
+        "fleets: where each host of a deployment is (its batch, state, release before it)",
+        """
+        CREATE TABLE deployment_hosts (
+            deployment_id    INTEGER NOT NULL REFERENCES deployments (id),
+            host             TEXT    NOT NULL,
+            position         INTEGER NOT NULL,
+            batch            INTEGER NOT NULL,
+            state            TEXT    NOT NULL DEFAULT 'pending',
+            previous_version TEXT,
+            error            TEXT    NOT NULL DEFAULT '',
+            started_at       TEXT,
+            updated_at       TEXT    NOT NULL,
+            PRIMARY KEY (deployment_id, host)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -80,7 +80,7 @@ unit = "web"
     assert "people.abc: not a Telegram user id (a whole number)" in problems
     assert any(p.startswith("people.12: not a valid name") for p in problems)
     assert "chats.deploys: not a whole number" in problems
-    assert "services.web.environment: required but missing" in problems
+    assert "services.web.environment: required but missing (or list environments)" in problems
     assert any(p.startswith("services.web.unit: not a valid systemd unit name") for p in problems)
     assert len(problems) == 5
 
@@ -159,8 +159,8 @@ def test_hosts_and_service_host_are_parsed() -> None:
     assert web1.prefix == ["sudo", "-n"]
     assert web1.multiplex and not web1.accept_new_host_keys
     assert config.hosts["box"].address is None  # this machine, behind a prefix
-    assert config.services["web"].host == "web1"
-    assert config.services["worker"].host == "local"  # the default
+    assert config.services["web"].hosts_in() == ["web1"]
+    assert config.services["worker"].hosts_in() == ["local"]  # the default
 
 
 @pytest.mark.parametrize(

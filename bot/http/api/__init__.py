@@ -29,6 +29,7 @@ TABLE: list[tuple[str, str, Handler]] = [
     ("GET", "/api/openapi.json", reads.openapi),
     ("POST", "/api/deployments", changes.request_deploy),
     ("POST", "/api/rollbacks", changes.request_rollback),
+    ("POST", "/api/promotions", changes.request_promotion),
     ("POST", "/api/flags/{key}", changes.change_flag),
 ]
 

@@ -23,9 +23,10 @@ async def request_deploy(request: Request) -> Response:
     emergency = body.get("emergency", False) is True
     who = person(services, body, Action.EMERGENCY if emergency else Action.DEPLOY)
     name, version = _text(body, "service"), _text(body, "version")
+    environment = _optional_text(body, "environment")
     try:
         requested = await services.front_door.deploy(
-            name, version, str(who), API, emergency=emergency
+            name, version, str(who), API, emergency=emergency, environment=environment
         )
     except InvalidVersion as exc:
         raise ApiRefused(422, f"version: {exc}") from None
@@ -36,9 +37,24 @@ async def request_deploy(request: Request) -> Response:
 async def request_rollback(request: Request) -> Response:
     services, body = services_of(request), await body_of(request)
     who = person(services, body, Action.ROLLBACK)
-    version = body.get("version")
     requested = await services.front_door.rollback(
-        _text(body, "service"), version if isinstance(version, str) else None, str(who), API
+        _text(body, "service"),
+        _optional_text(body, "version"),
+        str(who),
+        API,
+        _optional_text(body, "environment"),
+    )
+    deployment = await services.deployments.get(requested.deployment.id)
+    return JSONResponse(deployment_json(deployment), status_code=202)
+
+
+async def request_promotion(request: Request) -> Response:
+    """What runs in `from` (default: the first environment another is promoted from) goes
+    to the next environment, through the usual sign-off."""
+    services, body = services_of(request), await body_of(request)
+    who = person(services, body, Action.DEPLOY)
+    requested = await services.front_door.promote(
+        _text(body, "service"), str(who), API, _optional_text(body, "from")
     )
     deployment = await services.deployments.get(requested.deployment.id)
     return JSONResponse(deployment_json(deployment), status_code=202)
@@ -58,6 +74,13 @@ async def change_flag(request: Request) -> Response:
     except (FlagError, ValueError) as exc:
         raise ApiRefused(422, str(exc)) from None
     return JSONResponse({"key": flag.key, "rollout_percent": flag.rollout_percent})
+
+
+def _optional_text(body: dict[str, object], field: str) -> str | None:
+    """Absent: None. Present but not text: "" (refused by the front door, never ignored)."""
+    if field not in body or body[field] is None:
+        return None
+    return _text(body, field)
 
 
 def _text(body: dict[str, object], field: str) -> str:

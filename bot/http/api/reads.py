@@ -7,29 +7,49 @@ from starlette.responses import JSONResponse, Response
 
 from bot.http.api.common import ApiRefused, deployment_json, services_of
 from bot.http.api.schema import OPENAPI
+from services.control.controller import ServiceState
 from services.deploy.model import DeploymentError
 
 
 async def list_services(request: Request) -> Response:
-    states = await services_of(request).controller().overview()
-    return JSONResponse(
-        [
+    """One item per service and environment; `hosts` has each host's state and release."""
+    placements = await services_of(request).placements()
+    items = []
+    for placement in placements:
+        first = placement.states[0]
+        hosts = [
             {
-                "name": s.name,
-                "environment": s.environment,
-                "manager": s.manager,
+                "host": s.host,
+                "version": placement.versions.get(s.host),
                 "state": s.state,
                 "running": s.running,
                 "main_pid": s.main_pid,
-                "restarts": s.restarts,
-                "health": None
-                if s.health is None
-                else {"ok": s.health.ok, "reason": s.health.reason},
+                "health": _health(s),
                 "error": s.error,
             }
-            for s in states
+            for s in placement.states
         ]
-    )
+        items.append(
+            {
+                "name": placement.service,
+                "environment": placement.environment,
+                "manager": first.manager,
+                "state": first.state,
+                "running": first.running,
+                "main_pid": first.main_pid,
+                "restarts": first.restarts,
+                "health": _health(first),
+                "error": first.error,
+                "version": placement.version,
+                "healthy_hosts": len(placement.healthy),
+                "hosts": hosts,
+            }
+        )
+    return JSONResponse(items)
+
+
+def _health(state: ServiceState) -> dict[str, object] | None:
+    return None if state.health is None else {"ok": state.health.ok, "reason": state.health.reason}
 
 
 async def list_deployments(request: Request) -> Response:

@@ -64,7 +64,7 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/api/services": {
             "get": {
-                "summary": "services: state and health",
+                "summary": "each service per environment: state, health, each host's release",
                 "responses": _ok({"type": "array", "items": {"type": "object"}}),
             }
         },
@@ -85,6 +85,7 @@ OPENAPI: dict[str, Any] = {
                         "version": {"type": "string"},
                         "requested_by": _REQUESTER,
                         "emergency": {"type": "boolean"},
+                        "environment": {"type": "string"},
                     },
                     ["service", "version", "requested_by"],
                 ),
@@ -107,6 +108,21 @@ OPENAPI: dict[str, Any] = {
                     {
                         "service": {"type": "string"},
                         "version": {"type": "string"},
+                        "requested_by": _REQUESTER,
+                        "environment": {"type": "string"},
+                    },
+                    ["service", "requested_by"],
+                ),
+                "responses": _ok(_DEPLOYMENT, "202"),
+            }
+        },
+        "/api/promotions": {
+            "post": {
+                "summary": "deploy what runs in one environment to the next one",
+                "requestBody": _body(
+                    {
+                        "service": {"type": "string"},
+                        "from": {"type": "string"},
                         "requested_by": _REQUESTER,
                     },
                     ["service", "requested_by"],
