@@ -1,4 +1,4 @@
-"""Session fixtures shared by test packages: a real systemd and a real supervisord."""
+"""Session fixtures shared by test packages: a real systemd, a fleet of hosts, a supervisord."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 
 from bot.dev.harness.alertmanager import Alertmanager
 from bot.dev.harness.alertmanager import running as running_alertmanager
+from bot.dev.harness.fleet import Fleet, booted_fleet
 from bot.dev.harness.supervisord import SupervisordSandbox, running
-from bot.dev.harness.systemd import SystemdSandbox, booted
+from bot.dev.harness.systemd import WORK_ROOT, SystemdSandbox, booted
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,16 @@ def systemd_sandbox() -> Iterator[SystemdSandbox]:
     """
     with booted() as sandbox:
         yield sandbox
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Fleet]:
+    """Five hosts h1..h5 (127.0.0.21-25), each its own systemd with its own sshd and /srv,
+    booted once per session; `.ops_hosts_toml()` names them for an ops file.
+
+    Skips where it cannot boot; under CI=true it fails instead."""
+    with booted_fleet(5, WORK_ROOT / f"fleet-{os.getpid()}") as booted_hosts:
+        yield booted_hosts
 
 
 @pytest.fixture(scope="session")
@@ -47,12 +58,16 @@ LONG_FIRST = (
 )
 
 
+# tryfirst: xdist's own hook reads the xdist_group marks on a worker; it must see ours.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tests on the systemd sandbox share one worker (`--dist loadgroup`): each worker's
-    # sandbox is its own systemd, but they share the host's cgroup tree, so two sandboxes
-    # starting units of the same name at once collide (the unit fails with status 219).
+    # Tests on systemd sandboxes (one, or the fleet's) share one worker (`--dist loadgroup`),
+    # so a run boots them once, not once per worker: on a 2-core machine each boot and each
+    # idle systemd costs the other workers. (Units of the same name in two sandboxes no
+    # longer collide: each sandbox has a cgroup of its own.) With pytest 9.2 and xdist 3.8
+    # loadgroup groups nothing (pytest-dev/pytest-xdist#1386): each worker boots its own.
     for item in items:
-        if "systemd_sandbox" in getattr(item, "fixturenames", ()):
+        if {"systemd_sandbox", "fleet"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("systemd"))
     long = [i for i in items if i.nodeid.split("::")[0] in LONG_FIRST]
     long.sort(key=lambda item: LONG_FIRST.index(item.nodeid.split("::")[0]))

@@ -93,6 +93,7 @@ class FleetRun:
         self._unless_aborted, self._check_window = unless_aborted, check_window
         self._restarts: dict[str, int | None] = {}
         self._grid: Step | None = None
+        self._previous: dict[str, str | None] = {}  # host -> what it ran before
 
     # -- deploy ---------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class FleetRun:
             await self._steps.advance(run, S.PRE_CHECKS)
             await self._unless_aborted(run, self._prepare())
             batches = fleet.rollout.batches(fleet.hosts)
-            await self._rows.plan(run.id, batches)
+            await self._plan(batches)
             sizes = "+".join(str(len(b)) for b in batches)
             await self._steps.advance(run, S.SWITCHING, f"{len(fleet.hosts)} hosts ({sizes})")
             run.switched = True
@@ -127,7 +128,7 @@ class FleetRun:
             await run_prechecks(target.layout.host, deploy.root, deploy.prechecks, progress)
             return "ok"
 
-        await self._each("pre-checks", checks)
+        await self._each("pre-checks", checks, detail=lambda said: "passed")
         await self._steps.advance(run, S.BUILDING)
 
         async def build(target: Target, progress: Progress) -> str:
@@ -145,7 +146,11 @@ class FleetRun:
             )
             return current or "-"
 
-        previous = await self._each(f"build {run.version}, rollback point", build)
+        previous = await self._each(
+            f"build {run.version}, rollback point",
+            build,
+            detail=lambda said: "previous: " + ", ".join(sorted(set(said.values()))),
+        )
         run.previous = previous[fleet.first.host] if previous[fleet.first.host] != "-" else None
         if run.previous is not None:
             await self._deployments.set_previous_version(run.id, run.previous)
@@ -156,10 +161,6 @@ class FleetRun:
         """Batch by batch; hosts already healthy (a resumed rollout) are verified again."""
         run, rollout = self.run, self.fleet.rollout
         rows = await self._rows.rows(run.id)
-        previous = getattr(self, "_previous", {})
-        for row in rows:  # set before anything switches: the way back needs it
-            if row.previous_version is None and previous.get(row.host) is not None:
-                await self._rows.set_previous(run.id, row.host, previous[row.host])
         batches = sorted({r.batch for r in rows})
         failed = [r for r in rows if r.state is H.FAILED]
         async with run.progress.step("hosts") as grid_step:
@@ -192,8 +193,20 @@ class FleetRun:
                         ),
                     )
                     errors = [e for e in results if isinstance(e, BaseException)]
-                    failed += [r for r, e in zip(todo, results, strict=True) if e is not None]
+                    now_failed = [r for r, e in zip(todo, results, strict=True) if e is not None]
+                    failed += now_failed
                     step.detail = "healthy" if not errors else f"{len(errors)} failed"
+                    if now_failed and len(failed) <= rollout.max_failed_hosts:
+                        # Within what the team allows: those hosts go back, the rest goes on.
+                        back = await asyncio.gather(*(self._host_back(r) for r in now_failed))
+                        step.detail += ", back on their release: " + " ".join(
+                            r.host
+                            for r, problem in zip(now_failed, back, strict=True)
+                            if problem is None
+                        )
+                        if any(back):
+                            raise StepFailed("; ".join(p for p in back if p))
+                        await self._show_grid()
                     if len(failed) > rollout.max_failed_hosts:
                         first = errors[0] if errors else None
                         step.status = StepStatus.FAILED
@@ -206,11 +219,20 @@ class FleetRun:
                 self._stop_if_halted()
             grid_step.detail = grid(await self._rows.rows(run.id))
 
+    async def _plan(self, batches: list[list[str]]) -> None:
+        """The hosts' rows with what each runs now, before anything switches."""
+        await self._rows.plan(self.run.id, batches)
+        for host, version in self._previous.items():
+            await self._rows.set_previous(self.run.id, host, version)
+
     async def _switch_host(self, row: HostRow) -> None:
         run, target = self.run, self.fleet.targets[row.host]
         resuming = row.state is H.SWITCHING
         if run.halted_by is not None and not resuming:
             return  # /halt came while this batch started: this host stays as it is
+        if row.previous_version is None and not resuming:  # the way back, before the switch
+            previous = await target.layout.current()
+            await self._rows.set_previous(run.id, row.host, previous)
         await self._rows.move(run.id, run.deployment.service, row.host, H.SWITCHING)
         await self._show_grid()
         quiet = Progress()
@@ -286,7 +308,7 @@ class FleetRun:
             log.warning("pruning after #%s: %s", run.id, exc)
 
     def _previous_of(self, host: str) -> str | None:
-        return getattr(self, "_previous", {}).get(host)
+        return self._previous.get(host)
 
     # -- fleet rollback ---------------------------------------------------------------------
 
@@ -308,7 +330,7 @@ class FleetRun:
             run.previous = self._previous[fleet.first.host]
             if run.previous is not None:
                 await self._deployments.set_previous_version(run.id, run.previous)
-            await self._rows.plan(run.id, [fleet.hosts])
+            await self._plan([fleet.hosts])
             await self._steps.advance(
                 run, S.SWITCHING, f"{len(fleet.hosts)} hosts, {fleet.rollout.parallel} at once"
             )
@@ -326,10 +348,6 @@ class FleetRun:
     async def _roll_all_at_once(self) -> None:
         run = self.run
         rows = await self._rows.rows(run.id)
-        previous = getattr(self, "_previous", {})
-        for row in rows:
-            if row.previous_version is None and previous.get(row.host) is not None:
-                await self._rows.set_previous(run.id, row.host, previous[row.host])
         limit = asyncio.Semaphore(self.fleet.rollout.parallel)
 
         async def one(row: HostRow) -> None:
@@ -420,6 +438,7 @@ class FleetRun:
         """One host back to its previous release, verified; a problem as text, else None."""
         run, target = self.run, self.fleet.targets[row.host]
         service = run.deployment.service
+        row = next(r for r in await self._rows.rows(run.id) if r.host == row.host)  # fresh
         await self._rows.move(run.id, service, row.host, H.ROLLING_BACK)
         quiet = Progress()
         quiet_run = Run(run.deployment, quiet, run.actor)
@@ -494,6 +513,7 @@ class FleetRun:
         work: Callable[[Target, Progress], Awaitable[str]],
         *,
         only: Sequence[str] | None = None,
+        detail: Callable[[dict[str, str]], str] | None = None,
     ) -> dict[str, str]:
         """`work` on every host (at most `parallel` at once) as one step; the first failure
         names its host. Returns host -> what `work` said."""
@@ -513,7 +533,8 @@ class FleetRun:
                 if isinstance(result, BaseException):
                     raise result
             said = dict(zip((t.host for t in targets), (str(r) for r in results), strict=True))
-            step.detail = ", ".join(sorted(set(said.values())))[:200]
+            text = detail(said) if detail else ", ".join(sorted(set(said.values())))
+            step.detail = text[:200]
             return said
 
 

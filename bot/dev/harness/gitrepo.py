@@ -2,12 +2,14 @@
 
     repo = make_app_repo(tmp_path / "app")    # tags v1, v2 (healthy) and v3 (/health fails)
     GitSource(repo.url)                       # each tag is a version to deploy
-    app_argv(release_dir, port)               # how a service unit runs a checked-out release
+    app_argv(release_dir, port, host=addr)    # how a service unit runs a checked-out release
 
 The app is bot/dev/demo_web.py cut down to what a deployed service needs, standalone (a release
 must not import opsgate): `app.py` reads `release.json` next to it for its version and for
 `healthy`, answers GET /health with 200 or 503 and GET / with its version, says "listening"
 on stdout once bound, sends READY=1 under systemd Type=notify, and stops cleanly on SIGTERM.
+A file `broken-<version>` in the release root (ROOT, which holds releases/ and current) makes
+that release's /health answer 503 on that host only, from the next request on.
 Commits have fixed authors and dates, so commit ids are the same on every run.
 """
 
@@ -25,7 +27,10 @@ APP_VERSIONS = {"v1": True, "v2": True, "v3": False}
 APP_PY = '''\
 """opsgate test app: GET /health (503 unless release.json says healthy), GET / (the version).
 
-    python3 app.py [--port N]     (or PORT from the environment)
+    python3 app.py [--port N] [--host ADDRESS]     (or PORT and HOST from the environment)
+
+/health also answers 503 while ROOT/broken-<version> exists, where ROOT holds releases/ and
+current and <version> is release.json's or the release directory's name.
 """
 
 import argparse
@@ -37,13 +42,20 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-RELEASE = json.loads((Path(__file__).resolve().parent / "release.json").read_text())
+HERE = Path(__file__).resolve().parent  # the real path, not the `current` symlink's
+RELEASE = json.loads((HERE / "release.json").read_text())
+ROOT = HERE.parent.parent  # HERE is ROOT/releases/<version>
+BROKEN = {ROOT / f"broken-{RELEASE['version']}", ROOT / f"broken-{HERE.name}"}
+
+
+def is_broken():
+    return any(marker.exists() for marker in BROKEN)
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
-            healthy = bool(RELEASE["healthy"])
+            healthy = bool(RELEASE["healthy"]) and not is_broken()
             status = {"status": "healthy" if healthy else "unhealthy", "pid": os.getpid()}
             self.answer(200 if healthy else 503, {**status, "version": RELEASE["version"]})
         elif self.path == "/":
@@ -74,9 +86,11 @@ def notify_ready():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    port = parser.parse_args().port
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    print(f"app {RELEASE['version']} pid {os.getpid()} listening on 127.0.0.1:{port}", flush=True)
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    args = parser.parse_args()
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    where = f"{args.host}:{args.port}"
+    print(f"app {RELEASE['version']} pid {os.getpid()} listening on {where}", flush=True)
     notify_ready()
 
     def stop(signum, frame):  # shutdown() waits for serve_forever, which runs on this thread
@@ -138,5 +152,9 @@ def make_app_repo(directory: Path) -> AppRepo:
     return AppRepo(directory, commits)
 
 
-def app_argv(release_dir: str | Path, port: int, python: str = "python3") -> list[str]:
-    return [python, str(Path(release_dir) / "app.py"), "--port", str(port)]
+def app_argv(
+    release_dir: str | Path, port: int, python: str = "python3", host: str | None = None
+) -> list[str]:
+    """`host`: the address to bind (the app's default is 127.0.0.1)."""
+    argv = [python, str(Path(release_dir) / "app.py"), "--port", str(port)]
+    return argv if host is None else [*argv, "--host", host]

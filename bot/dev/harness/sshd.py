@@ -62,10 +62,22 @@ def _check(argv: list[str], what: str) -> None:
         raise SshdUnavailable(f"{what} failed ({done.returncode}): {done.stderr.strip()}")
 
 
-def _write_config(directory: Path, port: int) -> Path:
+def require_tools() -> None:
+    for program in (SSHD, "ssh-keygen", "ssh"):
+        if shutil.which(program) is None:
+            raise SshdUnavailable(f"{program} not found (apt-get install openssh-server)")
+
+
+def keygen(path: Path) -> None:
+    """A new ed25519 key pair without passphrase: `path` and `path`.pub."""
+    _check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], "ssh-keygen")
+
+
+def write_config(directory: Path, port: int, address: str = "127.0.0.1") -> Path:
+    """sshd_config for `address`:`port`; host key, pid file and authorized_keys in `directory`."""
     lines = [
         f"Port {port}",
-        "ListenAddress 127.0.0.1",
+        f"ListenAddress {address}",
         f"HostKey {directory}/ssh_host_ed25519_key",
         f"PidFile {directory}/sshd.pid",
         "UsePAM no",
@@ -98,19 +110,16 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log_file: Path) ->
 
 def start_sshd(directory: Path) -> tuple[subprocess.Popen[bytes], Sshd]:
     """Start sshd in the foreground on a free loopback port; raises SshdUnavailable."""
-    for program in (SSHD, "ssh-keygen", "ssh"):
-        if shutil.which(program) is None:
-            raise SshdUnavailable(f"{program} not found (apt-get install openssh-server)")
+    require_tools()
     try:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
     except OSError as exc:
         raise SshdUnavailable(f"cannot create /run/sshd: {exc.strerror}") from None
     for key in ("ssh_host_ed25519_key", "id_ed25519"):
-        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / key)]
-        _check(keygen, "ssh-keygen")
+        keygen(directory / key)
     shutil.copy(directory / "id_ed25519.pub", directory / "authorized_keys")
     port = free_port()
-    config = _write_config(directory, port)
+    config = write_config(directory, port)
     _check([SSHD, "-t", "-f", str(config)], "sshd -t")
     log_file = directory / "sshd.log"
     with log_file.open("wb") as log:

@@ -9,10 +9,16 @@ systemd-tmpfiles-setup would empty the machine's /tmp: never skip that step.
 From outside, commands run inside with `nsenter -t PID -m -p` (the sandbox's PrefixHost).
 The network namespace is shared, so services inside listen on the machine's loopback.
 SIGKILL to systemd ends the namespace and every process in it.
+
+The cgroup tree is shared too (no cgroup namespace), so PID 1 first moves into a cgroup of its
+own (`opsgate-sandbox-...`, in every hierarchy): systemd takes it as its root, and units of the
+same name in two sandboxes no longer share, create and remove one cgroup (status 219).
+`binds` give a sandbox private dirs or files (an outside dir on /srv, say) on the shared disk.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
@@ -20,8 +26,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +48,10 @@ UNIT_DIR_INSIDE = "/etc/systemd/system"
 PARKING = "/mnt"  # an empty mount point outside the private tmpfs dirs
 BOOT_TIMEOUT = 30.0
 UNSHARE = ("unshare", "--pid", "--mount", "--fork", "--mount-proc")
+PRIVATE_DIRS = ("/run", "/tmp", "/var/tmp")  # tmpfs inside
+CGROUP_PREFIX = "opsgate-sandbox-"
+CGROUP_RECORD = "cgroups"  # in the sandbox's base: the cgroup dirs PID 1 made, one a line
+CGROUP_EMPTY_TIMEOUT = 5.0
 
 MASKED = (
     "systemd-tmpfiles-setup.service",
@@ -76,6 +87,7 @@ class SystemdSandbox:
     state: str  # "running" or "degraded", as `systemctl is-system-running` said
     failed_units: tuple[str, ...]  # why it is degraded, if it is
     log_path: Path
+    binds: tuple[tuple[Path, str], ...] = ()  # (outside dir or file, where it is inside)
 
 
 def unavailable_reason() -> str | None:
@@ -141,14 +153,41 @@ def _nsenter(pid: int) -> list[str]:
     return ["nsenter", "-t", str(pid), "-m", "-p"]
 
 
-def boot(base: Path) -> tuple[SystemdSandbox, subprocess.Popen[bytes]]:
+Bind = tuple[Path, str]
+
+
+def _check_binds(binds: Sequence[Bind]) -> tuple[Bind, ...]:
+    for source, target in binds:
+        # Binds are made before the tmpfs mounts, which would hide one inside them; the target
+        # must exist already, so that booting creates nothing on the shared disk.
+        hidden = target == UNIT_DIR_INSIDE or any(
+            Path(target).is_relative_to(path) for path in PRIVATE_DIRS
+        )
+        if not Path(target).is_absolute() or hidden:
+            raise ValueError(f"bind target must be outside {PRIVATE_DIRS}: {target}")
+        kinds = [(path.is_dir(), path.is_file()) for path in (source, Path(target))]
+        if kinds[0] != kinds[1] or kinds[0] == (False, False):
+            raise ValueError(f"bind {source} -> {target}: both must exist, dirs or files")
+    return tuple((source.resolve(), target) for source, target in binds)
+
+
+def boot(
+    base: Path, *, binds: Sequence[Bind] = (), name: str = "systemd-sandbox"
+) -> tuple[SystemdSandbox, subprocess.Popen[bytes]]:
+    """Boot a sandbox with its files under `base`; `binds` mount outside dirs inside it."""
     unit_dir, work_dir = base / "units", base / "work"
     for directory in (unit_dir, work_dir):
         directory.mkdir(parents=True, exist_ok=True)
+    binds = _check_binds(binds)
     log_path = base / "boot.log"
+    record = base / CGROUP_RECORD
+    argv = [*UNSHARE, sys.executable, str(Path(__file__).resolve()), "--inside", str(unit_dir)]
+    argv += ["--cgroup", f"{CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}", str(record)]
+    for source, target in binds:
+        argv += ["--bind", str(source), target]
     with log_path.open("wb") as log_file:
         unshare = subprocess.Popen(
-            [*UNSHARE, sys.executable, str(Path(__file__).resolve()), "--inside", str(unit_dir)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -173,13 +212,21 @@ def boot(base: Path) -> tuple[SystemdSandbox, subprocess.Popen[bytes]]:
             check=False,
         )
     except BaseException:
-        _kill(unshare)
+        kill(unshare, base)
         raise
     failed_units = tuple(line.split()[0] for line in failed.stdout.splitlines() if line.strip())
     log.info("systemd sandbox pid %d is %s (failed: %s)", pid, state, failed_units or "none")
-    host = PrefixHost(prefix=_nsenter(pid), name="systemd-sandbox")
-    sandbox = SystemdSandbox(pid, unit_dir, work_dir, host, state, failed_units, log_path)
+    host = PrefixHost(prefix=_nsenter(pid), name=name)
+    sandbox = SystemdSandbox(
+        pid, unit_dir, work_dir, host, state, failed_units, log_path, binds=binds
+    )
     return sandbox, unshare
+
+
+def kill(unshare: subprocess.Popen[bytes], base: Path) -> None:
+    """SIGKILL the sandbox booted under `base`, then remove the cgroups it made."""
+    _kill(unshare)
+    _remove_cgroups(base / CGROUP_RECORD)
 
 
 def _kill(unshare: subprocess.Popen[bytes]) -> None:
@@ -191,27 +238,99 @@ def _kill(unshare: subprocess.Popen[bytes]) -> None:
     unshare.wait(timeout=10)
 
 
+def _remove_cgroups(record: Path) -> None:
+    try:
+        tops = [Path(line) for line in record.read_text().splitlines() if line]
+    except OSError:
+        return
+    # A cgroup can only be removed once empty, children first; the last processes of the
+    # killed namespace may take a moment to leave it.
+    deadline = time.monotonic() + CGROUP_EMPTY_TIMEOUT
+    while True:
+        for top in tops:
+            for directory, _, _ in os.walk(top, topdown=False):
+                with suppress(OSError):
+                    os.rmdir(directory)
+        tops = [top for top in tops if top.exists()]
+        if not tops or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if tops:
+        log.warning("sandbox cgroups left behind: %s", ", ".join(map(str, tops)))
+
+
 @contextmanager
-def booted() -> Iterator[SystemdSandbox]:
-    """Boot once, yield, SIGKILL. Skips when impossible; under CI=true fails instead."""
+def booted(
+    *, base: Path | None = None, binds: Sequence[Bind] = (), name: str = "systemd-sandbox"
+) -> Iterator[SystemdSandbox]:
+    """Boot once, yield, SIGKILL. Skips when impossible; under CI=true fails instead.
+
+    `base` (default: per process under WORK_ROOT) is emptied before and removed after."""
     reason = unavailable_reason()
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the systemd tests: {reason}", pytrace=False)
         pytest.skip(reason)
-    base = WORK_ROOT / f"systemd-{os.getpid()}"  # per session: parallel runs stay apart
+    if base is None:
+        base = WORK_ROOT / f"systemd-{os.getpid()}"  # per session: parallel runs stay apart
     shutil.rmtree(base, ignore_errors=True)
     try:
-        sandbox, unshare = boot(base)
+        sandbox, unshare = boot(base, binds=binds, name=name)
         try:
             yield sandbox
         finally:
-            _kill(unshare)
+            kill(unshare, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def inside(unit_dir: str) -> None:
+def _cgroup_dirs(path: str) -> list[Path]:
+    """Where cgroup `path` is in every cgroup hierarchy mounted here (v1 and v2)."""
+    dirs: dict[str, Path] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, system = line.partition(" - ")
+        mount_root, mount_point = fields.split()[3:5]
+        fstype, _, options = system.split()[:3]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        # One entry per hierarchy (a hierarchy may be mounted twice): its options say which.
+        key = (
+            "" if fstype == "cgroup2" else ",".join(sorted(set(options.split(",")) - {"rw", "ro"}))
+        )
+        if key not in dirs and Path(path).is_relative_to(mount_root):
+            dirs[key] = Path(mount_point) / Path(path).relative_to(mount_root)
+    return list(dirs.values())
+
+
+def _enter_own_cgroup(name: str, record: Path) -> None:
+    """Move this process into cgroup ROOT/`name` in every hierarchy (best effort: logged)."""
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    paths = {controllers: path for _, controllers, path in (x.split(":", 2) for x in lines)}
+    # systemd takes its name=systemd path (v2: its only path) as its root in every hierarchy,
+    # and makes its units' cgroups under that same path in each: so use it everywhere.
+    root = paths.get("name=systemd", paths.get("", "/"))
+    made: list[Path] = []
+    for parent in _cgroup_dirs(root):
+        own = parent / name
+        try:
+            own.mkdir()
+            made.append(own)
+            record.write_text("".join(f"{d}\n" for d in made))  # before anything can fail
+            for key in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset starts empty: no tasks
+                if (own / key).exists() and not (own / key).read_text().strip():
+                    (own / key).write_text((parent / key).read_text())
+            (own / "cgroup.procs").write_text("0")  # 0: the writing task itself
+        except OSError as exc:
+            print(f"sandbox: not in a cgroup of its own in {parent}: {exc}", flush=True)
+
+
+def inside(
+    unit_dir: str,
+    *,
+    cgroup: str | None = None,
+    cgroup_record: str | None = None,
+    binds: Sequence[tuple[str, str]] = (),
+) -> None:
     """PID 1 of the new namespaces: isolate, mask, exec systemd. Never returns."""
     if os.getpid() != 1:  # run by hand, it would mount over the machine's own /tmp and /run
         sys.exit("--inside runs only as PID 1 of a new PID namespace (see booted())")
@@ -219,14 +338,17 @@ def inside(unit_dir: str) -> None:
     def run(*argv: str) -> None:
         subprocess.run(argv, check=True)
 
+    if cgroup is not None and cgroup_record is not None:
+        _enter_own_cgroup(cgroup, Path(cgroup_record))
     run("mount", "--make-rprivate", "/")
+    for source, target in binds:  # before the tmpfs mounts: a source under /tmp still works
+        run("mount", "--bind", source, target)
     # A checkout under /tmp (a CI clone, say) would vanish under the tmpfs, and with it the
     # venv and files the units run: park it on /mnt and move it back on top of the tmpfs.
-    private = ("/run", "/tmp", "/var/tmp")
-    keep_repo = any(REPO.is_relative_to(path) for path in private)
+    keep_repo = any(REPO.is_relative_to(path) for path in PRIVATE_DIRS)
     if keep_repo:
         run("mount", "--rbind", str(REPO), PARKING)
-    for path in private:
+    for path in PRIVATE_DIRS:
         run("mount", "-t", "tmpfs", "tmpfs", path)
     if keep_repo:
         REPO.mkdir(parents=True, exist_ok=True)
@@ -241,8 +363,18 @@ def inside(unit_dir: str) -> None:
     os.execve(SYSTEMD, [SYSTEMD, "--system", "--unit=sandbox.target"], env)
 
 
+def _main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description="PID 1 of a systemd sandbox (see booted())")
+    parser.add_argument("--inside", required=True, metavar="UNIT_DIR")
+    parser.add_argument("--cgroup", nargs=2, metavar=("NAME", "RECORD"))
+    parser.add_argument("--bind", nargs=2, action="append", default=[], metavar=("SRC", "DST"))
+    args = parser.parse_args(argv)
+    name, record = args.cgroup or (None, None)
+    inside(args.inside, cgroup=name, cgroup_record=record, binds=[tuple(b) for b in args.bind])
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["--inside"]:
-    inside(sys.argv[2])
+    _main(sys.argv[1:])
 
 
 DEMO_SERVICE = [sys.executable, str(Path(demo_web.__file__).resolve())]
