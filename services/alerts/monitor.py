@@ -91,13 +91,17 @@ class Monitor:
         for group in await self._engine.firing_groups():
             for alert in group.firing:
                 if alert.source == "monitor":
-                    subject = alert.labels.get("service") or alert.labels.get("host", "")
+                    service, host = alert.labels.get("service"), alert.labels.get("host", "")
+                    subject = f"{service}@{host}" if service and host else service or host
                     self._firing.add(f"{alert.name}:{subject}")
 
     def _labels(self, rule: MonitorRule, subject: str) -> dict[str, str]:
         labels = {"alertname": rule.name, "severity": rule.severity, "source": "opsgate"}
         if rule.metric.startswith("service_"):
-            labels["service"] = subject
+            service, _, host = subject.partition("@")
+            labels["service"] = service
+            if host:
+                labels["host"] = host
         else:
             labels["host"] = subject
         return labels
@@ -132,10 +136,21 @@ class Monitor:
             usage = await asyncio.to_thread(psutil.disk_usage, rule.path)
             return [Reading(self._host, usage.percent, f"{rule.path} {usage.percent:.0f}% full")]
         controller = self._controller()
-        names = rule.services or sorted(self._ops().services)
-        states = await asyncio.gather(*(controller.state(n) for n in names))
+        ops = self._ops()
+        names = rule.services or sorted(ops.services)
+        # Every host of every environment: a fleet's one bad host is an alert of its own
+        # (subject "web@web3"), a one-host service keeps its plain name.
+        places = [
+            (name, env, host)
+            for name in names
+            if name in ops.services
+            for env in ops.services[name].environment_names()
+            for host in ops.services[name].hosts_in(env)
+        ]
+        states = await asyncio.gather(*(controller.state(n, h, e) for n, e, h in places))
         readings = []
-        for name, state in zip(names, states, strict=True):
+        for (service, _, host), state in zip(places, states, strict=True):
+            name = service if len(ops.services[service].all_hosts()) == 1 else f"{service}@{host}"
             if rule.metric == "service_down":
                 healthy = state.running and (state.health is None or state.health.ok)
                 why = state.error or (state.health.reason if state.health else state.state)

@@ -27,6 +27,7 @@ from services.deploy.locks import EnvironmentLocked, EnvironmentLocks
 from services.deploy.model import Deployment, DeploymentKind
 from services.deploy.model import DeploymentState as S
 from services.deploy.pipeline import DeployPipeline
+from services.deploy.promotion import promotion_refusal
 from services.deploy.windows import deploy_refusal, is_production
 from services.flags.plans import PlanService
 from services.progress import Progress
@@ -169,31 +170,12 @@ class FrontDoor:
     async def promotion_refusal(
         self, name: str, service: Service, environment: str, version: str
     ) -> str | None:
-        """Why `version` may not go to `environment` yet: it never succeeded in the one it
-        is promoted from, failed there last, or has not run there for the soak time."""
+        """Why `version` may not go to `environment` yet (services/deploy/promotion.py)."""
         placement = service.in_environment(environment)
         if placement is None or placement.promote_from is None:
             return None
-        source = placement.promote_from
-        last = await self._deployments.latest_finished(name, source, version)
-        ask = f"deploy it there first: /deploy {name} {version} to {source}"
-        if last is None:
-            return (
-                f"{name} {version} has not run in {source}; {environment} takes only"
-                f" versions that succeeded there ({ask})."
-            )
-        if last.state is not S.SUCCEEDED:
-            return f"{name} {version} did not succeed in {source} (#{last.id} {last.state})."
-        if placement.min_soak_s > 0 and last.finished_at is not None:
-            soaked = (self._clock() - last.finished_at).total_seconds()
-            if soaked < placement.min_soak_s:
-                left = placement.min_soak_s - soaked
-                return (
-                    f"{name} {version} has run in {source} for {soaked:.0f} s of the"
-                    f" {placement.min_soak_s:.0f} s it must soak there; try again in"
-                    f" {left:.0f} s."
-                )
-        return None
+        last = await self._deployments.latest_finished(name, placement.promote_from, version)
+        return promotion_refusal(name, environment, placement, version, last, self._clock())
 
     async def dry_run(
         self, name: str, version: str, actor: str, environment: str | None = None

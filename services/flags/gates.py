@@ -107,11 +107,16 @@ class FlagGate:
         return GateVerdict(True)
 
     async def _service(self, name: str) -> GateVerdict:
-        state = await self._controller().state(name)
-        if state.error is not None:
-            return GateVerdict(False, f"{name}: {state.error}")
-        if not state.running:
-            return GateVerdict(False, f"{name} is {state.state}")
-        if state.health is not None and not state.health.ok:
-            return GateVerdict(False, f"{name} health: {state.health.reason}")
+        """Every host of the service's last environment in promotion order (where flags
+        meet users: production) must be running and healthy."""
+        controller = self._controller()
+        environment = controller.service(name).environment_names()[-1]
+        for state in await controller.fleet_state(name, environment):
+            where = f"{name} on {state.host}" if state.host != controller.host_of(name) else name
+            if state.error is not None:
+                return GateVerdict(False, f"{where}: {state.error}")
+            if not state.running:
+                return GateVerdict(False, f"{where} is {state.state}")
+            if state.health is not None and not state.health.ok:
+                return GateVerdict(False, f"{where} health: {state.health.reason}")
         return GateVerdict(True)

@@ -19,10 +19,13 @@ import pytest
 from bot.dev.harness.fleet import Fleet, FleetApp, install_app_unit, remove_app_unit
 from bot.dev.harness.gitrepo import AppRepo, make_app_repo
 from bot.dev.sandbox import SandboxClient, SandboxMessage
+from bot.runner import Opsgate
 from services.control.systemd import SystemdManager
+from services.deploy.model import Deployment
 from services.releases.layout import ReleaseLayout
 from tests.e2e.conftest import CAROL, DEPLOYS, StartOpsgate
 from tests.e2e.deploy_app import PEOPLE_AND_CHATS
+from tests.e2e.test_api import API_TOKEN, cli
 
 UNIT = "t-fleet.service"
 PRODUCTION = ["h1", "h2", "h3", "h4"]
@@ -266,3 +269,62 @@ async def test_bad_input_gets_a_clear_answer_and_changes_nothing(
         assert reply.text == expected, (text, reply.text)
     assert await opsgate.services.deployments.history() == []
     assert await setup.current(PRODUCTION + STAGING) == dict.fromkeys(PRODUCTION + STAGING)
+
+
+async def test_the_api_and_the_cli_take_the_environment_and_show_every_host(
+    setup: FleetSetup, start_opsgate: StartOpsgate, client: SandboxClient
+) -> None:
+    setup.write_ops(rollout="batch = 2", production='promote_from = "staging"')
+    opsgate = await start_opsgate(api_token=API_TOKEN)
+    base = f"http://127.0.0.1:{opsgate.http_port}"
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as api:
+        refused = await api.post(
+            "/api/deployments",
+            json={"service": "app", "version": "v1", "requested_by": CAROL, "environment": "qa"},
+        )
+        assert refused.status_code == 404, refused.text
+        assert "app has no environment 'qa'" in refused.json()["error"]
+        not_promoted = await api.post(
+            "/api/deployments",
+            json={"service": "app", "version": "v1", "requested_by": CAROL,
+                  "environment": "production"},
+        )  # fmt: skip
+        assert not_promoted.status_code == 409, not_promoted.text
+        assert "has not run in staging" in not_promoted.json()["error"]
+
+        ran = await cli(opsgate, "deploy", "app", "v1", "--to", "staging", "--as", str(CAROL))
+        assert ran.returncode == 0, ran.stderr
+        await wait_finished(opsgate, 1)
+        promoted = await cli(opsgate, "promote", "app", "--as", str(CAROL))
+        assert promoted.returncode == 0, promoted.stderr
+        assert promoted.stdout.startswith("#2 deploy app v1"), promoted.stdout
+        assert (await wait_finished(opsgate, 2)).state == "succeeded"
+
+        services = (await api.get("/api/services")).json()
+        production = next(s for s in services if s["environment"] == "production")
+        assert production["version"] == "v1" and production["healthy_hosts"] == 4
+        assert [(h["host"], h["version"]) for h in production["hosts"]] == [
+            (h, "v1") for h in PRODUCTION
+        ]
+        assert all(h["health"]["ok"] for h in production["hosts"])
+        staging = next(s for s in services if s["environment"] == "staging")
+        assert [h["host"] for h in staging["hosts"]] == STAGING
+
+        back = await api.post(
+            "/api/rollbacks",
+            json={"service": "app", "requested_by": CAROL, "environment": "production"},
+        )
+        assert back.status_code == 422, back.text  # v1 is all production ever ran
+        assert "no earlier good release" in back.json()["error"]
+    assert await setup.current(PRODUCTION) == dict.fromkeys(PRODUCTION, "v1")
+
+
+async def wait_finished(opsgate: Opsgate, deployment_id: int, timeout: float = 120) -> Deployment:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        deployment = await opsgate.services.deployments.get(deployment_id)
+        if deployment.finished:
+            return deployment
+        assert asyncio.get_running_loop().time() < deadline, deployment.describe()
+        await asyncio.sleep(0.2)
