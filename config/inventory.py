@@ -446,7 +446,7 @@ def check_hosts(services: dict[str, Service], hosts: dict[str, HostConfig]) -> l
                 where = f"services.{name}.hosts" if service.hosts else f"services.{name}.host"
             problems.extend(
                 f"{where}: unknown host {host!r} (known: {known_hosts})"
-                for host in service.hosts_in(env_name)
+                for host in dict.fromkeys(service.hosts_in(env_name))
                 if host != LOCAL_HOST and host not in hosts
             )
         for env_name in service.environment_names():
