@@ -64,7 +64,11 @@ async def status(update: Update, context: OpsContext) -> None:
     ]
     for name, service in sorted(services.ops.services.items()):
         where = f"{esc(service.manager)} {code(service.control_name)}"
-        lines.append(f"• <b>{esc(name)}</b> ({esc(service.environment)}) {where}")
+        envs = ", ".join(
+            f"{env} ×{len(service.hosts_in(env))}" if len(service.hosts_in(env)) > 1 else env
+            for env in service.environment_names()
+        )
+        lines.append(f"• <b>{esc(name)}</b> ({esc(envs)}) {where}")
     await update.effective_message.reply_text(join_lines(lines))
 
 

@@ -88,6 +88,7 @@ async def restart_request(update: Update, context: OpsContext) -> None:
     confirmation = await services.confirmations.open(
         "restart", name, user.id, message.chat_id, CONFIRM_TTL
     )
+    hosts = service.hosts_in(service.home)
     buttons = [
         InlineKeyboardButton(
             f"🔁 Restart {name}",
@@ -98,8 +99,9 @@ async def restart_request(update: Update, context: OpsContext) -> None:
         ),
     ]
     await message.reply_text(
-        f"Restart <b>{esc(name)}</b> ({esc(service.environment)}, {code(service.control_name)})?"
-        f"\nSomeone with the role <b>{esc(services.ops.permissions.role_for(Action.RESTART))}</b>"
+        f"Restart <b>{esc(name)}</b> ({esc(service.home)}, {code(service.control_name)})?"
+        + (f" One host after the other: {esc(' '.join(hosts))}." if len(hosts) > 1 else "")
+        + f"\nSomeone with the role <b>{esc(services.ops.permissions.role_for(Action.RESTART))}</b>"
         " confirms within "
         f"{int(CONFIRM_TTL.total_seconds() // 60)} minutes.",
         reply_markup=InlineKeyboardMarkup([buttons]),

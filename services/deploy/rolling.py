@@ -195,7 +195,9 @@ class FleetRun:
                     errors = [e for e in results if isinstance(e, BaseException)]
                     now_failed = [r for r, e in zip(todo, results, strict=True) if e is not None]
                     failed += now_failed
-                    step.detail = "healthy" if not errors else f"{len(errors)} failed"
+                    step.detail = "healthy"
+                    if now_failed:
+                        step.detail = f"failed: {' '.join(r.host for r in now_failed)}"
                     if now_failed and len(failed) <= rollout.max_failed_hosts:
                         # Within what the team allows: those hosts go back, the rest goes on.
                         back = await asyncio.gather(*(self._host_back(r) for r in now_failed))

@@ -118,7 +118,8 @@ async def run_and_wait(client: SandboxClient, text: str, timeout: float = 120) -
 
     def finished(messages: list[SandboxMessage]) -> SandboxMessage | None:
         cards = [m for m in messages if m.from_bot and m.message_id >= first]
-        ends = ("runs ", "failed", "Nothing was", "Stopped", "⛔")
+        # The card's last line once it is finished (a step may say "failed" before that).
+        ends = ("✅ app runs", "Rolled back:", "Nothing was", "so did the rollback", "⛔")
         return next((m for m in cards if any(e in m.text for e in ends)), None)
 
     return await client.wait_for(DEPLOYS, finished, timeout=timeout)
