@@ -395,23 +395,24 @@ class DeployPipeline:
         )
 
     async def _after_failure(self, run: Run, exc: Exception) -> DeployOutcome:
-        error = describe(exc)
         if not isinstance(exc, EXPECTED):
             log.error("deployment #%s failed unexpectedly", run.id, exc_info=exc)
-        deployment = await self._deployments.get(run.id)
-        if deployment.finished:  # e.g. cancelled while it was building
-            return DeployOutcome(False, deployment.state, run.version, run.previous, error)
-        actor = run.aborted_by if isinstance(exc, Aborted) and run.aborted_by else run.actor
-        if isinstance(exc, Aborted) and not run.switched:
-            cancelled = await self._deployments.cancel(run.id, actor, run.cancel_note)
-            return DeployOutcome(False, cancelled.state, run.version, run.previous, error)
-        if not run.switched or run.target is None:
-            failed = await self._deployments.fail(run.id, actor, error)
-            return DeployOutcome(False, failed.state, run.version, run.previous, error)
-        bad, aborted = is_the_releases_fault(exc), isinstance(exc, Aborted)
+        ended = await self._steps.end_before_switch(run, exc)
+        if ended is not None or run.target is None:
+            assert ended is not None  # no target: it never switched
+            return ended
+        error = describe(exc)
+        aborted = isinstance(exc, Aborted)
+        actor = run.aborted_by if aborted and run.aborted_by else run.actor
         mark = error
         if run.deployment.kind is DeploymentKind.ROLLBACK:
             mark = f"{ROLLBACK_MARK} (#{run.id}): {error}"
         return await self._steps.roll_back(
-            run, run.target, error, actor, bad=bad, aborted=aborted, mark=mark
+            run,
+            run.target,
+            error,
+            actor,
+            bad=is_the_releases_fault(exc),
+            aborted=aborted,
+            mark=mark,
         )

@@ -43,6 +43,7 @@ from services.deploy.steps import (
     Run,
     Target,
     describe,
+    rolled_back,
 )
 from services.progress import Progress, Step, StepStatus
 from services.releases.layout import ROLLBACK_MARK, validate_version
@@ -371,25 +372,20 @@ class FleetRun:
 
     async def after_failure(self, exc: Exception) -> DeployOutcome:
         run = self.run
-        error = describe(exc)
         if not isinstance(exc, EXPECTED):
             log.error("deployment #%s failed unexpectedly", run.id, exc_info=exc)
-        deployment = await self._deployments.get(run.id)
-        if deployment.finished:
-            return DeployOutcome(False, deployment.state, run.version, run.previous, error)
-        actor = run.aborted_by if isinstance(exc, Aborted) and run.aborted_by else run.actor
-        if isinstance(exc, Aborted) and not run.switched:
-            cancelled = await self._deployments.cancel(run.id, actor, run.cancel_note)
-            return DeployOutcome(False, cancelled.state, run.version, run.previous, error)
-        if not run.switched:
-            failed = await self._deployments.fail(run.id, actor, error)
-            return DeployOutcome(False, failed.state, run.version, run.previous, error)
+        ended = await self._steps.end_before_switch(run, exc)
+        if ended is not None:
+            return ended
+        error = describe(exc)
         aborted = isinstance(exc, Aborted)
-        bad = not aborted and is_fault(exc)
+        actor = run.aborted_by if aborted and run.aborted_by else run.actor
         mark = error
         if run.deployment.kind is DeploymentKind.ROLLBACK:
             mark = f"{ROLLBACK_MARK} (#{run.id}): {error}"
-        return await self.roll_back(error, actor, bad=bad, aborted=aborted, mark=mark)
+        return await self.roll_back(
+            error, actor, bad=not aborted and is_fault(exc), aborted=aborted, mark=mark
+        )
 
     async def roll_back(
         self, error: str, actor: str, *, bad: bool, aborted: bool, mark: str
@@ -425,16 +421,7 @@ class FleetRun:
             return DeployOutcome(False, S.ROLLBACK_FAILED, run.version, run.previous, text)
         note = f"{len(rows)} host(s) back on the release they ran before"
         await self._steps.advance(run, S.ROLLED_BACK, note)
-        return DeployOutcome(
-            False,
-            S.ROLLED_BACK,
-            run.version,
-            run.previous,
-            error,
-            rolled_back_to=run.previous,
-            marked_bad=bad,
-            aborted=aborted,
-        )
+        return rolled_back(run, error, bad=bad, aborted=aborted)
 
     async def _host_back(self, row: HostRow) -> str | None:
         """One host back to its previous release, verified; a problem as text, else None."""

@@ -334,16 +334,24 @@ class PipelineSteps:
         note = f"{run.previous} runs again"
         note += "".join(f" {r.describe()}" for r in pre_failed)
         await self.advance(run, S.ROLLED_BACK, note)
-        return DeployOutcome(
-            False,
-            S.ROLLED_BACK,
-            run.version,
-            run.previous,
-            error,
-            rolled_back_to=run.previous,
-            marked_bad=bad,
-            aborted=aborted,
-        )
+        return rolled_back(run, error, bad=bad, aborted=aborted)
+
+    async def end_before_switch(self, run: Run, exc: Exception) -> DeployOutcome | None:
+        """A failure that needs no way back ends here: the deployment had finished already
+        (cancelled while building, say), was aborted before its switch (cancelled), or had
+        not switched (failed). None once it has switched: then it must go back."""
+        error = describe(exc)
+        deployment = await self._deployments.get(run.id)
+        if deployment.finished:
+            return DeployOutcome(False, deployment.state, run.version, run.previous, error)
+        actor = run.aborted_by if isinstance(exc, Aborted) and run.aborted_by else run.actor
+        if isinstance(exc, Aborted) and not run.switched:
+            cancelled = await self._deployments.cancel(run.id, actor, run.cancel_note)
+            return DeployOutcome(False, cancelled.state, run.version, run.previous, error)
+        if not run.switched or run.target is None:
+            failed = await self._deployments.fail(run.id, actor, error)
+            return DeployOutcome(False, failed.state, run.version, run.previous, error)
+        return None
 
     async def prune(self, run: Run, target: Target) -> None:
         """After success: a failure here is reported in its step, never undoes the deploy."""
@@ -356,6 +364,19 @@ class PipelineSteps:
                 step.status, step.detail = StepStatus.FAILED, f"could not prune: {exc}"
                 return
             step.detail = f"removed {', '.join(gone)}" if gone else "nothing to remove"
+
+
+def rolled_back(run: Run, error: str, *, bad: bool, aborted: bool) -> DeployOutcome:
+    return DeployOutcome(
+        False,
+        S.ROLLED_BACK,
+        run.version,
+        run.previous,
+        error,
+        rolled_back_to=run.previous,
+        marked_bad=bad,
+        aborted=aborted,
+    )
 
 
 def describe(exc: Exception) -> str:
