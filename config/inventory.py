@@ -405,6 +405,13 @@ def _check_placement(path: str, service: Service) -> list[str]:
             problems.append(f"{where}.rollout.drain: give upstream_file (with port) or out")
         elif drain is not None and drain.upstream_file is not None and drain.port is None:
             problems.append(f"{where}.rollout.drain.port: required with upstream_file")
+        if drain is not None and len(hosts) > 1:
+            widest = max(len(batch) for batch in rollout.batches(hosts))
+            if widest == len(hosts):
+                problems.append(
+                    f"{where}.rollout: batch {rollout.batch} drains all {len(hosts)} hosts at"
+                    f" once, so none is left to serve (give at most {len(hosts) - 1})"
+                )
     return problems
 
 

@@ -335,7 +335,7 @@ class FleetRun:
                 await self._deployments.set_previous_version(run.id, run.previous)
             await self._plan([fleet.hosts])
             await self._steps.advance(
-                run, S.SWITCHING, f"{len(fleet.hosts)} hosts, {fleet.rollout.parallel} at once"
+                run, S.SWITCHING, f"{len(fleet.hosts)} hosts, {self._at_once()} at once"
             )
             run.switched = True
             await self._roll_all_at_once()
@@ -351,7 +351,7 @@ class FleetRun:
     async def _roll_all_at_once(self) -> None:
         run = self.run
         rows = await self._rows.rows(run.id)
-        limit = asyncio.Semaphore(self.fleet.rollout.parallel)
+        limit = asyncio.Semaphore(self._at_once())
 
         async def one(row: HostRow) -> None:
             async with limit:
@@ -403,7 +403,7 @@ class FleetRun:
         if state is not S.ROLLING_BACK:
             hosts = " ".join(r.host for r in rows) or "none"
             await self._steps.advance(run, S.ROLLING_BACK, f"hosts back: {hosts}")
-        limit = asyncio.Semaphore(fleet.rollout.parallel)
+        limit = asyncio.Semaphore(self._at_once())
 
         async def back(row: HostRow) -> str | None:
             async with limit:
@@ -484,6 +484,15 @@ class FleetRun:
         return DeployOutcome(True, S.SUCCEEDED, run.version, run.previous, None)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _at_once(self) -> int:
+        """Hosts switched (or rolled back) at once: `parallel`, but with drain never every
+        host of the environment, since a drained host gets no requests and draining them all
+        would refuse every request until the last one is back."""
+        hosts, parallel = len(self.fleet.hosts), self.fleet.rollout.parallel
+        if self.fleet.drain is not None and hosts > 1:
+            return min(parallel, hosts - 1)
+        return parallel
 
     def _stop_if_halted(self) -> None:
         run = self.run

@@ -151,3 +151,19 @@ def test_batches(batch: int | str, canary: bool, hosts: int, expected: list[list
 def test_a_batch_percentage_must_be_a_percentage() -> None:
     problems = problems_of(FLEET.replace("batch = 2", 'batch = "half"'))
     assert any(p.startswith("services.web.rollout.batch") for p in problems)
+
+
+def test_a_drain_that_would_take_every_host_out_at_once_is_refused() -> None:
+    text = (
+        FLEET.replace("batch = 2", "batch = 3")
+        + """
+[services.web.rollout.drain]
+out = ["/usr/local/bin/lb", "out"]
+back_in = ["/usr/local/bin/lb", "in"]
+"""
+    )
+    problems = problems_of(text.replace("canary = true", "canary = false"))
+    assert problems == [
+        "services.web.environments.production.rollout: batch 3 drains all 3 hosts at once,"
+        " so none is left to serve (give at most 2)"
+    ]

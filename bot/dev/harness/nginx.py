@@ -39,8 +39,9 @@ STOP_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 5.0
 UPSTREAM_NAME = "app"
 
-# {listen_port} is the only placeholder; the upstream lives in upstream.conf so that a deploy
-# tool flips blue/green by rewriting that one file and reloading.
+# {listen_port} and {location_directives} (empty unless a test asks) are the placeholders; the
+# upstream lives in upstream.conf so that a deploy tool flips blue/green by rewriting that one
+# file and reloading.
 CONFIG = """\
 user root;
 worker_processes 2;
@@ -58,7 +59,7 @@ http {{
     include upstream.conf;
     server {{
         listen 127.0.0.1:{listen_port};
-        location / {{ proxy_pass http://app; }}
+        location / {{ proxy_pass http://app;{location_directives} }}
     }}
 }}
 """
@@ -131,13 +132,19 @@ class NginxFiles:
         return "\n".join(parts)
 
 
-def write_nginx_config(directory: Path, listen_port: int, upstream_port: int) -> NginxFiles:
-    """Write nginx.conf, upstream.conf (pointing at upstream_port) and tmp/ into directory."""
+def write_nginx_config(
+    directory: Path, listen_port: int, upstream_port: int, *, location_directives: str = ""
+) -> NginxFiles:
+    """Write nginx.conf, upstream.conf (pointing at upstream_port) and tmp/ into directory.
+
+    `location_directives` go into `location /` after proxy_pass, e.g. "proxy_next_upstream off;"
+    for a test that must see each failed upstream attempt instead of nginx's retry on another."""
     directory.mkdir(parents=True, exist_ok=True)
     # nginx creates only the last level of a temp path such as tmp/proxy.
     (directory / "tmp").mkdir(exist_ok=True)
     conf = directory / "nginx.conf"
-    conf.write_text(CONFIG.format(listen_port=listen_port))
+    extra = f" {location_directives.strip()}" if location_directives.strip() else ""
+    conf.write_text(CONFIG.format(listen_port=listen_port, location_directives=extra))
     files = NginxFiles(directory, conf, directory / "upstream.conf", listen_port)
     files.upstream.write_text(files.upstream_line(upstream_port))
     return files
@@ -217,11 +224,16 @@ class RequestLoad:
 
     Every request is recorded (status and body, or the exception). A new connection each time
     keeps the measurement about the proxy switching upstreams, not about keep-alive reuse.
+    `interval_s` > 0 makes each thread wait that long between requests (a steady, light load
+    beside a busy process under test); 0 sends back to back.
     """
 
-    def __init__(self, port: int, threads: int = 4, path: str = "/") -> None:
+    def __init__(
+        self, port: int, threads: int = 4, path: str = "/", interval_s: float = 0.0
+    ) -> None:
         self.port = port
         self.path = path
+        self.interval_s = interval_s
         self._thread_count = threads
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -261,6 +273,8 @@ class RequestLoad:
             with self._lock:
                 self._results.append(result)
                 self._new_result.notify_all()
+            if self.interval_s > 0:
+                self._stopping.wait(self.interval_s)  # wakes at once on stop()
 
     def _one_request(self) -> RequestResult:
         at = self.now()
