@@ -213,10 +213,10 @@ def render_recovery(ended: Sequence[Deployment], attention: Sequence[Deployment]
             f"changed. Ask again with /deploy {esc(d.service)} {esc(d.version)}."
         )
     for d in attention:
-        lines.append(
-            f"⚠️ #{d.id} {esc(d.service)} {code(d.version)} was {esc(d.state)}: verifying it "
-            "again now; it rolls back if it is not healthy."
-        )
+        then = "verifying it again now; it rolls back if it is not healthy."
+        if d.state in (DeploymentState.FAILED, DeploymentState.ROLLING_BACK):
+            then = "rolling it back now."
+        lines.append(f"⚠️ #{d.id} {esc(d.service)} {code(d.version)} was {esc(d.state)}: {then}")
     return join_lines(lines)
 
 

@@ -54,6 +54,7 @@ LONG_FIRST = (
     "tests/e2e/test_alert_load.py",
     "tests/bot/test_demo.py",
     "tests/e2e/test_crash.py",
+    "tests/e2e/test_fleet_crash.py",
     "tests/e2e/test_alert_delivery.py",
 )
 

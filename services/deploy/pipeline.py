@@ -51,7 +51,7 @@ from services.deploy.deployments import (
 )
 from services.deploy.drain import Drainer
 from services.deploy.drills import resume_drill, run_drill
-from services.deploy.errors import StepFailed, is_the_releases_fault
+from services.deploy.errors import NotTheReleasesFault, StepFailed, is_the_releases_fault
 from services.deploy.hooks import HookFailed
 from services.deploy.model import BEFORE_SWITCH
 from services.deploy.prechecks import check_current_health, check_window, run_prechecks
@@ -258,7 +258,10 @@ class DeployPipeline:
             if deployment.kind is DeploymentKind.DRILL:
                 return await resume_drill(self._steps, run, target)
             if deployment.state in (S.FAILED, S.ROLLING_BACK):
-                raise StepFailed(f"it was {deployment.state} when opsgate stopped")
+                # Marked bad already, if it was to blame: see FleetRun.resume.
+                raise NotTheReleasesFault(
+                    deployment.error or f"it was {deployment.state} when opsgate stopped"
+                )
             async with progress.step("release in place") as step:
                 current = await target.layout.current()
                 step.detail = f"current is {current or 'nothing'}"

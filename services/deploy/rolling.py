@@ -30,7 +30,7 @@ from config.inventory import Rollout
 from services.deploy.database_backups import SqliteDatabase
 from services.deploy.deployments import Deployments
 from services.deploy.drain import Drainer
-from services.deploy.errors import StepFailed, is_the_releases_fault
+from services.deploy.errors import NotTheReleasesFault, StepFailed, is_the_releases_fault
 from services.deploy.host_rows import SWITCHED, HostRow, HostRows, grid
 from services.deploy.host_rows import HostState as H
 from services.deploy.model import DeploymentKind, DeploymentState
@@ -163,11 +163,23 @@ class FleetRun:
         run, rollout = self.run, self.fleet.rollout
         rows = await self._rows.rows(run.id)
         batches = sorted({r.batch for r in rows})
-        failed = [r for r in rows if r.state is H.FAILED]
+        # Resumed: every host that failed counts against the allowance, also one back already.
+        failed = [r for r in rows if r.state in (H.FAILED, H.ROLLING_BACK, H.ROLLED_BACK)]
         async with run.progress.step("hosts") as grid_step:
             self._grid = grid_step
             await self._show_grid()
             if resumed:
+                if len(failed) > rollout.max_failed_hosts:
+                    raise StepFailed(
+                        f"{len(failed)} host(s) had failed when opsgate stopped"
+                        f" ({rollout.max_failed_hosts} allowed)."
+                    )
+                # Failed within the allowance but killed before (or while) going back: such a
+                # host still runs the new release, unhealthy.
+                stranded = [r for r in rows if r.state in (H.FAILED, H.ROLLING_BACK)]
+                back = await asyncio.gather(*(self._host_back(r) for r in stranded))
+                if any(back):
+                    raise StepFailed("; ".join(p for p in back if p))
                 done = [r.host for r in rows if r.state is H.HEALTHY]
                 if done:
                     await self._unless_aborted(run, self._reverify(done))
@@ -468,7 +480,12 @@ class FleetRun:
         try:
             state = run.deployment.state
             if state in (S.FAILED, S.ROLLING_BACK):
-                raise StepFailed(f"it was {state} when opsgate stopped")
+                # Going back already: the run that failed marked the release bad if it was to
+                # blame (before `failed`). Marking it again would overwrite why, or blame a
+                # release that was halted; its own error says what went wrong.
+                raise NotTheReleasesFault(
+                    run.deployment.error or f"it was {state} when opsgate stopped"
+                )
             if state is S.SWITCHING:
                 if run.deployment.kind is DeploymentKind.ROLLBACK:
                     await self._roll_all_at_once()
