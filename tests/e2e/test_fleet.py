@@ -329,3 +329,23 @@ async def wait_finished(opsgate: Opsgate, deployment_id: int, timeout: float = 1
             return deployment
         assert asyncio.get_running_loop().time() < deadline, deployment.describe()
         await asyncio.sleep(0.2)
+
+
+async def test_a_failed_host_within_the_allowance_goes_back_and_the_rollout_goes_on(
+    setup: FleetSetup, start_opsgate: StartOpsgate, client: SandboxClient
+) -> None:
+    setup.write_ops(rollout="batch = 2\nmax_failed_hosts = 1")
+    await start_opsgate()
+    assert "✅ app runs v1." in (await run_and_wait(client, "/deploy app v1 to production")).text
+    setup.app.broken_marker(setup.fleet.host("h2"), "v2").write_text("broken on h2 only\n")
+
+    done = await run_and_wait(client, "/deploy app v2 to production")
+    assert "✅ app runs v2 (was v1)." in done.text, done.text
+    assert "failed: h2, back on their release: h2" in done.text
+    assert await setup.current(PRODUCTION) == {"h1": "v2", "h2": "v1", "h3": "v2", "h4": "v2"}
+    assert await setup.serving(PRODUCTION) == {"h1": "v2", "h2": "v1", "h3": "v2", "h4": "v2"}
+    history = await client.reply_after(CAROL, DEPLOYS, "/history app")
+    assert "(succeeded) · ✅ h1 h3 h4 · ⏪ h2" in history.text, history.text
+    services = await client.reply_after(CAROL, DEPLOYS, "/services")
+    # Healthy, but not one version: yellow, with who runs what.
+    assert "🟡 app (production): 4/4 hosts healthy; v1 on h2 · v2 on h1 h3 h4" in services.text
