@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -598,6 +599,7 @@ async def bench(fleet: Fleet, runs: int) -> int:
     finally:
         await registry.aclose()
         await asyncio.gather(*(_close_master(fleet, h, baseline_control) for h in names))
+        shutil.rmtree(baseline_control, ignore_errors=True)
         await remove_app_unit(fleet, app)
 
 
