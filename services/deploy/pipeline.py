@@ -155,10 +155,9 @@ class DeployPipeline:
         )
         await run_prechecks(target.layout.host, deploy.root, deploy.prechecks, progress)
         await self._steps.advance(run, S.BUILDING)
-        await self._steps.build(run, target)
-        current = await target.layout.current()
+        current = await self._steps.build(run, target)
         await self._steps.hooks(run, target, "pre_deploy", run.version, current)
-        await self._steps.record_point(run, target)
+        await self._steps.record_point(run, target, current)
         await self._steps.migrate(run, target)
 
     async def _check_window(self, run: Run) -> None:

@@ -140,6 +140,19 @@ class RollbackPoints:
         sources = [validate_path(path) for path in config_files]
         if len(set(sources)) != len(sources):
             raise ValueError("a config file is listed twice")
+        if not sources and database is None:
+            # Nothing to copy: the way back is the previous version, which the deployment
+            # (and a fleet's host rows) hold already, and only a restore of config files ever
+            # loads a point. Writing a manifest would cost five host commands for nothing.
+            created = datetime.now(UTC).isoformat(timespec="seconds")
+            return RollbackPoint(
+                validate_deployment_id(deployment_id),
+                directory,
+                previous_version,
+                created,
+                (),
+                None,
+            )
         try:
             return await self.load(deployment_id)
         except RollbackPointNotFound:

@@ -123,10 +123,20 @@ class FleetRun:
         async def checks(target: Target, progress: Progress) -> str:
             deploy = target.deploy
             required = deploy.prechecks.require_healthy
-            await check_current_health(
-                target.controller, target.name, progress, required=required, host=target.host
+            # Independent reads, side by side: each host's progress is quiet, so the order of
+            # its steps shows nowhere, and each host command is a round trip.
+            health = asyncio.ensure_future(
+                check_current_health(
+                    target.controller, target.name, progress, required=required, host=target.host
+                )
             )
-            await run_prechecks(target.layout.host, deploy.root, deploy.prechecks, progress)
+            try:
+                await run_prechecks(target.layout.host, deploy.root, deploy.prechecks, progress)
+            except BaseException:
+                health.cancel()
+                await asyncio.gather(health, return_exceptions=True)
+                raise
+            await health
             return "ok"
 
         await self._each("pre-checks", checks, detail=lambda said: "passed")
@@ -134,8 +144,7 @@ class FleetRun:
 
         async def build(target: Target, progress: Progress) -> str:
             host_run = Run(run.deployment, progress, run.actor)  # its steps stay quiet
-            await self._steps.build(host_run, target)
-            current = await target.layout.current()
+            current = await self._steps.build(host_run, target)
             await self._steps.hooks(host_run, target, "pre_deploy", run.version, current)
             deploy = target.deploy
             database = SqliteDatabase(deploy.sqlite_db) if deploy.sqlite_db else None

@@ -239,24 +239,31 @@ class PipelineSteps:
         await self.advance(run, S.ROLLBACK_FAILED, f"{run.version} runs, verified; {error}")
         return DeployOutcome(False, S.ROLLBACK_FAILED, run.version, run.previous, error)
 
-    async def build(self, run: Run, target: Target) -> None:
+    async def build(self, run: Run, target: Target) -> str | None:
+        """Prepare the release unless it is built already; returns what runs now. One listing
+        of the releases answers both (every host command is a round trip, per host)."""
         async with run.progress.step(f"build {run.version}") as step:
-            if await target.layout.exists(run.version):
-                reason = await target.layout.bad_reason(run.version)
-                if reason is not None:
+            version = validate_version(run.version)
+            infos = await target.layout.releases()
+            current = next((i.version for i in infos if i.is_current), None)
+            info = next((i for i in infos if i.version == version and i.complete), None)
+            if info is not None:
+                if info.is_bad:
+                    reason = await target.layout.bad_reason(version) or "marked bad"
                     raise StepFailed(f"Release {run.version} is marked bad: {reason}")
                 step.detail = "built already"
-                return
+                return current
             source, steps = source_of(target.deploy), build_steps_of(target.deploy)
             prepared = await target.layout.prepare(run.version, source, steps)
             step.detail = ", ".join(f"{r.name}: {r.duration_s:.1f} s" for r in prepared.steps)
+            return current
 
-    async def record_point(self, run: Run, target: Target) -> None:
-        """What the way back needs, before anything changes: the release that runs now, the
-        config files, the database."""
+    async def record_point(self, run: Run, target: Target, current: str | None) -> None:
+        """What the way back needs, before anything changes: the release that runs now
+        (`current`, as the build step found it), the config files, the database."""
         deploy = target.deploy
         async with run.progress.step("rollback point") as step:
-            run.previous = await target.layout.current()
+            run.previous = current
             database = SqliteDatabase(deploy.sqlite_db) if deploy.sqlite_db else None
             point = await target.points.record(
                 run.id,

@@ -6,10 +6,12 @@ the service does not do what it should; host and control errors pass through unc
 
 from __future__ import annotations
 
+import asyncio
+
 from config.inventory import HealthConfig
 from services.control.backends import ServiceBackend
 from services.control.controller import ServiceController
-from services.control.health import HealthCheck, wait_until_healthy
+from services.control.health import HealthCheck, HealthWait, wait_until_healthy
 from services.control.units import StartLimitHit
 from services.deploy.errors import NotTheReleasesFault, StepFailed
 from services.progress import Progress
@@ -50,14 +52,27 @@ async def verify(
 ) -> int | None:
     """Running, then healthy N times in a row within T (N: the health config's
     `rollback_consecutive` after a rollback, else `consecutive`); returns NRestarts."""
-    async with progress.step("wait until running") as step:
-        status = await backend.wait_running(start_timeout_s)
-        step.detail = f"pid {status.main_pid or '-'}"
-    if check is None or health is None:
+    healthy: asyncio.Future[HealthWait] | None = None
+    if check is not None and health is not None:
+        needed = health.needed(rollback=rollback)
+        # The health streak starts beside the unit's state query, not after it: a restart
+        # that returned has most often started the service, and the answers are independent.
+        healthy = asyncio.ensure_future(
+            wait_until_healthy(check, needed, health.within_s, health.interval_s)
+        )
+    try:
+        async with progress.step("wait until running") as step:
+            status = await backend.wait_running(start_timeout_s)
+            step.detail = f"pid {status.main_pid or '-'}"
+    except BaseException:
+        if healthy is not None:
+            healthy.cancel()
+            await asyncio.gather(healthy, return_exceptions=True)
+        raise
+    if healthy is None or health is None:
         return status.restarts
-    needed = health.needed(rollback=rollback)
     async with progress.step(f"health: {needed} in a row") as step:
-        wait = await wait_until_healthy(check, needed, health.within_s, health.interval_s)
+        wait = await healthy
         step.detail = f"{wait.checks} check(s), last: {wait.last.reason if wait.last else '-'}"
         if not wait.ok:
             reason = wait.last.reason if wait.last else "no answer"
