@@ -201,7 +201,11 @@ async def test_server_on_the_callers_loop(token: str) -> None:
     await bot.initialize()
     try:
         poll = asyncio.create_task(bot.get_updates(timeout=30))
-        await asyncio.sleep(0.05)
+        # Stop only once the poll is in the server: stopped before it arrives, the client's
+        # connection is cut instead (seen under load, with a fixed 50 ms wait).
+        async with asyncio.timeout(10):
+            while server.state._poll_generation == 0:
+                await asyncio.sleep(0.01)
         async with asyncio.timeout(3):  # a long poll in flight must not hold up stop()
             await server.stop()
             assert await poll == ()
