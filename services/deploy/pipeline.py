@@ -64,12 +64,13 @@ from services.deploy.steps import (
     PipelineSteps,
     Run,
     Target,
+    bad_mark,
     describe,
 )
 from services.deploy.strategies import BlueGreenStrategy, RestartStrategy, SwitchStrategy
 from services.hosts.registry import Hosts
 from services.progress import Progress
-from services.releases.layout import ROLLBACK_MARK, ReleaseLayout, validate_version
+from services.releases.layout import ReleaseLayout, validate_version
 
 __all__ = ["Aborted", "DeployOutcome", "DeployPipeline"]
 
@@ -406,9 +407,6 @@ class DeployPipeline:
         error = describe(exc)
         aborted = isinstance(exc, Aborted)
         actor = run.aborted_by if aborted and run.aborted_by else run.actor
-        mark = error
-        if run.deployment.kind is DeploymentKind.ROLLBACK:
-            mark = f"{ROLLBACK_MARK} (#{run.id}): {error}"
         return await self._steps.roll_back(
             run,
             run.target,
@@ -416,5 +414,5 @@ class DeployPipeline:
             actor,
             bad=is_the_releases_fault(exc),
             aborted=aborted,
-            mark=mark,
+            mark=bad_mark(run, error),
         )

@@ -42,11 +42,12 @@ from services.deploy.steps import (
     PipelineSteps,
     Run,
     Target,
+    bad_mark,
     describe,
     rolled_back,
 )
 from services.progress import Progress, Step, StepStatus
-from services.releases.layout import ROLLBACK_MARK, validate_version
+from services.releases.layout import validate_version
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -142,7 +143,7 @@ class FleetRun:
         await self._each("pre-checks", checks, detail=lambda said: "passed")
         await self._steps.advance(run, S.BUILDING)
 
-        async def build(target: Target, progress: Progress) -> str:
+        async def build(target: Target, progress: Progress) -> str | None:
             host_run = Run(run.deployment, progress, run.actor)  # its steps stay quiet
             current = await self._steps.build(host_run, target)
             await self._steps.hooks(host_run, target, "pre_deploy", run.version, current)
@@ -154,17 +155,16 @@ class FleetRun:
                 config_files=deploy.config_files,
                 database=database,
             )
-            return current or "-"
+            return current
 
-        previous = await self._each(
+        self._previous = await self._each(
             f"build {run.version}, rollback point",
             build,
-            detail=lambda said: "previous: " + ", ".join(sorted(set(said.values()))),
+            detail=lambda said: f"previous: {versions(said)}",
         )
-        run.previous = previous[fleet.first.host] if previous[fleet.first.host] != "-" else None
+        run.previous = self._previous[fleet.first.host]
         if run.previous is not None:
             await self._deployments.set_previous_version(run.id, run.previous)
-        self._previous = {h: (v if v != "-" else None) for h, v in previous.items()}
         await self._steps.migrate(run, fleet.first)  # once: the database is shared
 
     async def _roll(self, *, resumed: bool) -> None:
@@ -321,7 +321,7 @@ class FleetRun:
         run = self.run
 
         async def prune(target: Target, progress: Progress) -> str:
-            protect = [v for v in (run.version, self._previous_of(target.host)) if v]
+            protect = [v for v in (run.version, self._previous.get(target.host)) if v]
             gone = await target.layout.prune(target.deploy.keep, protect=protect)
             await target.points.prune(target.deploy.keep, protect=[run.id])
             return f"removed {', '.join(gone)}" if gone else "nothing to remove"
@@ -331,9 +331,6 @@ class FleetRun:
         except EXPECTED as exc:  # reported in its step; never undoes the deploy
             log.warning("pruning after #%s: %s", run.id, exc)
 
-    def _previous_of(self, host: str) -> str | None:
-        return self._previous.get(host)
-
     # -- fleet rollback ---------------------------------------------------------------------
 
     async def rollback(self) -> DeployOutcome:
@@ -342,15 +339,16 @@ class FleetRun:
         try:
             await self._steps.advance(run, S.PRE_CHECKS)
 
-            async def check(target: Target, progress: Progress) -> str:
+            async def check(target: Target, progress: Progress) -> str | None:
                 quiet_run = Run(run.deployment, progress, run.actor)
                 current = await self._steps.rollback_target(quiet_run, target)
                 if quiet_run.retry_of_failed_rollback:
                     run.retry_of_failed_rollback = True
-                return current or "-"
+                return current
 
-            previous = await self._each(f"release {run.version} on every host", check)
-            self._previous = {h: (v if v != "-" else None) for h, v in previous.items()}
+            self._previous = await self._each(
+                f"release {run.version} on every host", check, detail=versions
+            )
             run.previous = self._previous[fleet.first.host]
             if run.previous is not None:
                 await self._deployments.set_previous_version(run.id, run.previous)
@@ -401,11 +399,12 @@ class FleetRun:
         error = describe(exc)
         aborted = isinstance(exc, Aborted)
         actor = run.aborted_by if aborted and run.aborted_by else run.actor
-        mark = error
-        if run.deployment.kind is DeploymentKind.ROLLBACK:
-            mark = f"{ROLLBACK_MARK} (#{run.id}): {error}"
         return await self.roll_back(
-            error, actor, bad=not aborted and is_fault(exc), aborted=aborted, mark=mark
+            error,
+            actor,
+            bad=not aborted and is_fault(exc),
+            aborted=aborted,
+            mark=bad_mark(run, error),
         )
 
     async def roll_back(
@@ -534,17 +533,17 @@ class FleetRun:
     async def _each(
         self,
         title: str,
-        work: Callable[[Target, Progress], Awaitable[str]],
+        work: Callable[[Target, Progress], Awaitable[T]],
         *,
         only: Sequence[str] | None = None,
-        detail: Callable[[dict[str, str]], str] | None = None,
-    ) -> dict[str, str]:
+        detail: Callable[[dict[str, T]], str] | None = None,
+    ) -> dict[str, T]:
         """`work` on every host (at most `parallel` at once) as one step; the first failure
         names its host. Returns host -> what `work` said."""
         targets = [t for h, t in self.fleet.targets.items() if only is None or h in only]
         limit = asyncio.Semaphore(self.fleet.rollout.parallel)
 
-        async def one(target: Target) -> str:
+        async def one(target: Target) -> T:
             async with limit:
                 try:
                     return await work(target, Progress())
@@ -553,13 +552,19 @@ class FleetRun:
 
         async with self.run.progress.step(f"{title} on {len(targets)} host(s)") as step:
             results = await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
-            for result in results:
+            said: dict[str, T] = {}
+            for target, result in zip(targets, results, strict=True):
                 if isinstance(result, BaseException):
                     raise result
-            said = dict(zip((t.host for t in targets), (str(r) for r in results), strict=True))
-            text = detail(said) if detail else ", ".join(sorted(set(said.values())))
+                said[target.host] = result
+            text = detail(said) if detail else ", ".join(sorted({str(v) for v in said.values()}))
             step.detail = text[:200]
             return said
+
+
+def versions(by_host: dict[str, str | None]) -> str:
+    """The releases the hosts run, each once ("-": none)."""
+    return ", ".join(sorted({v or "-" for v in by_host.values()}))
 
 
 def is_fault(exc: BaseException) -> bool:

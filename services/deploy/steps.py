@@ -373,6 +373,14 @@ class PipelineSteps:
             step.detail = f"removed {', '.join(gone)}" if gone else "nothing to remove"
 
 
+def bad_mark(run: Run, error: str) -> str:
+    """Why the release is marked bad; a failed rollback says so, so that the release may be
+    asked for by name again (it ran well before)."""
+    if run.deployment.kind is DeploymentKind.ROLLBACK:
+        return f"{ROLLBACK_MARK} (#{run.id}): {error}"
+    return error
+
+
 def rolled_back(run: Run, error: str, *, bad: bool, aborted: bool) -> DeployOutcome:
     return DeployOutcome(
         False,
