@@ -39,8 +39,11 @@ class FleetSetup:
     repo: AppRepo
     ops_file: Path
 
-    def write_ops(self, *, rollout: str = "batch = 2", production: str = "") -> None:
-        """The ops file: staging on h5, production on h1-h4 (extra keys in `production`)."""
+    def write_ops(
+        self, *, rollout: str = "batch = 2", production: str = "", within_s: float = 10
+    ) -> None:
+        """The ops file: staging on h5, production on h1-h4 (extra keys in `production`);
+        `within_s`: how long a host has to answer healthy."""
         self.ops_file.write_text(
             PEOPLE_AND_CHATS
             + """
@@ -51,11 +54,11 @@ class FleetSetup:
             + self.fleet.ops_hosts_toml()
             + f"""
 [services.app]
-unit = "{UNIT}"
+unit = "{self.app.unit}"
 [services.app.health]
 url = "http://{{address}}:{self.app.port}/health"
 consecutive = 1
-within_s = 10
+within_s = {within_s:g}
 interval_s = 0.1
 [services.app.deploy]
 root = "{self.app.root}"

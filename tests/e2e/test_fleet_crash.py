@@ -31,13 +31,13 @@ from services.deploy.recovery import RESTART_NOTE
 from services.hosts.registry import Hosts
 from services.releases.layout import BAD, ReleaseLayout
 from tests.e2e.conftest import CAROL, DEPLOYS, TOKEN, StartOpsgate
-from tests.e2e.deploy_app import PEOPLE_AND_CHATS
 from tests.e2e.test_fleet import PRODUCTION, STAGING, FleetSetup
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = "t-fleet-crash.service"
 API_TOKEN = "fleet-crash-api-token"
 POLL_S = 0.05
+WITHIN_S = 3  # health quick to pass and quick to fail
 V1_ROLLOUT = "batch = 4"  # v1 only sets the scene: every host at once
 RECOVERY = "♻️ opsgate restarted with deployments in flight."
 
@@ -127,35 +127,6 @@ class CrashSetup(FleetSetup):
         layouts = [ReleaseLayout(self.hosts.get(n), self.app.root) for n in names]
         found = await asyncio.gather(*(layout.current() for layout in layouts))
         return dict(zip(names, found, strict=True))
-
-
-def ops_text(setup: CrashSetup, rollout: str) -> str:
-    """Staging on h5, production on h1-h4; health quick to pass and quick to fail."""
-    return (
-        PEOPLE_AND_CHATS
-        + "[environments.staging]\n[environments.production]\n"
-        + setup.fleet.ops_hosts_toml()
-        + f"""
-[services.app]
-unit = "{UNIT}"
-[services.app.health]
-url = "http://{{address}}:{setup.app.port}/health"
-consecutive = 1
-within_s = 3
-interval_s = 0.1
-[services.app.deploy]
-root = "{setup.app.root}"
-git = "{setup.repo.url}"
-keep = 3
-watch_s = 0
-[services.app.rollout]
-{rollout}
-[services.app.environments.staging]
-hosts = {STAGING!r}
-[services.app.environments.production]
-hosts = {PRODUCTION!r}
-""".replace("'", '"')
-    )
 
 
 @pytest.fixture
@@ -277,7 +248,7 @@ async def test_sigkill_mid_rollout_ends_on_one_verified_version_and_truthful(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "crash.db"
-    setup.ops_file.write_text(ops_text(setup, V1_ROLLOUT))
+    setup.write_ops(rollout=V1_ROLLOUT, within_s=WITHIN_S)
     # v1 by a normal opsgate in this process (as `opsgate run` starts it): one process start
     # less per case, and nothing to kill here.
     first = await start_opsgate(db=db)
@@ -286,7 +257,7 @@ async def test_sigkill_mid_rollout_ends_on_one_verified_version_and_truthful(
     await first.stop()
     assert await one_version_everywhere(setup) == "v1"
 
-    setup.ops_file.write_text(ops_text(setup, case.rollout))
+    setup.write_ops(rollout=case.rollout, within_s=WITHIN_S)
     for host in case.broken:
         setup.app.broken_marker(setup.fleet.host(host), "v2").write_text("broken here only\n")
     await bot.start(OPSGATE_HOLD_AT=case.hold)
