@@ -83,6 +83,8 @@ class Opsgate:
         self._services = services = Services.create(ops, settings.config, storage, self._clock)
         if settings.hold_at.startswith("host."):
             services.deployments.hosts.hold_at = HoldAt.parse(settings.hold_at)
+        elif settings.hold_at.startswith("canary.step."):
+            services.deployments.canary.hold_at_step = int(settings.hold_at.rsplit(".", 1)[1])
         elif settings.hold_at:
             services.deployments.hold_at = DeploymentState(settings.hold_at)
         await services.open()

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StringConstraints
 
+from config.canary import CanaryConfig, check_canary
+
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|target|timer)$"
 
@@ -204,8 +206,9 @@ class DeployConfig(_Strict):
     max_memory_mib: int | None = Field(default=None, ge=1)  # RSS of the main process + children
     max_memory_percent: float | None = Field(default=None, gt=0, le=100)  # of the host's memory
     error_rate: ErrorRateGate | None = None  # read from a Prometheus-format endpoint
-    strategy: Literal["restart", "blue-green"] = "restart"
-    blue_green: BlueGreenConfig | None = None
+    strategy: Literal["restart", "blue-green", "canary"] = "restart"
+    blue_green: BlueGreenConfig | None = None  # blue-green's slots; a canary uses them too
+    canary: CanaryConfig | None = None
     # In the new release's directory, after the rollback point (with its database backup) and
     # before the switch; a failure stops the deploy (the backup is never restored by itself:
     # the running release may have written since).
@@ -416,18 +419,28 @@ def _check_placement(path: str, service: Service) -> list[str]:
 
 
 def _check_strategy(path: str, service: Service, deploy: DeployConfig) -> list[str]:
-    if deploy.strategy != "blue-green":
-        if deploy.blue_green is not None:
-            return [f'{path}.deploy.blue_green: only used with strategy = "blue-green"']
-        return []
     problems: list[str] = []
+    if deploy.strategy != "canary" and deploy.canary is not None:
+        problems.append(f'{path}.deploy.canary: only used with strategy = "canary"')
+    if deploy.strategy == "canary":
+        if deploy.canary is None:
+            problems.append(f'{path}.deploy.canary: required with strategy = "canary"')
+        else:
+            problems += check_canary(f"{path}.deploy.canary", deploy.canary)
+        if len(service.all_hosts()) > 1:
+            problems.append(f"{path}.deploy: a canary runs beside the stable version on one host")
+    if deploy.strategy == "restart":
+        if deploy.blue_green is not None:
+            problems.append(f'{path}.deploy.blue_green: only used with strategy = "blue-green"')
+        return problems
+    strategy = deploy.strategy
     if deploy.blue_green is None:
-        problems.append(f'{path}.deploy.blue_green: required with strategy = "blue-green"')
+        problems.append(f'{path}.deploy.blue_green: required with strategy = "{strategy}"')
     elif deploy.blue_green.blue_port == deploy.blue_green.green_port:
         problems.append(f"{path}.deploy.blue_green: blue_port and green_port must differ")
     if service.manager != "systemd" or not (service.unit or "").endswith("@.service"):
         problems.append(
-            f'{path}.unit: blue-green needs a systemd template unit, e.g. "web@.service"'
+            f'{path}.unit: {strategy} needs a systemd template unit, e.g. "web@.service"'
         )
     return problems
 

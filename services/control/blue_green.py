@@ -11,27 +11,28 @@ crash, the next start reads the same truth.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import httpx
 
 from config.inventory import BlueGreenConfig, Service
 from services.control.backends import SystemdBackend
 from services.control.health import HttpCheck
 from services.control.systemd import SystemdManager
-from services.control.units import tail_lines
-from services.errors import OpsgateError
+from services.control.traffic import (
+    Color,
+    HaproxyWeights,
+    NginxWeights,
+    ProxyReloadFailed,
+    WeightRouter,
+    reload_proxy,
+)
 from services.hosts.primitives import HostCommandFailed, write_file
 from services.hosts.runner import Host
 from services.releases.layout import ReleaseLayout
 
-Color = Literal["blue", "green"]
+__all__ = ["COLORS", "BlueGreen", "Color", "ProxyReloadFailed", "other"]
+
 COLORS: tuple[Color, Color] = ("blue", "green")
 LIVE_FILE = "live-color"
-
-
-class ProxyReloadFailed(OpsgateError):
-    """The proxy's reload command failed: it still sends traffic where it did."""
 
 
 def other(color: Color | None) -> Color:
@@ -59,6 +60,29 @@ class BlueGreen:
         self.systemd = SystemdManager(host, user_mode=service.user_manager)
         self._http = http
         self._timeout_s = timeout_s
+        # A canary splits traffic by weights; plain blue-green rewrites one upstream line.
+        self.router: WeightRouter | None = self._router()
+
+    def _router(self) -> WeightRouter | None:
+        canary = self.service.deploy.canary if self.service.deploy else None
+        if canary is None:
+            return None
+        if canary.router == "haproxy":
+            assert canary.haproxy is not None
+            return HaproxyWeights(canary.haproxy)
+        ports: dict[Color, int] = {c: self.port(c) for c in COLORS}
+        return NginxWeights(
+            self.name,
+            self.host,
+            upstream_file=self.config.upstream_file,
+            reload=self.config.reload,
+            canary=canary,
+            ports=ports,
+            timeout_s=self._timeout_s,
+        )
+
+    def all_to(self, color: Color) -> dict[Color, int]:
+        return {color: 100, other(color): 0}
 
     def port(self, color: Color) -> int:
         return self.config.blue_port if color == "blue" else self.config.green_port
@@ -112,6 +136,8 @@ class BlueGreen:
 
     async def points_at(self, color: Color) -> bool:
         """Whether the upstream file already says what send_traffic_to(color) would write."""
+        if self.router is not None:
+            return await self.router.shows(self.all_to(color))
         path = self.config.upstream_file
         result = await self.host.run(["cat", "--", path], timeout=self._timeout_s)
         return result.ok and result.stdout == self.upstream_text(color)
@@ -121,11 +147,14 @@ class BlueGreen:
 
         A reload that fails (a proxy refusing its config) leaves the proxy on the old upstream,
         so the live-colour file is written only after it succeeded."""
-        text = self.upstream_text(color).encode()
-        await write_file(self.host, self.config.upstream_file, text, timeout=self._timeout_s)
-        result = await self.host.run(self.config.reload, timeout=self._timeout_s)
-        if not result.ok:
-            tail = tail_lines(f"{result.stdout}\n{result.stderr}".strip(), 3)
-            raise ProxyReloadFailed(f"the proxy did not reload ({result.summary}): {tail}")
+        if self.router is not None:
+            await self.router.set_weights(self.all_to(color))
+        else:
+            text = self.upstream_text(color).encode()
+            await write_file(self.host, self.config.upstream_file, text, timeout=self._timeout_s)
+            await reload_proxy(self.host, self.config.reload, self._timeout_s)
+        await self.mark_live(color)
+
+    async def mark_live(self, color: Color) -> None:
         path = f"{self.layout.root}/{LIVE_FILE}"
         await write_file(self.host, path, f"{color}\n".encode(), timeout=self._timeout_s)

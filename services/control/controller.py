@@ -143,9 +143,9 @@ class ServiceController:
         return backend_for(service, self._hosts.get(self.host_of(name, host)))
 
     def blue_green(self, name: str, host: str | None = None) -> BlueGreen | None:
-        """The service's two colours, when it deploys blue-green."""
+        """The service's two colours, when it deploys blue-green or canary."""
         service = self.service(name)
-        if service.deploy is None or service.deploy.strategy != "blue-green":
+        if service.deploy is None or service.deploy.strategy == "restart":
             return None
         return BlueGreen(name, service, self._hosts.get(self.host_of(name, host)), self._http)
 

@@ -16,6 +16,7 @@ from datetime import datetime
 import aiosqlite
 
 from config.opsfile import is_valid_name
+from services.deploy.canary_rows import CanaryRows
 from services.deploy.host_rows import HostRows
 from services.deploy.locks import EnvironmentLocked, read_lock
 from services.deploy.model import (
@@ -70,6 +71,7 @@ class Deployments:
         # so the process can be killed at exactly that step.
         self.hold_at: DeploymentState | None = None
         self.hosts = HostRows(storage, audit)  # a fleet deployment's hosts, one row each
+        self.canary = CanaryRows(storage, audit)  # a canary rollout's step and analyses
 
     async def request(
         self,

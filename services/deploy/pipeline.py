@@ -41,7 +41,10 @@ import httpx
 
 from config.opsfile import OpsConfig
 from services.alerts.model import IncomingAlert
+from services.control.analysis import source_for
 from services.control.controller import ServiceController, UnknownService
+from services.deploy.canary import CanaryControl, CanaryStrategy
+from services.deploy.canary_rows import CanaryRow, Phase
 from services.deploy.deployments import (
     Deployment,
     DeploymentKind,
@@ -116,6 +119,7 @@ class DeployPipeline:
                 run.stopped.set()
         try:
             target = run.target = self._resolve(run.deployment.service, self._host_of(run))
+            self._bind_canary(run, target)
             deploy = target.deploy
             await self._steps.advance(run, S.PRE_CHECKS)
             # Nothing changes on the host until the switch: an abort or /cancel up to there
@@ -253,8 +257,10 @@ class DeployPipeline:
             finally:
                 self._running.pop(run.id, None)
                 run.stopped.set()
+        self._running[run.id] = run
         try:
             target = run.target = self._resolve(deployment.service, self._host_of(run))
+            self._bind_canary(run, target)
             if deployment.kind is DeploymentKind.DRILL:
                 return await resume_drill(self._steps, run, target)
             if deployment.state in (S.FAILED, S.ROLLING_BACK):
@@ -281,7 +287,49 @@ class DeployPipeline:
             await self._steps.advance(run, S.SUCCEEDED, "verified after a restart of opsgate")
         except Exception as exc:
             return await self._after_failure(run, exc)
+        finally:
+            self._running.pop(run.id, None)
+            run.stopped.set()
         return DeployOutcome(True, S.SUCCEEDED, run.version, run.previous, None)
+
+    def _bind_canary(self, run: Run, target: Target) -> None:
+        """A canary's loop watches the run's Abort and the card's other buttons."""
+        if isinstance(target.strategy, CanaryStrategy):
+            control = CanaryControl(abort=run.abort, why_aborted=lambda: self._why_aborted(run))
+            target.strategy.bind(run.id, control)
+
+    async def canary_control(self, deployment_id: int, action: str, actor: str) -> CanaryRow:
+        """The card's Promote, Pause and Resume (Abort is `abort`). Raises IllegalTransition
+        when no canary of this process is walking its steps."""
+        run = self._running.get(deployment_id)
+        strategy = run.target.strategy if run is not None and run.target is not None else None
+        row = await self._deployments.canary.get(deployment_id)
+        if (
+            run is None
+            or not isinstance(strategy, CanaryStrategy)
+            or row is None
+            or row.phase not in (Phase.SHADOW, Phase.STEPS)
+        ):
+            raise IllegalTransition(f"#{deployment_id} has no canary running")
+        control = strategy.control
+        if action == "promote":
+            control.promote = True
+        elif action in ("pause", "resume"):
+            paused = action == "pause"
+            if control.paused == paused:
+                raise IllegalTransition(
+                    f"#{deployment_id} is {'already' if paused else 'not'} paused"
+                )
+            control.paused = paused
+            await self._deployments.canary.set_paused(
+                deployment_id, paused, actor, run.deployment.service
+            )
+        else:
+            raise IllegalTransition(f"unknown canary action {action!r}")
+        control.changed.set()
+        updated = await self._deployments.canary.get(deployment_id)
+        assert updated is not None
+        return updated
 
     async def drill(
         self, deployment_id: int, progress: Progress, actor: str = "opsgate"
@@ -362,10 +410,13 @@ class DeployPipeline:
             await asyncio.gather(task, return_exceptions=True)
             if run.alert is not None:
                 raise StepFailed(f"A critical alert fired while watched: {run.alert}")
-            who = run.aborted_by or "someone"
-            name = self._ops().name_of(int(who)) if who.isdigit() else None
-            raise Aborted(f"Aborted by {name or who} while {run.deployment.state}.")
+            raise Aborted(self._why_aborted(run))
         return task.result()
+
+    def _why_aborted(self, run: Run) -> str:
+        who = run.aborted_by or "someone"
+        name = self._ops().name_of(int(who)) if who.isdigit() else None
+        return f"Aborted by {name or who} while {run.deployment.state}."
 
     async def _approved(self, deployment_id: int, kind: DeploymentKind) -> Deployment:
         deployment = await self._deployments.get(deployment_id)
@@ -388,11 +439,16 @@ class DeployPipeline:
         root = service.deploy.root
         layout = ReleaseLayout(runner, root)
         colors = controller.blue_green(name, host)
-        strategy: SwitchStrategy = (
-            RestartStrategy(name, controller, layout, host)
-            if colors is None
-            else BlueGreenStrategy(colors, start_timeout_s=self._start_timeout_s)
-        )
+        strategy: SwitchStrategy
+        if colors is None:
+            strategy = RestartStrategy(name, controller, layout, host)
+        elif service.deploy.canary is not None:
+            source = source_for(service.deploy.canary.analysis, self._http)
+            strategy = CanaryStrategy(
+                colors, source, self._deployments.canary, start_timeout_s=self._start_timeout_s
+            )
+        else:
+            strategy = BlueGreenStrategy(colors, start_timeout_s=self._start_timeout_s)
         return Target(
             name, service.deploy, controller, layout, RollbackPoints(runner, root), strategy, host
         )

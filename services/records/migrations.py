@@ -339,6 +339,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        12,
+        "canary releases: each rollout's colour, step, weight and control, and its analyses",
+        """
+        CREATE TABLE canary_rollouts (
+            deployment_id INTEGER PRIMARY KEY REFERENCES deployments (id),
+            color         TEXT    NOT NULL,
+            phase         TEXT    NOT NULL DEFAULT 'starting',
+            step          INTEGER NOT NULL DEFAULT -1,
+            weight        INTEGER NOT NULL DEFAULT 0,
+            paused        INTEGER NOT NULL DEFAULT 0,
+            updated_at    TEXT    NOT NULL
+        );
+        CREATE TABLE canary_analyses (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment_id INTEGER NOT NULL REFERENCES deployments (id),
+            at            TEXT    NOT NULL,
+            phase         TEXT    NOT NULL,
+            weight        INTEGER NOT NULL,
+            verdict       TEXT    NOT NULL,
+            numbers       TEXT    NOT NULL
+        );
+        CREATE INDEX canary_analyses_by_deployment ON canary_analyses (deployment_id, id);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

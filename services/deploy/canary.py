@@ -1,0 +1,315 @@
+"""Canary: the new release starts on the idle colour beside the stable one, optionally sees a
+mirrored copy of live requests (shadow), then takes a growing share of the traffic, step by
+step, judged against stable over the same window at every analysis interval.
+
+    start idle colour, healthy on its port        (as blue-green; no traffic yet)
+    [shadow]  mirror on; analyse; mirror off      (users are answered by stable only)
+    steps     weight w -> analyse every interval  until the step's time has run and the last
+                                                  analysis passed on enough traffic
+    100       the canary becomes the live colour; current -> the release; old colour stops
+
+A breach (or Abort, or a step too thin to judge for traffic_timeout_s) puts all traffic back
+on stable at once, stops the canary and ends the switch with the reason; the pipeline then
+marks the release bad (not on Abort) and verifies stable. Pause stops a step's clock but not
+its analysis: a breach while paused still aborts. Promote skips to 100.
+
+Every move is in CanaryRows before the proxy changes, so after a crash `complete_switch`
+resumes the step it left, with its analysis: traffic is never left split unwatched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from config.canary import CanaryConfig, CanaryStep
+from services.control.analysis import (
+    QueryRejected,
+    Source,
+    SourceUnavailable,
+    Verdict,
+    fmt,
+    judge,
+    side_by_side,
+)
+from services.control.blue_green import BlueGreen, Color, other
+from services.control.traffic import ProxyReloadFailed, set_mirror, split
+from services.deploy.canary_rows import CanaryRows, Phase
+from services.deploy.errors import NotTheReleasesFault, StepFailed
+from services.deploy.steps import Aborted
+from services.deploy.strategies import BlueGreenStrategy
+from services.progress import Progress, Step
+
+
+class CanaryBreach(StepFailed):
+    """The canary broke a limit: it is the release's fault."""
+
+
+@dataclass
+class CanaryControl:
+    """What the card's buttons ask of a running canary; `changed` wakes its loop at once."""
+
+    paused: bool = False
+    promote: bool = False
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    why_aborted: Callable[[], str] = lambda: "Aborted."
+
+
+class CanaryStrategy(BlueGreenStrategy):
+    def __init__(
+        self,
+        colors: BlueGreen,
+        source: Source,
+        rows: CanaryRows,
+        *,
+        start_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(colors, start_timeout_s=start_timeout_s)
+        deploy = colors.service.deploy
+        assert deploy is not None and deploy.canary is not None and colors.router is not None
+        self.config: CanaryConfig = deploy.canary
+        self.router = colors.router
+        self.source = source
+        self.rows = rows
+        self.control = CanaryControl()
+        self.deployment_id = 0  # bound by the pipeline before the switch
+        self._clock = clock
+
+    def bind(self, deployment_id: int, control: CanaryControl) -> None:
+        self.deployment_id, self.control = deployment_id, control
+
+    # -- the SwitchStrategy interface -------------------------------------------------------
+
+    async def switch(self, version: str, progress: Progress) -> None:
+        colors = self._colors
+        stable = await colors.live()
+        canary = other(stable)
+        if stable is None:  # nothing serves yet: nothing to compare with, plain first start
+            await super().switch(version, progress)
+            return
+        await self._check_source(canary, stable, progress)
+        row = await self.rows.start(self.deployment_id, canary)
+        await self._start(canary, version, progress)
+        if row.paused:
+            self.control.paused = True
+        await self._shadow(canary, stable, progress)
+        await self._walk(canary, stable, version, 0, progress)
+
+    async def complete_switch(self, version: str, current: str | None, progress: Progress) -> None:
+        colors = self._colors
+        row = await self.rows.get(self.deployment_id)
+        live = await colors.live()
+        if row is None or live is None or row.phase in (Phase.STARTING, Phase.SHADOW):
+            if row is not None and row.phase is Phase.SHADOW:
+                assert self.config.shadow is not None
+                await set_mirror(colors.host, self.config.shadow, colors.config.reload, None)
+            if live is not None:
+                await colors.systemd.stop(colors.unit(other(live)))
+            await self.switch(version, progress)
+            return
+        canary: Color = "blue" if row.color == "blue" else "green"
+        if row.phase in (Phase.PROMOTING, Phase.DONE) or live == canary:
+            await self._promote(canary, other(canary), version, progress)
+            return
+        # Traffic may be split: the analysis picks up where it stopped, at the same step.
+        self.control.paused = row.paused
+        async with progress.step(f"canary resumed at {row.weight}%") as step:
+            step.detail = f"{colors.unit(canary)} with {version}, step {row.step + 1}"
+            if not await colors.systemd.is_active(colors.unit(canary)):
+                await self._back_to_stable(canary, live, "the canary was not running")
+                raise StepFailed(
+                    f"After a restart of opsgate, {colors.unit(canary)} was not running:"
+                    " traffic is back on stable."
+                )
+        await self._walk(canary, live, version, max(row.step, 0), progress)
+
+    # -- phases -----------------------------------------------------------------------------
+
+    async def _check_source(self, canary: Color, stable: Color, progress: Progress) -> None:
+        """Before anything starts: a query Prometheus rejects fails the deploy untouched."""
+        async with progress.step("analysis source answers") as step:
+            try:
+                for color in (stable, canary):
+                    await self.source.validate(color, self._colors.port(color))
+            except QueryRejected as exc:
+                raise NotTheReleasesFault(f"{exc}. Nothing was started; fix the query.") from exc
+            except SourceUnavailable as exc:
+                raise NotTheReleasesFault(f"{exc}. Nothing was started.") from exc
+            step.detail = self.config.analysis.source
+
+    async def _shadow(self, canary: Color, stable: Color, progress: Progress) -> None:
+        shadow = self.config.shadow
+        if shadow is None:
+            return
+        colors = self._colors
+        await self.rows.move(self.deployment_id, colors.name, Phase.SHADOW, -1, 0)
+        title = f"shadow {shadow.duration_s:g} s: mirror to {canary}"
+        async with progress.step(title) as step:
+            await set_mirror(colors.host, shadow, colors.config.reload, colors.port(canary))
+            try:
+                verdict = await self._observe(
+                    Phase.SHADOW, 0, canary, stable, shadow.duration_s, step, progress
+                )
+            finally:
+                await set_mirror(colors.host, shadow, colors.config.reload, None)
+            if verdict is None or not verdict.enough_traffic:
+                await self._back_to_stable(canary, stable, "shadow saw too little traffic")
+                raise StepFailed(
+                    f"The shadow of {canary} saw too little traffic to judge in"
+                    f" {shadow.duration_s:g} s; users never reached it."
+                )
+
+    async def _walk(
+        self, canary: Color, stable: Color, version: str, first: int, progress: Progress
+    ) -> None:
+        steps = self.config.steps
+        for index in range(first, len(steps)):
+            step = steps[index]
+            if step.weight >= 100 or self.control.promote:
+                break
+            await self._set_weight(canary, index, step.weight, progress)
+            await self._hold_step(canary, stable, index, step, progress)
+        await self._promote(canary, stable, version, progress)
+
+    async def _set_weight(self, canary: Color, index: int, weight: int, progress: Progress) -> None:
+        colors = self._colors
+        await self.rows.move(self.deployment_id, colors.name, Phase.STEPS, index, weight)
+        try:
+            await self.router.set_weights(split(canary, weight))
+        except ProxyReloadFailed as exc:
+            await self._back_to_stable(canary, other(canary), str(exc))
+            raise NotTheReleasesFault(f"Traffic back on stable: {exc}") from exc
+
+    async def _hold_step(
+        self, canary: Color, stable: Color, index: int, step: CanaryStep, progress: Progress
+    ) -> None:
+        duration = self.config.duration_of(step)
+        title = f"{step.weight}% to {canary} for {duration:g} s"
+        async with progress.step(title) as shown:
+            shown.detail = self.router.describe(split(canary, step.weight))
+            await self._observe(Phase.STEPS, step.weight, canary, stable, duration, shown, progress)
+
+    async def _observe(
+        self,
+        phase: Phase,
+        weight: int,
+        canary: Color,
+        stable: Color,
+        duration: float,
+        shown: Step,
+        progress: Progress,
+    ) -> Verdict | None:
+        """Analyse every interval until `duration` of unpaused time has passed and the last
+        analysis passed; a breach, an abort or a too-thin window for traffic_timeout_s ends
+        it. Promote ends a step at once. Returns the last verdict."""
+        config, control = self.config, self.control
+        ran, last_tick = 0.0, self._clock()
+        judged_at = self._clock()  # when the canary was last judged on enough traffic
+        verdict: Verdict | None = None
+        while True:
+            await self._sleep(config.interval_s)
+            now = self._clock()
+            if not control.paused:
+                ran += now - last_tick
+            last_tick = now
+            if control.abort.is_set():
+                await self._back_to_stable(canary, stable, "aborted")
+                raise Aborted(f"{control.why_aborted()} Traffic is back on stable.")
+            if control.promote and phase is Phase.STEPS:
+                shown.detail = "promoted by hand"
+                return verdict
+            try:
+                verdict = await self._analyse(canary, stable)
+            except (SourceUnavailable, QueryRejected) as exc:
+                await self.rows.record(self.deployment_id, phase, weight, None, str(exc))
+                shown.detail = f"no analysis: {exc}"
+                verdict = None
+            else:
+                await self.rows.record(self.deployment_id, phase, weight, verdict)
+                shown.detail = describe_verdict(verdict, control.paused)
+            await progress.changed()
+            if verdict is not None and (breach := verdict.breach) is not None:
+                where = "in the shadow" if phase is Phase.SHADOW else f"at {weight}%"
+                await self._back_to_stable(canary, stable, breach.describe())
+                stable_value = fmt(breach.metric, breach.stable)
+                raise CanaryBreach(
+                    f"Canary {where}: {breach.describe()} (stable {stable_value})."
+                    " Traffic is back on stable."
+                )
+            if verdict is not None and verdict.enough_traffic:
+                judged_at = now
+                if ran >= duration and not control.paused:
+                    return verdict
+            elif phase is Phase.SHADOW and ran >= duration:
+                return verdict
+            elif now - judged_at > config.traffic_timeout_s:
+                await self._back_to_stable(canary, stable, "too little traffic to judge")
+                seen = f"{verdict.canary.requests:.0f}" if verdict else "no"
+                raise StepFailed(
+                    f"Too little traffic to judge the canary at {weight}% for"
+                    f" {config.traffic_timeout_s:g} s ({seen} requests in the last window,"
+                    f" {config.analysis.min_requests} needed). Traffic is back on stable."
+                )
+
+    async def _sleep(self, seconds: float) -> None:
+        """One interval, cut short by a button (Abort, Promote, Pause, Resume)."""
+        changed = self.control.changed
+        try:
+            await asyncio.wait_for(changed.wait(), seconds)
+        except TimeoutError:
+            return
+        changed.clear()
+
+    async def _analyse(self, canary: Color, stable: Color) -> Verdict:
+        colors = self._colors
+        canary_side, stable_side = await asyncio.gather(
+            self.source.sample(canary, colors.port(canary)),
+            self.source.sample(stable, colors.port(stable)),
+        )
+        return judge(canary_side, stable_side, self.config.analysis)
+
+    async def _promote(
+        self, canary: Color, stable: Color, version: str, progress: Progress
+    ) -> None:
+        colors = self._colors
+        await self.rows.move(
+            self.deployment_id, colors.name, Phase.PROMOTING, len(self.config.steps) - 1, 100
+        )
+        async with progress.step(f"100% to {canary}: {version} is stable") as step:
+            await colors.send_traffic_to(canary)
+            await colors.layout.switch(version)
+            step.detail = self.router.describe(colors.all_to(canary))
+        if await colors.systemd.is_active(colors.unit(stable)):
+            await self._drain_and_stop(stable, progress)
+        await self.rows.move(
+            self.deployment_id, colors.name, Phase.DONE, len(self.config.steps) - 1, 100
+        )
+
+    async def _back_to_stable(self, canary: Color, stable: Color, why: str) -> None:
+        """All traffic to stable first (that is what users feel), then the canary stops."""
+        colors = self._colors
+        await self.router.set_weights(colors.all_to(stable))
+        await self.rows.move(self.deployment_id, colors.name, Phase.BACK, -1, 0, why)
+        await colors.systemd.stop(colors.unit(canary))
+
+
+def describe_verdict(verdict: Verdict, paused: bool = False) -> str:
+    """'errors 0.4% vs 0.2% (≤ 5.0%) · p95 12 ms vs 10 ms (≤ 5.00 s) · 240/2100 requests'"""
+    limits = {check.metric: check.limit for check in verdict.checks}
+    parts = []
+    for metric, text in side_by_side(verdict).items():
+        limit = limits.get(metric)
+        parts.append(
+            f"{metric} {text}" + (f" (≤ {fmt(metric, limit)})" if limit is not None else "")
+        )
+    requests = f"{verdict.canary.requests:.0f}/{verdict.stable.requests:.0f} requests"
+    if not verdict.enough_traffic:
+        requests += f", too few to judge (need {verdict.min_requests})"
+    parts.append(requests)
+    if paused:
+        parts.append("⏸ paused")
+    return " · ".join(parts)
