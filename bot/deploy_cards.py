@@ -1,7 +1,8 @@
 """The deploy card: one message per deployment, edited live, with its controls.
 
-While a deploy runs, the card carries an Abort button; when it ends, the footer says what runs
-now and, after a success, offers a Roll back button.
+While a deploy runs, the card carries an Abort button (a canary's also Promote, Pause and
+Resume); when it ends, the footer says what runs now and, after a success, offers a Roll back
+button.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from telegram.error import TelegramError
 
 from handlers.callbacks import CallbackData
 from handlers.context import OpsApplication
-from handlers.deploy_render import NS_ABORT, NS_ROLLBACK, render_outcome
+from handlers.deploy_render import NS_ABORT, NS_CANARY, NS_ROLLBACK, render_outcome
 from handlers.progress import NewCard, ProgressMessage
 from handlers.render import code, esc
 from services.container import Services
@@ -45,6 +46,22 @@ def card_title(deployment: Deployment) -> str:
     return f"🚀 #{deployment.id} {verb} {name} {version} to {where}"
 
 
+def is_canary(services: Services, deployment: Deployment) -> bool:
+    service = services.ops.services.get(deployment.service)
+    return service is not None and service.deploy is not None and service.deploy.canary is not None
+
+
+def canary_buttons(deployment: Deployment) -> list[InlineKeyboardButton]:
+    return [
+        InlineKeyboardButton(label, callback_data=card_data(NS_CANARY, action, deployment))
+        for label, action in (
+            ("⏩ Promote", "promote"),
+            ("⏸ Pause", "pause"),
+            ("▶️ Resume", "resume"),
+        )
+    ]
+
+
 def launch(
     application: OpsApplication,
     deployment: Deployment,
@@ -58,7 +75,10 @@ def launch(
     controls = None
     if deployment.kind is DeploymentKind.DEPLOY:
         abort = InlineKeyboardButton("⏹ Abort", callback_data=card_data(NS_ABORT, "go", deployment))
-        controls = InlineKeyboardMarkup([[abort]])
+        rows = [[abort]]
+        if is_canary(services, deployment):
+            rows.insert(0, canary_buttons(deployment))
+        controls = InlineKeyboardMarkup(rows)
 
     async def posted(chat: int, message_id: int) -> None:
         await services.deployments.set_progress_message(deployment.id, chat, message_id)
@@ -104,7 +124,11 @@ async def resume_after_restart(bot: Bot, services: Services, deployment: Deploym
     if chat_id is None:
         await services.pipeline.resume(deployment.id, Progress())
         return
-    progress = ProgressMessage(NewCard(bot, chat_id), title)
+    controls = None
+    if is_canary(services, deployment):  # its steps go on: so do its buttons
+        abort = InlineKeyboardButton("⏹ Abort", callback_data=card_data(NS_ABORT, "go", deployment))
+        controls = InlineKeyboardMarkup([canary_buttons(deployment), [abort]])
+    progress = ProgressMessage(NewCard(bot, chat_id), title, controls=controls)
     progress.start()
     await _run(services, deployment, progress, resume=True)
 

@@ -12,7 +12,7 @@ from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
-from handlers.deploy_render import NS_ABORT
+from handlers.deploy_render import NS_ABORT, NS_CANARY
 from handlers.render import code, deploy_problem, esc, join_lines
 from services.deploy.model import DeploymentError, DeploymentState
 from services.errors import OpsgateError
@@ -57,6 +57,32 @@ async def abort_pressed(update: Update, context: OpsContext) -> None:
         await query.answer(f"#{stopped.id} cancelled; nothing was switched.")
     else:
         await query.answer(f"Aborting #{stopped.id}: rolling back…")
+
+
+CANARY_ANSWERS = {
+    "promote": "⏩ #{id}: promoting the canary to 100%…",
+    "pause": "⏸ #{id}: paused at {weight}%; analysis goes on.",
+    "resume": "▶️ #{id}: resumed at {weight}%.",
+}
+
+
+async def canary_pressed(update: Update, context: OpsContext) -> None:
+    """A canary card's Promote, Pause or Resume."""
+    query = update.callback_query
+    if query is None:
+        return
+    data = CallbackData.decode(query.data)
+    if data.action not in CANARY_ANSWERS:
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        return
+    try:
+        row = await context.services.pipeline.canary_control(
+            data.row_id, data.action, str(query.from_user.id)
+        )
+    except DeploymentError as exc:
+        await query.answer(f"{NO_LONGER_VALID} {exc}", show_alert=True)
+        return
+    await query.answer(CANARY_ANSWERS[data.action].format(id=data.row_id, weight=row.weight))
 
 
 async def bad(update: Update, context: OpsContext) -> None:
@@ -149,4 +175,7 @@ COMMANDS = [
     Command("unbad", "clear a release's bad mark: SERVICE VERSION", unbad, action=Action.CONTROL),
     Command("halt", "emergency stop: reason", halt, action=Action.CONTROL),
 ]
-BUTTONS = [ButtonRoute(NS_ABORT, abort_pressed, action=Action.CONTROL)]
+BUTTONS = [
+    ButtonRoute(NS_ABORT, abort_pressed, action=Action.CONTROL),
+    ButtonRoute(NS_CANARY, canary_pressed, action=Action.DEPLOY),
+]

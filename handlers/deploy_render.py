@@ -15,6 +15,7 @@ from services.releases.layout import ReleaseInfo
 
 # Callback namespaces of the deploy card's buttons (the card is posted by bot/changes.py).
 NS_ROLLBACK, NS_ABORT = "rb", "ab"
+NS_CANARY = "cn"  # a canary's Promote, Pause and Resume
 
 _ICONS = {
     DeploymentState.SUCCEEDED: "✅",
@@ -57,7 +58,20 @@ def render_dry_run(name: str, version: str, plan: DryRun) -> str:
         + ")"
         + "".join(f", migrate: {code(' '.join(argv))}" for argv in deploy.migrate)
     )
-    if deploy.strategy == "blue-green" and deploy.blue_green is not None:
+    if deploy.canary is not None and deploy.blue_green is not None:
+        canary = deploy.canary
+        steps = " → ".join(
+            f"{step.weight}%" + ("" if step.weight == 100 else f" {canary.duration_of(step):g} s")
+            for step in canary.steps
+        )
+        mirror = f"shadow {canary.shadow.duration_s:g} s, then " if canary.shadow else ""
+        lines.append(
+            f"4. canary: start the idle colour on its port, verify it, {mirror}traffic {steps}"
+            f" by {canary.router} weights, judged against stable every"
+            f" {canary.interval_s:g} s ({canary.analysis.source}); a breach puts all traffic"
+            " back on stable"
+        )
+    elif deploy.strategy == "blue-green" and deploy.blue_green is not None:
         lines.append(
             f"4. blue-green: start the idle colour on its port, verify it, point"
             f" {code(deploy.blue_green.upstream_file)} at it, reload the proxy, drain"
