@@ -6,10 +6,16 @@
 
 The app is bot/dev/demo_web.py cut down to what a deployed service needs, standalone (a release
 must not import opsgate): `app.py` reads `release.json` next to it for its version and for
-`healthy`, answers GET /health with 200 or 503 and GET / with its version, says "listening"
-on stdout once bound, sends READY=1 under systemd Type=notify, and stops cleanly on SIGTERM.
-A file `broken-<version>` in the release root (ROOT, which holds releases/ and current) makes
-that release's /health answer 503 on that host only, from the next request on.
+`healthy`, answers GET /health with 200 or 503, GET / with its version (JSON) and GET /metrics
+in the Prometheus text format (requests of GET / by status code, their latency histogram, the
+resident memory, app_build_info{version}), says "listening" on stdout once bound, sends
+READY=1 under systemd Type=notify, and stops cleanly on SIGTERM. Files in the release root
+(ROOT, which holds releases/ and current) inject faults into one release on that host only,
+from the next request on, read afresh for every request:
+    broken-<version>   /health answers 503
+    errors-<version>   a ratio 0..1 (e.g. "0.3"): that share of GET / answers 500, spread
+                       evenly (0.3: exactly 3 of any 10 consecutive requests)
+    slow-<version>     seconds (e.g. "0.2"): GET / waits that long before answering
 Commits have fixed authors and dates, so commit ids are the same on every run.
 """
 
@@ -25,12 +31,22 @@ from pathlib import Path
 APP_VERSIONS = {"v1": True, "v2": True, "v3": False}
 
 APP_PY = '''\
-"""opsgate test app: GET /health (503 unless release.json says healthy), GET / (the version).
+"""opsgate test app: GET /health (503 unless release.json says healthy), GET / (the version),
+GET /metrics (Prometheus text format 0.0.4).
 
     python3 app.py [--port N] [--host ADDRESS]     (or PORT and HOST from the environment)
 
-/health also answers 503 while ROOT/broken-<version> exists, where ROOT holds releases/ and
-current and <version> is release.json's or the release directory's name.
+Fault markers in ROOT, which holds releases/ and current, where <version> is release.json's
+or the release directory's name; each is read on every request, so it can come and go while
+the app runs:
+    broken-<version>   /health answers 503
+    errors-<version>   a ratio 0..1: that share of GET / answers 500 {"version", "error"},
+                       spread evenly over the requests (0.3: exactly 3 of any 10 in a row)
+    slow-<version>     seconds: GET / sleeps that long before answering
+
+/metrics: http_requests_total{code} and the http_request_duration_seconds histogram count
+GET / only (not /health or /metrics); process_resident_memory_bytes is VmRSS;
+app_build_info{version} is 1.
 """
 
 import argparse
@@ -39,17 +55,101 @@ import os
 import signal
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent  # the real path, not the `current` symlink's
 RELEASE = json.loads((HERE / "release.json").read_text())
 ROOT = HERE.parent.parent  # HERE is ROOT/releases/<version>
-BROKEN = {ROOT / f"broken-{RELEASE['version']}", ROOT / f"broken-{HERE.name}"}
+NAMES = (RELEASE["version"], HERE.name)
+BROKEN = {ROOT / f"broken-{name}" for name in NAMES}
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PERMILLE = 1000  # errors-<version> resolution: integer arithmetic keeps the spread exact
 
 
 def is_broken():
     return any(marker.exists() for marker in BROKEN)
+
+
+def marker_value(kind):
+    """The number in ROOT/<kind>-<version>, or None when absent or not a number."""
+    for name in NAMES:
+        try:
+            return float((ROOT / f"{kind}-{name}").read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+class Metrics:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests = 0  # GET / requests so far: the position that decides an injected 500
+        self.codes = {}
+        self.buckets = [0] * len(BUCKETS)
+        self.duration_sum = 0.0
+        self.duration_count = 0
+
+    def next_fails(self, ratio):
+        """Count one GET / request; whether it is one of the `ratio` share that fail."""
+        permille = round(min(max(ratio or 0.0, 0.0), 1.0) * PERMILLE)
+        with self.lock:
+            self.requests += 1
+            n = self.requests
+        # n fails when floor(n * r) steps up at n: every window of 1/r requests holds one.
+        return n * permille // PERMILLE > (n - 1) * permille // PERMILLE
+
+    def observe(self, code, seconds):
+        with self.lock:
+            self.codes[code] = self.codes.get(code, 0) + 1
+            for index, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    self.buckets[index] += 1
+            self.duration_sum += seconds
+            self.duration_count += 1
+
+    def exposition(self):
+        with self.lock:
+            codes = sorted(self.codes.items())
+            buckets = list(self.buckets)
+            total, count = self.duration_sum, self.duration_count
+        lines = [
+            "# HELP http_requests_total GET / requests answered, by status code.",
+            "# TYPE http_requests_total counter",
+        ]
+        lines += [f'http_requests_total{{code="{code}"}} {n}' for code, n in codes]
+        lines += [
+            "# HELP http_request_duration_seconds Time to answer GET /.",
+            "# TYPE http_request_duration_seconds histogram",
+        ]
+        for bound, n in zip(BUCKETS, buckets):
+            lines.append(f'http_request_duration_seconds_bucket{{le="{bound}"}} {n}')
+        lines += [
+            f'http_request_duration_seconds_bucket{{le="+Inf"}} {count}',
+            f"http_request_duration_seconds_sum {total}",
+            f"http_request_duration_seconds_count {count}",
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+            "# TYPE process_resident_memory_bytes gauge",
+            f"process_resident_memory_bytes {resident_memory_bytes()}",
+            "# HELP app_build_info The release this process runs.",
+            "# TYPE app_build_info gauge",
+            f'app_build_info{{version="{RELEASE["version"]}"}} 1',
+        ]
+        return "\\n".join(lines) + "\\n"
+
+
+def resident_memory_bytes():
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024  # the kernel says kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+METRICS = Metrics()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -59,9 +159,29 @@ class Handler(BaseHTTPRequestHandler):
             status = {"status": "healthy" if healthy else "unhealthy", "pid": os.getpid()}
             self.answer(200 if healthy else 503, {**status, "version": RELEASE["version"]})
         elif self.path == "/":
-            self.answer(200, {"version": RELEASE["version"]})
+            self.root()
+        elif self.path == "/metrics":
+            body = METRICS.exposition().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         else:
             self.send_error(404)
+
+    def root(self):
+        started = time.monotonic()
+        delay = marker_value("slow")
+        if delay and delay > 0:
+            time.sleep(delay)
+        if METRICS.next_fails(marker_value("errors")):
+            code, payload = 500, {"version": RELEASE["version"], "error": "injected"}
+        else:
+            code, payload = 200, {"version": RELEASE["version"]}
+        # Counted before the answer goes out: a scrape right after it already includes it.
+        METRICS.observe(code, time.monotonic() - started)
+        self.answer(code, payload)
 
     def answer(self, code, payload):
         body = json.dumps(payload).encode()
