@@ -76,11 +76,14 @@ class CanaryStrategy(BlueGreenStrategy):
         self.source = source
         self.rows = rows
         self.control = CanaryControl()
-        self.deployment_id = 0  # bound by the pipeline before the switch
+        self.deployment_id = 0
+        # Only a deploy walks the steps (the pipeline binds it); a rollback, a drill and a
+        # switch back after a failure move all traffic at once, as blue-green does.
+        self.walk_steps = False
         self._clock = clock
 
     def bind(self, deployment_id: int, control: CanaryControl) -> None:
-        self.deployment_id, self.control = deployment_id, control
+        self.deployment_id, self.control, self.walk_steps = deployment_id, control, True
 
     # -- the SwitchStrategy interface -------------------------------------------------------
 
@@ -88,10 +91,9 @@ class CanaryStrategy(BlueGreenStrategy):
         colors = self._colors
         stable = await colors.live()
         canary = other(stable)
-        if stable is None:  # nothing serves yet: nothing to compare with, plain first start
+        if stable is None or not self.walk_steps:  # nothing to compare with, or going back
             await super().switch(version, progress)
             return
-        await self._check_source(canary, stable, progress)
         row = await self.rows.start(self.deployment_id, canary)
         await self._start(canary, version, progress)
         if row.paused:
@@ -99,7 +101,14 @@ class CanaryStrategy(BlueGreenStrategy):
         await self._shadow(canary, stable, progress)
         await self._walk(canary, stable, version, 0, progress)
 
+    async def switch_back(self, version: str, progress: Progress) -> None:
+        self.walk_steps = False
+        await super().switch_back(version, progress)
+
     async def complete_switch(self, version: str, current: str | None, progress: Progress) -> None:
+        if not self.walk_steps:
+            await super().complete_switch(version, current, progress)
+            return
         colors = self._colors
         row = await self.rows.get(self.deployment_id)
         live = await colors.live()
@@ -129,8 +138,12 @@ class CanaryStrategy(BlueGreenStrategy):
 
     # -- phases -----------------------------------------------------------------------------
 
-    async def _check_source(self, canary: Color, stable: Color, progress: Progress) -> None:
-        """Before anything starts: a query Prometheus rejects fails the deploy untouched."""
+    async def check_source(self, progress: Progress) -> None:
+        """A pre-check: a query Prometheus rejects fails the deploy before anything changed."""
+        stable = await self._colors.live()
+        if stable is None:
+            return  # the first release starts alone: nothing to compare it with
+        canary = other(stable)
         async with progress.step("analysis source answers") as step:
             try:
                 for color in (stable, canary):

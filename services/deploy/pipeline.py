@@ -159,6 +159,8 @@ class DeployPipeline:
             target.controller, target.name, progress, required=required, host=target.host
         )
         await run_prechecks(target.layout.host, deploy.root, deploy.prechecks, progress)
+        if isinstance(target.strategy, CanaryStrategy):
+            await target.strategy.check_source(progress)
         await self._steps.advance(run, S.BUILDING)
         current = await self._steps.build(run, target)
         await self._steps.hooks(run, target, "pre_deploy", run.version, current)
@@ -293,8 +295,11 @@ class DeployPipeline:
         return DeployOutcome(True, S.SUCCEEDED, run.version, run.previous, None)
 
     def _bind_canary(self, run: Run, target: Target) -> None:
-        """A canary's loop watches the run's Abort and the card's other buttons."""
-        if isinstance(target.strategy, CanaryStrategy):
+        """A deploy's canary walks its steps, watching the run's Abort and the card's buttons."""
+        if (
+            isinstance(target.strategy, CanaryStrategy)
+            and run.deployment.kind is DeploymentKind.DEPLOY
+        ):
             control = CanaryControl(abort=run.abort, why_aborted=lambda: self._why_aborted(run))
             target.strategy.bind(run.id, control)
 
