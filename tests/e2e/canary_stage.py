@@ -5,6 +5,8 @@ HAProxy with its admin socket, and a real Prometheus scraping both colours' port
 
     stage.write_ops(router="nginx", canary="steps = [5, 25, 50, 100]", analysis="...")
     stage.split_by_step(db)     # the canary's share per step, from nginx's access log
+
+Tests take the `stage` fixture (tests/e2e/conftest.py); Prometheus starts once per module.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pydantic import SecretStr
@@ -18,6 +19,10 @@ from config.settings import Settings, UpdateMode
 from handlers.buttons import ButtonRoute
 from handlers.commands import Command
 from services.records.audit import utc_now
+
+if TYPE_CHECKING:
+    from bot.dev.harness.systemd import SystemdSandbox
+    from tests.e2e.canary_stage import Ports, Stage
 
 TOKEN = "7100000001:AAE2E-test-token-never-logged"
 
@@ -136,3 +141,23 @@ async def callback_answer_text(client: SandboxClient, callback_id: str, timeout:
             raise AssertionError(f"callback {callback_id} was never answered")
         await client.wait_change(version, min(remaining, 1.0))
     return str(answer.get("text"))
+
+
+@pytest.fixture(scope="module")
+def canary_ports() -> Iterator[Ports]:
+    """Prometheus scraping the two colours' ports: a new target waits 5-15 s for its first
+    scrape, so it starts once per module. (Imported here: canary_stage imports this file.)"""
+    from tests.e2e.canary_stage import scraped_ports
+
+    yield from scraped_ports()
+
+
+@pytest.fixture
+async def stage(
+    systemd_sandbox: SystemdSandbox, canary_ports: Ports, ops_file: Path
+) -> AsyncIterator[Stage]:
+    """The canary stage: app template unit, nginx, HAProxy (tests/e2e/canary_stage.py)."""
+    from tests.e2e.canary_stage import canary_stage
+
+    async with canary_stage(systemd_sandbox, canary_ports, ops_file) as ready:
+        yield ready

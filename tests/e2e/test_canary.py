@@ -10,32 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from bot.dev.harness.keepalive_load import KeepAliveLoad
 from bot.dev.harness.nginx import RequestLoad, RequestResult
-from bot.dev.harness.systemd import SystemdSandbox
 from bot.dev.sandbox import SandboxClient, SandboxMessage
-from tests.e2e.canary_stage import Ports, Stage, canary_stage, scraped_ports
+from tests.e2e.canary_stage import Stage
 from tests.e2e.conftest import CAROL, DEPLOYS, STRANGER, StartOpsgate, callback_answer_text
 from tests.e2e.test_fleet import run_and_wait
-
-
-@pytest.fixture(scope="module")
-def ports() -> Iterator[Ports]:
-    yield from scraped_ports()
-
-
-@pytest.fixture
-async def stage(
-    systemd_sandbox: SystemdSandbox, ports: Ports, ops_file: Path
-) -> AsyncIterator[Stage]:
-    async with canary_stage(systemd_sandbox, ports, ops_file) as ready:
-        yield ready
 
 
 def deployment_id(card: SandboxMessage) -> int:
