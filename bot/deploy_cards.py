@@ -13,6 +13,7 @@ from telegram import (
     Bot,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     Update,
 )
 from telegram.error import TelegramError
@@ -23,9 +24,11 @@ from handlers.deploy_render import NS_ABORT, NS_CANARY, NS_ROLLBACK, render_outc
 from handlers.progress import NewCard, ProgressMessage
 from handlers.render import code, esc
 from services.container import Services
+from services.control.analysis import format_metric
 from services.deploy.model import Deployment, DeploymentKind
 from services.deploy.steps import DeployOutcome as Outcome
 from services.progress import Progress
+from services.reports.chart import canary_chart, canary_points
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,9 @@ def launch(
     progress.start()
     # Tracked by the Application (tied to the update when there is one): errors reach the
     # error handler, and shutdown waits for the deploy.
-    application.create_task(_run(services, deployment, progress), update=update)
+    application.create_task(
+        _run(services, deployment, progress, bot=application.bot), update=update
+    )
 
 
 def run_without_card(application: OpsApplication, deployment: Deployment) -> None:
@@ -130,11 +135,15 @@ async def resume_after_restart(bot: Bot, services: Services, deployment: Deploym
         controls = InlineKeyboardMarkup([canary_buttons(deployment), [abort]])
     progress = ProgressMessage(NewCard(bot, chat_id), title, controls=controls)
     progress.start()
-    await _run(services, deployment, progress, resume=True)
+    await _run(services, deployment, progress, resume=True, bot=bot)
 
 
 async def _run(
-    services: Services, deployment: Deployment, progress: ProgressMessage, resume: bool = False
+    services: Services,
+    deployment: Deployment,
+    progress: ProgressMessage,
+    resume: bool = False,
+    bot: Bot | None = None,
 ) -> None:
     steps = Progress(progress)
     if resume:
@@ -147,6 +156,34 @@ async def _run(
         data = card_data(NS_ROLLBACK, "go", deployment)
         markup = InlineKeyboardMarkup([[InlineKeyboardButton("↩️ Roll back", callback_data=data)]])
     await progress.finish(footer, markup)
+    if bot is not None and is_canary(services, deployment):
+        await send_canary_chart(bot, services, deployment.id)
+
+
+async def send_canary_chart(bot: Bot, services: Services, deployment_id: int) -> None:
+    """Under the card: both versions' errors and p95 over the rollout, as a picture."""
+    points = canary_points(await services.deployments.canary.analyses(deployment_id))
+    deployment = await services.deployments.get(deployment_id)
+    chat, card = deployment.progress_chat_id, deployment.progress_message_id
+    if len(points) < 2 or chat is None:
+        return
+    last = points[-1]
+    errors = [format_metric("errors", v) for v in (last.canary_errors, last.stable_errors)]
+    p95 = [format_metric("p95", v) for v in (last.canary_p95_s, last.stable_p95_s)]
+    caption = (
+        f"#{deployment_id} canary vs stable, one point per analysis: errors above, p95 below;"
+        " blue stable, orange canary, grey lines where the weight changed."
+        f" Last at {last.weight}%: errors {errors[0]} vs {errors[1]}, p95 {p95[0]} vs {p95[1]}."
+    )
+    try:
+        await bot.send_photo(
+            chat,
+            InputFile(canary_chart(points), filename=f"canary-{deployment_id}.png"),
+            caption=caption[:1024],
+            reply_to_message_id=card,
+        )
+    except TelegramError as exc:  # a picture is a courtesy: the card already says it all
+        log.warning("canary chart of #%s not sent: %s", deployment_id, exc)
 
 
 async def _pipeline_run(services: Services, deployment: Deployment, steps: Progress) -> Outcome:

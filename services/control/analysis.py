@@ -57,9 +57,11 @@ class Check:
     ok: bool
 
     def describe(self) -> str:
-        return (
-            f"{self.metric} {fmt(self.metric, self.canary)} > limit {fmt(self.metric, self.limit)}"
+        value, limit = (
+            format_metric(self.metric, self.canary),
+            format_metric(self.metric, self.limit),
         )
+        return f"{self.metric} {value} > limit {limit}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Verdict:
         }
 
 
-def fmt(metric: str, value: float | None) -> str:
+def format_metric(metric: str, value: float | None) -> str:
     if value is None:
         return "–"
     if metric == "errors":
@@ -289,8 +291,14 @@ def side_by_side(verdict: Verdict) -> Mapping[str, str]:
     """canary vs stable per metric, for the card."""
     rows: dict[str, str] = {}
     c, s = verdict.canary, verdict.stable
-    rows["errors"] = f"{fmt('errors', c.error_ratio)} vs {fmt('errors', s.error_ratio)}"
-    rows["p95"] = f"{fmt('p95', c.latency_p95_s)} vs {fmt('p95', s.latency_p95_s)}"
+    rows["errors"] = (
+        f"{format_metric('errors', c.error_ratio)} vs {format_metric('errors', s.error_ratio)}"
+    )
+    rows["p95"] = (
+        f"{format_metric('p95', c.latency_p95_s)} vs {format_metric('p95', s.latency_p95_s)}"
+    )
     if c.memory_mib is not None or s.memory_mib is not None:
-        rows["memory"] = f"{fmt('memory', c.memory_mib)} vs {fmt('memory', s.memory_mib)}"
+        rows["memory"] = (
+            f"{format_metric('memory', c.memory_mib)} vs {format_metric('memory', s.memory_mib)}"
+        )
     return rows

@@ -30,7 +30,7 @@ from services.control.analysis import (
     Source,
     SourceUnavailable,
     Verdict,
-    fmt,
+    format_metric,
     judge,
     side_by_side,
 )
@@ -248,7 +248,7 @@ class CanaryStrategy(BlueGreenStrategy):
             if verdict is not None and (breach := verdict.breach) is not None:
                 where = "in the shadow" if phase is Phase.SHADOW else f"at {weight}%"
                 await self._back_to_stable(canary, stable, breach.describe())
-                stable_value = fmt(breach.metric, breach.stable)
+                stable_value = format_metric(breach.metric, breach.stable)
                 raise CanaryBreach(
                     f"Canary {where}: {breach.describe()} (stable {stable_value})."
                     " Traffic is back on stable."
@@ -317,7 +317,8 @@ def describe_verdict(verdict: Verdict, paused: bool = False) -> str:
     for metric, text in side_by_side(verdict).items():
         limit = limits.get(metric)
         parts.append(
-            f"{metric} {text}" + (f" (≤ {fmt(metric, limit)})" if limit is not None else "")
+            f"{metric} {text}"
+            + (f" (≤ {format_metric(metric, limit)})" if limit is not None else "")
         )
     requests = f"{verdict.canary.requests:.0f}/{verdict.stable.requests:.0f} requests"
     if not verdict.enough_traffic:

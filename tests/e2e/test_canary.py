@@ -68,6 +68,16 @@ async def test_a_healthy_canary_is_promoted_step_by_step_with_the_split_nginx_lo
     assert {served_by(r) for r in load.results} == {"v1", "v2"}
     assert serving(stage) == "v2"
 
+    def chart(messages: list[SandboxMessage]) -> SandboxMessage | None:
+        return next(
+            (m for m in messages if m.photo and m.reply_to_message_id == card.message_id), None
+        )
+
+    picture = await client.wait_for(DEPLOYS, chart, timeout=20)
+    assert picture.photo is not None and picture.photo.data.startswith(b"\x89PNG\r\n")
+    assert (picture.caption or "").startswith(f"#{deployment_id(card)} canary vs stable")
+    assert "Last at 50%: errors 0.0% vs 0.0%" in (picture.caption or "")
+
     shares = stage.split_by_step(tmp_path / "opsgate.db", deployment_id(card))
     assert [weight for weight, _, _ in shares] == [5, 25, 50], shares
     for weight, share, total in shares:
