@@ -56,6 +56,7 @@ class CanaryControl:
     abort: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     why_aborted: Callable[[], str] = lambda: "Aborted."
+    alert: Callable[[], str | None] = lambda: None  # a critical alert for the service, if any
 
 
 class CanaryStrategy(BlueGreenStrategy):
@@ -230,7 +231,13 @@ class CanaryStrategy(BlueGreenStrategy):
                 ran += now - last_tick
             last_tick = now
             if control.abort.is_set():
-                await self._back_to_stable(canary, stable, "aborted")
+                alert = control.alert()
+                await self._back_to_stable(canary, stable, alert or "aborted")
+                if alert is not None:  # the release's fault, as a breach is
+                    raise CanaryBreach(
+                        f"A critical alert fired during the canary: {alert}."
+                        " Traffic is back on stable."
+                    )
                 raise Aborted(f"{control.why_aborted()} Traffic is back on stable.")
             if control.promote and phase is Phase.STEPS:
                 shown.detail = "promoted by hand"

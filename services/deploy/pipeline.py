@@ -300,7 +300,9 @@ class DeployPipeline:
             isinstance(target.strategy, CanaryStrategy)
             and run.deployment.kind is DeploymentKind.DEPLOY
         ):
-            control = CanaryControl(abort=run.abort, why_aborted=lambda: self._why_aborted(run))
+            control = CanaryControl(
+                abort=run.abort, why_aborted=lambda: self._why_aborted(run), alert=lambda: run.alert
+            )
             target.strategy.bind(run.id, control)
 
     async def canary_control(self, deployment_id: int, action: str, actor: str) -> CanaryRow:
@@ -374,17 +376,30 @@ class DeployPipeline:
         if run.aborted_by is None:
             run.aborted_by = actor
             run.abort.set()  # the `failed` event that follows names the aborter as its actor
+            self._wake_canary(run)
         return deployment
+
+    def _wake_canary(self, run: Run) -> None:
+        """A canary between two analyses hears an abort at once, not at its next interval."""
+        strategy = run.target.strategy if run.target is not None else None
+        if isinstance(strategy, CanaryStrategy):
+            strategy.control.changed.set()
 
     def halt_rollouts(self, actor: str) -> list[int]:
         """/halt: every rollout over several hosts stops before its next host (a host being
-        switched finishes first), then its switched hosts go back. Returns their ids."""
+        switched finishes first), then its switched hosts go back; a canary's traffic goes
+        back to stable. Returns their ids."""
         halted = []
         for run in self._running.values():
-            if len(self._hosts_of(run.deployment)) > 1 and run.switched and run.halted_by is None:
+            canary = run.target is not None and isinstance(run.target.strategy, CanaryStrategy)
+            several = len(self._hosts_of(run.deployment)) > 1
+            if (several or canary) and run.switched and run.halted_by is None:
                 run.halted_by = self._ops().name_of_actor(actor) or actor
                 run.aborted_by = actor
                 run.halt.set()
+                if canary and run.deployment.state is S.SWITCHING:
+                    run.abort.set()
+                    self._wake_canary(run)
                 halted.append(run.id)
         return halted
 
@@ -397,10 +412,13 @@ class DeployPipeline:
                 target = run.target
                 if target is None or target.name != service or run.abort.is_set():
                     continue
-                if run.deployment.state is S.WATCHING:
+                canary = isinstance(target.strategy, CanaryStrategy)
+                state = run.deployment.state
+                if state is S.WATCHING or (canary and state is S.SWITCHING):
                     summary = alert.annotations.get("summary", "")
                     run.alert = f"{alert.labels.get('alertname', 'alert')} {summary}".strip()
                     run.abort.set()
+                    self._wake_canary(run)
 
     async def _unless_aborted(self, run: Run, work: Awaitable[T]) -> T:
         """`work`, unless an abort comes first: then it is cancelled and `Aborted` raised."""
@@ -419,6 +437,8 @@ class DeployPipeline:
         return task.result()
 
     def _why_aborted(self, run: Run) -> str:
+        if run.halted_by is not None:
+            return f"Halted by {run.halted_by} while {run.deployment.state}."
         who = run.aborted_by or "someone"
         name = self._ops().name_of(int(who)) if who.isdigit() else None
         return f"Aborted by {name or who} while {run.deployment.state}."

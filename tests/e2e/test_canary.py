@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bot.dev.harness.keepalive_load import KeepAliveLoad
 from bot.dev.harness.nginx import RequestLoad, RequestResult
@@ -85,11 +87,14 @@ async def test_a_healthy_canary_is_promoted_step_by_step_with_the_split_nginx_lo
         assert abs(share * 100 - weight) <= 4, shares  # nginx's access log, per step
 
 
+@pytest.mark.parametrize("source", ["prometheus", "nginx"])
 async def test_three_times_the_stable_error_ratio_aborts_at_the_first_step(
-    stage: Stage, start_opsgate: StartOpsgate, client: SandboxClient
+    stage: Stage, start_opsgate: StartOpsgate, client: SandboxClient, source: str
 ) -> None:
+    # Prometheus scraping both colours, or, without it, nginx's own access log.
+    where = f'source = "nginx"\naccess_log = "{stage.access_log}"\n' if source == "nginx" else ""
     stage.write_ops(
-        analysis="max_error_ratio = 0.9\nerrors_vs_stable = { factor = 1.5, plus = 0.005 }"
+        analysis=where + "max_error_ratio = 0.9\nerrors_vs_stable = { factor = 1.5, plus = 0.005 }"
     )
     stage.marker("errors", "v1", "0.1")  # stable answers 10% errors, the canary 30%
     stage.marker("errors", "v2", "0.3")
@@ -205,6 +210,38 @@ async def test_pause_resume_and_promote_from_the_card(
     assert serving(stage) == "v2"
     stale = await client.press(CAROL, DEPLOYS, card.message_id, card.buttons[0][1].data or "")
     assert "no longer valid" in (await callback_answer_text(client, stale))
+
+
+async def test_abort_and_halt_put_traffic_back_on_stable_without_marking_it_bad(
+    stage: Stage, start_opsgate: StartOpsgate, client: SandboxClient
+) -> None:
+    stage.write_ops(step_s=600)
+    await stable_v1(stage, start_opsgate, client)
+    with RequestLoad(stage.proxy_port, threads=3, interval_s=0.004) as load:
+        for stop in ("abort", "halt"):
+            reply = await client.reply_after(CAROL, DEPLOYS, "/deploy app v2", timeout=30)
+
+            def card_at(
+                marker: str, since: int = reply.message_id
+            ) -> Callable[[list[SandboxMessage]], SandboxMessage | None]:
+                def find(messages: list[SandboxMessage]) -> SandboxMessage | None:
+                    cards = [m for m in messages if m.message_id >= since and m.from_bot]
+                    return next((m for m in cards if marker in m.text), None)
+
+                return find
+
+            card = await client.wait_for(DEPLOYS, card_at("requests"), timeout=60)
+            if stop == "abort":
+                pressed = await client.press_button(CAROL, DEPLOYS, card.message_id, 4)
+                assert "rolling back" in await callback_answer_text(client, pressed)
+            else:
+                await client.send(CAROL, DEPLOYS, "/halt bad smell")
+            done = await client.wait_for(DEPLOYS, card_at("app runs v1 again"), timeout=60)
+            assert "Traffic is back on stable." in done.text, done.text
+            assert ("Aborted by carol" if stop == "abort" else "Halted by carol") in done.text
+            assert "marked bad" not in done.text
+            assert serving(stage) == "v1"
+    assert user_failures(load.results) == []
 
 
 async def test_a_query_prometheus_rejects_stops_the_deploy_before_anything_starts(
