@@ -134,7 +134,9 @@ def judge(canary: SideSample, stable: SideSample, analysis: Analysis) -> Verdict
 
 
 class Source(Protocol):
-    async def sample(self, color: Color, port: int) -> SideSample: ...
+    async def sample(self, color: Color, port: int, window_s: float) -> SideSample:
+        """The side's numbers over the last `window_s` seconds."""
+        ...
 
     async def validate(self, color: Color, port: int) -> None:
         """Raise QueryRejected when the source cannot answer for this service at all."""
@@ -152,17 +154,17 @@ class PrometheusSource:
         self._analysis = analysis
         self._url = str(analysis.prometheus_url).rstrip("/") + "/api/v1/query"
 
-    def expression(self, query: str, color: Color, port: int) -> str:
+    def expression(self, query: str, color: Color, port: int, window_s: float) -> str:
         instance = self._analysis.instance.replace("{port}", str(port)).replace("{color}", color)
         return (
             query.replace("{instance}", instance)
-            .replace("{window}", window_text(self._analysis.window_s))
+            .replace("{window}", window_text(window_s))
             .replace("{color}", color)
             .replace("{port}", str(port))
         )
 
-    async def _value(self, query: str, color: Color, port: int) -> float | None:
-        expression = self.expression(query, color, port)
+    async def _value(self, query: str, color: Color, port: int, window_s: float) -> float | None:
+        expression = self.expression(query, color, port, window_s)
         try:
             response = await self._http.get(
                 self._url, params={"query": expression}, timeout=self._analysis.timeout_s
@@ -188,18 +190,18 @@ class PrometheusSource:
             value = float(result[0]["value"][1])
         return None if math.isnan(value) or math.isinf(value) else value
 
-    async def sample(self, color: Color, port: int) -> SideSample:
+    async def sample(self, color: Color, port: int, window_s: float) -> SideSample:
         queries = self._analysis.queries
         requests, errors, latency, memory = await asyncio.gather(
-            self._value(queries.requests, color, port),
-            self._value(queries.errors, color, port),
-            self._value(queries.latency_p95_s, color, port),
-            self._value(queries.memory_mib, color, port),
+            self._value(queries.requests, color, port, window_s),
+            self._value(queries.errors, color, port, window_s),
+            self._value(queries.latency_p95_s, color, port, window_s),
+            self._value(queries.memory_mib, color, port, window_s),
         )
         return SideSample(requests or 0.0, errors or 0.0, latency, memory)
 
     async def validate(self, color: Color, port: int) -> None:
-        await self.sample(color, port)
+        await self.sample(color, port, self._analysis.window_s)
 
 
 @dataclass(frozen=True)
@@ -250,10 +252,10 @@ class NginxLogSource:
         while self._lines and self._lines[0].at < now - self._analysis.window_s:
             self._lines.popleft()
 
-    async def sample(self, color: Color, port: int) -> SideSample:
+    async def sample(self, color: Color, port: int, window_s: float) -> SideSample:
         self._read()
         address = self._address(port, color)
-        since = time.time() - self._analysis.window_s
+        since = time.time() - window_s
         mine = [line for line in self._lines if line.upstream == address and line.at >= since]
         seconds = sorted(line.seconds for line in mine)
         p95 = seconds[max(0, math.ceil(len(seconds) * 0.95) - 1)] if seconds else None

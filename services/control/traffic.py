@@ -146,12 +146,16 @@ class HaproxyWeights:
         colors: tuple[Color, Color] = ("blue", "green")
         line = "; ".join(f"get weight {self._server(c)}" for c in colors)
         answer = await self.command(line)
+        # One answer per command, each followed by an empty line.
+        answers = [text for text in answer.splitlines() if text.strip()]
         found: dict[Color, int] = {}
-        for color, text in zip(colors, answer.splitlines(), strict=False):
+        for color, text in zip(colors, answers, strict=False):
             first = text.split(" ", 1)[0]
             if not first.isdigit():
                 raise ProxyReloadFailed(f"HAProxy: {tail_lines(answer, 3)}")
             found[color] = int(first)
+        if len(found) != len(colors):
+            raise ProxyReloadFailed(f"HAProxy: {tail_lines(answer, 3)}")
         return found
 
     async def shows(self, weights: Weights) -> bool:

@@ -42,6 +42,9 @@ from services.deploy.steps import Aborted
 from services.deploy.strategies import BlueGreenStrategy
 from services.progress import Progress, Step
 
+# Prometheus' increase() needs two scrapes inside the window.
+MIN_WINDOW_S = 2.0
+
 
 class CanaryBreach(StepFailed):
     """The canary broke a limit: it is the release's fault."""
@@ -82,6 +85,9 @@ class CanaryStrategy(BlueGreenStrategy):
         # switch back after a failure move all traffic at once, as blue-green does.
         self.walk_steps = False
         self._clock = clock
+        self._started = (
+            clock()
+        )  # when the canary started serving: the analysis looks no further back
 
     def bind(self, deployment_id: int, control: CanaryControl) -> None:
         self.deployment_id, self.control, self.walk_steps = deployment_id, control, True
@@ -97,6 +103,7 @@ class CanaryStrategy(BlueGreenStrategy):
             return
         row = await self.rows.start(self.deployment_id, canary)
         await self._start(canary, version, progress)
+        self._started = self._clock()
         if row.paused:
             self.control.paused = True
         await self._shadow(canary, stable, progress)
@@ -122,11 +129,19 @@ class CanaryStrategy(BlueGreenStrategy):
             await self.switch(version, progress)
             return
         canary: Color = "blue" if row.color == "blue" else "green"
+        if row.phase is Phase.BACK:
+            # Killed after traffic went back to stable, before the deployment said why: the
+            # reason is in the audit log; not knowing it, opsgate does not mark the release.
+            await self._back_to_stable(canary, other(canary), "resumed after a restart")
+            raise NotTheReleasesFault(
+                "The canary had been stopped (traffic back on stable) when opsgate restarted."
+            )
         if row.phase in (Phase.PROMOTING, Phase.DONE) or live == canary:
             await self._promote(canary, other(canary), version, progress)
             return
         # Traffic may be split: the analysis picks up where it stopped, at the same step.
         self.control.paused = row.paused
+        self._started = self._clock()
         async with progress.step(f"canary resumed at {row.weight}%") as step:
             step.detail = f"{colors.unit(canary)} with {version}, step {row.step + 1}"
             if not await colors.systemd.is_active(colors.unit(canary)):
@@ -224,9 +239,13 @@ class CanaryStrategy(BlueGreenStrategy):
         ran, last_tick = 0.0, self._clock()
         judged_at = self._clock()  # when the canary was last judged on enough traffic
         verdict: Verdict | None = None
+        next_tick = last_tick
         while True:
-            await self._sleep(config.interval_s)
+            # A fixed cadence: the analysis' own time does not stretch the interval.
+            next_tick += config.interval_s
+            await self._sleep(max(0.0, next_tick - self._clock()))
             now = self._clock()
+            next_tick = max(next_tick, now - config.interval_s)  # after a long pause, no burst
             if not control.paused:
                 ran += now - last_tick
             last_tick = now
@@ -285,10 +304,14 @@ class CanaryStrategy(BlueGreenStrategy):
         changed.clear()
 
     async def _analyse(self, canary: Color, stable: Color) -> Verdict:
+        """Both sides over the same window, which never reaches back before this canary
+        started: the port's previous process (a canary stopped a moment ago) is not judged."""
         colors = self._colors
+        window = min(self.config.analysis.window_s, self._clock() - self._started)
+        window = max(MIN_WINDOW_S, window)
         canary_side, stable_side = await asyncio.gather(
-            self.source.sample(canary, colors.port(canary)),
-            self.source.sample(stable, colors.port(stable)),
+            self.source.sample(canary, colors.port(canary), window),
+            self.source.sample(stable, colors.port(stable), window),
         )
         return judge(canary_side, stable_side, self.config.analysis)
 
@@ -310,10 +333,12 @@ class CanaryStrategy(BlueGreenStrategy):
         )
 
     async def _back_to_stable(self, canary: Color, stable: Color, why: str) -> None:
-        """All traffic to stable first (that is what users feel), then the canary stops."""
+        """All traffic to stable first (that is what users feel); the canary stops once the
+        requests it holds have had drain_s to finish."""
         colors = self._colors
         await self.router.set_weights(colors.all_to(stable))
         await self.rows.move(self.deployment_id, colors.name, Phase.BACK, -1, 0, why)
+        await asyncio.sleep(colors.config.drain_s)
         await colors.systemd.stop(colors.unit(canary))
 
 

@@ -49,8 +49,10 @@ async def stable_v1(stage: Stage, start_opsgate: StartOpsgate, client: SandboxCl
     assert "✅ app runs v1." in first.text, first.text
 
 
-def serving(stage: Stage) -> str:
-    version: str = httpx.get(f"http://127.0.0.1:{stage.proxy_port}/", timeout=5).json()["version"]
+def serving(stage: Stage, port: int | None = None) -> str:
+    """The version users get now, through nginx (or the proxy on `port`)."""
+    url = f"http://127.0.0.1:{port or stage.proxy_port}/"
+    version: str = httpx.get(url, timeout=5).json()["version"]
     return version
 
 
@@ -115,17 +117,20 @@ async def test_three_times_the_stable_error_ratio_aborts_at_the_first_step(
     assert not (await stage.sandbox.host.run(["systemctl", "is-active", "t-canary@green"])).ok
 
 
+@pytest.mark.parametrize("router", ["nginx", "haproxy"])
 async def test_a_latency_breach_names_the_p95_and_its_limit(
-    stage: Stage, start_opsgate: StartOpsgate, client: SandboxClient
+    stage: Stage, start_opsgate: StartOpsgate, client: SandboxClient, router: str
 ) -> None:
-    stage.write_ops(analysis="max_latency_p95_s = 0.2")
+    stage.write_ops(router=router, analysis="max_latency_p95_s = 0.2")
     stage.marker("slow", "v2", "0.4")
     await stable_v1(stage, start_opsgate, client)
-    with RequestLoad(stage.proxy_port, threads=4, interval_s=0.004):
+    front = stage.haproxy.listen_port if router == "haproxy" else stage.proxy_port
+    with RequestLoad(front, threads=4, interval_s=0.004) as load:
         card = await run_and_wait(client, "/deploy app v2")
     assert re.search(r"Canary at 5%: p95 \d+ ms > limit 200 ms", card.text), card.text
-    assert "v2 is marked bad" in card.text
-    assert serving(stage) == "v1"
+    assert "Rolled back: app runs v1 again; v2 is marked bad." in card.text, card.text
+    assert user_failures(load.results) == []
+    assert serving(stage, front) == "v1"
 
 
 async def test_haproxy_changes_every_weight_under_keep_alive_load_without_a_failure(

@@ -75,19 +75,19 @@ async def test_the_nginx_log_is_read_per_upstream_within_the_window(tmp_path: Pa
     ]
     log.write_text("\n".join(lines) + "\n")
     source = NginxLogSource(Analysis(source="nginx", access_log=str(log), window_s=30))
-    green = await source.sample("green", 8102)
+    green = await source.sample("green", 8102, 30)
     assert (green.requests, green.errors, green.latency_p95_s) == (11, 2, 0.3)
     assert green.error_ratio == pytest.approx(2 / 11)
-    blue = await source.sample("blue", 8101)
+    blue = await source.sample("blue", 8101, 30)
     assert (blue.requests, blue.errors, blue.latency_p95_s) == (20, 0, 0.005)
 
     with log.open("a") as more:  # read on from where it stopped; a half line waits
         more.write(f"{time.time():.3f}|127.0.0.1:8101|503|0.004\n{time.time():.3f}|127.0")
-    blue = await source.sample("blue", 8101)
+    blue = await source.sample("blue", 8101, 30)
     assert (blue.requests, blue.errors) == (21, 1)
 
 
 async def test_an_unreadable_log_is_said_not_guessed(tmp_path: Path) -> None:
     source = NginxLogSource(Analysis(source="nginx", access_log=str(tmp_path / "none.log")))
     with pytest.raises(SourceUnavailable, match="cannot read"):
-        await source.sample("blue", 8101)
+        await source.sample("blue", 8101, 30)
