@@ -248,10 +248,11 @@ def analysis_of(ops: OpsConfig) -> Analysis:
 
 
 async def verdict_now(world: WorldA, source: PrometheusSource, analysis: Analysis) -> Verdict:
-    """What opsgate's analysis would say at this instant (CanaryStrategy._analyse)."""
-    stage = world.stage
+    """What opsgate's analysis would say at this instant (CanaryStrategy._analyse, whose
+    window is the full window_s once the canary has run that long; the bench waits so)."""
+    stage, window = world.stage, analysis.window_s
     green, blue = await asyncio.gather(
-        source.sample("green", stage.green), source.sample("blue", stage.blue)
+        source.sample("green", stage.green, window), source.sample("blue", stage.blue, window)
     )
     return judge(green, blue, analysis)
 
@@ -310,11 +311,12 @@ async def opsgate_verdicts(world: WorldA, deployment_id: int, since: float) -> l
 async def clean_window(world: WorldA, analysis: Analysis) -> None:
     """Off the clock, between runs: until the last canary's errors have left the window.
 
-    The next canary runs on the same colour, port and so instance label: within window_s of
-    the last one's stop, its first analysis still counts the old process's 500s."""
+    opsgate's own window never reaches back before its canary started, but the bench's poll
+    (verdict_now) uses the full window_s: the old process's 500s on the same port must be
+    gone from it, or the bench would see a breach before the marker."""
     source = PrometheusSource(world.poll_http, analysis)
     deadline = time.monotonic() + REACTION_TIMEOUT_S
-    while (await source.sample("green", world.stage.green)).errors > 0:
+    while (await source.sample("green", world.stage.green, analysis.window_s)).errors > 0:
         if time.monotonic() > deadline:
             raise RuntimeError("the last canary's errors stay in the window")
         await asyncio.sleep(0.2)

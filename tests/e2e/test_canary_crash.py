@@ -10,20 +10,18 @@ of the proxy (which still sends 5% to the canary).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from bot.dev.harness.nginx import RequestLoad
-from bot.dev.harness.opsgate_process import OpsgateProcess, read_db
+from bot.dev.harness.opsgate_process import OpsgateProcess, opsgate_process, read_db
 from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from tests.e2e.canary_stage import Stage
 from tests.e2e.conftest import CAROL, DEPLOYS, TOKEN
-from tests.e2e.test_fleet_crash import free_local_port, wait_finished
+from tests.e2e.test_fleet_crash import wait_finished
 
-REPO = Path(__file__).resolve().parents[2]
 POLL_S = 0.05
 
 
@@ -31,22 +29,16 @@ POLL_S = 0.05
 async def bot(
     sandbox: SandboxThread, client: SandboxClient, stage: Stage, tmp_path: Path
 ) -> AsyncIterator[OpsgateProcess]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    env.update(
-        OPSGATE_BOT_TOKEN=TOKEN,
-        OPSGATE_BOT_API_URL=sandbox.base_url,
-        OPSGATE_CONFIG=str(stage.ops_file),
-        OPSGATE_DB=str(tmp_path / "crash.db"),
-        OPSGATE_HTTP_ADDR=f"127.0.0.1:{free_local_port()}",
-        OPSGATE_LOG_LEVEL="INFO",
-        PYTHONPATH=str(REPO),
-    )
-    with (tmp_path / "opsgate.log").open("ab") as log:
-        running = OpsgateProcess(env, tmp_path, log)
-        try:
-            yield running
-        finally:
-            await running.stop()
+    async with opsgate_process(
+        tmp_path,
+        bot_token=TOKEN,
+        bot_api_url=sandbox.base_url,
+        config=str(stage.ops_file),
+        db=str(tmp_path / "crash.db"),
+        http_addr="127.0.0.1:0",
+        log_level="INFO",
+    ) as running:
+        yield running
 
 
 async def held_at_step(db: Path, deployment_id: int, timeout: float = 60) -> None:

@@ -11,7 +11,6 @@ asserted to be S: no race with a step that is over in milliseconds.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.dev.harness.opsgate_process import OpsgateProcess, read_db
+from bot.dev.harness.opsgate_process import OpsgateProcess, opsgate_process, read_db
 from bot.dev.harness.systemd import SystemdSandbox
 from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from services.deploy.model import BEFORE_SWITCH
@@ -28,7 +27,6 @@ from services.deploy.recovery import RESTART_NOTE
 from tests.e2e.conftest import CAROL, DEPLOYS, TOKEN
 from tests.e2e.deploy_app import PEOPLE_AND_CHATS, DeployApp, app_ops_text, installed_app
 
-REPO = Path(__file__).resolve().parents[2]
 SLEEP_1S = f'["{sys.executable}", "-c", "import time; time.sleep(1)"]'
 DEPLOY_EXTRA = f"""build = [{SLEEP_1S}]
 watch_s = 1.5
@@ -56,22 +54,16 @@ async def crash_app(
 async def bot(
     sandbox: SandboxThread, client: SandboxClient, ops_file: Path, tmp_path: Path
 ) -> AsyncIterator[OpsgateProcess]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    env.update(
-        OPSGATE_BOT_TOKEN=TOKEN,
-        OPSGATE_BOT_API_URL=sandbox.base_url,
-        OPSGATE_CONFIG=str(ops_file),
-        OPSGATE_DB=str(tmp_path / "crash.db"),
-        OPSGATE_HTTP_ADDR="127.0.0.1:0",
-        OPSGATE_LOG_LEVEL="INFO",
-        PYTHONPATH=str(REPO),
-    )
-    with (tmp_path / "opsgate.log").open("ab") as log:
-        running = OpsgateProcess(env, tmp_path, log)
-        try:
-            yield running
-        finally:
-            await running.stop()
+    async with opsgate_process(
+        tmp_path,
+        bot_token=TOKEN,
+        bot_api_url=sandbox.base_url,
+        config=str(ops_file),
+        db=str(tmp_path / "crash.db"),
+        http_addr="127.0.0.1:0",
+        log_level="INFO",
+    ) as running:
+        yield running
 
 
 def deployment(db: Path, deployment_id: int) -> tuple[str, str | None, str]:

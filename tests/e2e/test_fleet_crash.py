@@ -13,7 +13,6 @@ The hosts are real (bot/dev/harness/fleet.py): every check of what runs is made 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import pytest
 
 from bot.dev.harness.fleet import Fleet, install_app_unit, remove_app_unit
 from bot.dev.harness.gitrepo import make_app_repo
-from bot.dev.harness.opsgate_process import OpsgateProcess, read_db
+from bot.dev.harness.opsgate_process import OpsgateProcess, opsgate_process, read_db
 from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from services.deploy.model import DeploymentState as S
 from services.deploy.recovery import RESTART_NOTE
@@ -33,7 +32,6 @@ from services.releases.layout import BAD, ReleaseLayout
 from tests.e2e.conftest import CAROL, DEPLOYS, TOKEN, StartOpsgate
 from tests.e2e.test_fleet import PRODUCTION, STAGING, FleetSetup
 
-REPO = Path(__file__).resolve().parents[2]
 UNIT = "t-fleet-crash.service"
 API_TOKEN = "fleet-crash-api-token"
 POLL_S = 0.05
@@ -153,24 +151,18 @@ def free_local_port() -> int:
 async def bot(
     sandbox: SandboxThread, client: SandboxClient, ops_file: Path, tmp_path: Path
 ) -> AsyncIterator[OpsgateProcess]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    env.update(
-        OPSGATE_BOT_TOKEN=TOKEN,
-        OPSGATE_BOT_API_URL=sandbox.base_url,
-        OPSGATE_CONFIG=str(ops_file),
-        OPSGATE_DB=str(tmp_path / "crash.db"),
+    async with opsgate_process(
+        tmp_path,
+        bot_token=TOKEN,
+        bot_api_url=sandbox.base_url,
+        config=str(ops_file),
+        db=str(tmp_path / "crash.db"),
         # A fixed port, so the API is found again after each restart (SO_REUSEADDR: no wait).
-        OPSGATE_HTTP_ADDR=f"127.0.0.1:{free_local_port()}",
-        OPSGATE_API_TOKEN=API_TOKEN,
-        OPSGATE_LOG_LEVEL="INFO",
-        PYTHONPATH=str(REPO),
-    )
-    with (tmp_path / "opsgate.log").open("ab") as log:
-        running = OpsgateProcess(env, tmp_path, log)
-        try:
-            yield running
-        finally:
-            await running.stop()
+        http_addr=f"127.0.0.1:{free_local_port()}",
+        api_token=API_TOKEN,
+        log_level="INFO",
+    ) as running:
+        yield running
 
 
 def snapshot(db: Path, deployment_id: int) -> tuple[str | None, dict[str, str]]:

@@ -4,12 +4,17 @@ its SQLite database while it runs (or after it was killed half-way through a wri
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -55,6 +60,22 @@ class OpsgateProcess:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+@asynccontextmanager
+async def opsgate_process(directory: Path, **settings: str) -> AsyncIterator[OpsgateProcess]:
+    """An OpsgateProcess (not started) with exactly these settings (`db="..."` is OPSGATE_DB;
+    none inherited from the caller's environment), logging into directory/opsgate.log;
+    stopped with SIGTERM at the end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
+    env.update({f"OPSGATE_{key.upper()}": value for key, value in settings.items()})
+    env["PYTHONPATH"] = str(REPO)
+    with (directory / "opsgate.log").open("ab") as log:
+        running = OpsgateProcess(env, directory, log)
+        try:
+            yield running
+        finally:
+            await running.stop()
 
 
 def read_db(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
