@@ -85,9 +85,7 @@ class CanaryStrategy(BlueGreenStrategy):
         # switch back after a failure move all traffic at once, as blue-green does.
         self.walk_steps = False
         self._clock = clock
-        self._started = (
-            clock()
-        )  # when the canary started serving: the analysis looks no further back
+        self._started = clock()  # the canary's start: its analysis looks no further back
 
     def bind(self, deployment_id: int, control: CanaryControl) -> None:
         self.deployment_id, self.control, self.walk_steps = deployment_id, control, True
@@ -104,8 +102,6 @@ class CanaryStrategy(BlueGreenStrategy):
         row = await self.rows.start(self.deployment_id, canary)
         await self._start(canary, version, progress)
         self._started = self._clock()
-        if row.paused:
-            self.control.paused = True
         await self._shadow(canary, stable, progress)
         await self._walk(canary, stable, version, 0, progress)
 
