@@ -29,7 +29,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(CONFIG_DIR / "opsgate.example.toml")]) == 0
     out = capsys.readouterr().out
-    assert "OK (3 service(s), 2 environment(s), 8 people, 11 role(s))" in out
+    assert "OK (4 service(s), 2 environment(s), 8 people, 11 role(s))" in out
 
 
 def test_check_config_warns_of_a_rule_severity_without_a_route(
