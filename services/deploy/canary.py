@@ -99,7 +99,7 @@ class CanaryStrategy(BlueGreenStrategy):
         if stable is None or not self.walk_steps:  # nothing to compare with, or going back
             await super().switch(version, progress)
             return
-        row = await self.rows.start(self.deployment_id, canary)
+        await self.rows.start(self.deployment_id, canary)
         await self._start(canary, version, progress)
         self._started = self._clock()
         await self._shadow(canary, stable, progress)
@@ -183,7 +183,7 @@ class CanaryStrategy(BlueGreenStrategy):
                 await set_mirror(colors.host, shadow, colors.config.reload, None)
             if verdict is None or not verdict.enough_traffic:
                 await self._back_to_stable(canary, stable, "shadow saw too little traffic")
-                raise StepFailed(
+                raise NotTheReleasesFault(
                     f"The shadow of {canary} saw too little traffic to judge in"
                     f" {shadow.duration_s:g} s; users never reached it."
                 )
@@ -284,7 +284,8 @@ class CanaryStrategy(BlueGreenStrategy):
             elif now - judged_at > config.traffic_timeout_s:
                 await self._back_to_stable(canary, stable, "too little traffic to judge")
                 seen = f"{verdict.canary.requests:.0f}" if verdict else "no"
-                raise StepFailed(
+                # Nothing says the release is bad: it was not judged. Not marked.
+                raise NotTheReleasesFault(
                     f"Too little traffic to judge the canary at {weight}% for"
                     f" {config.traffic_timeout_s:g} s ({seen} requests in the last window,"
                     f" {config.analysis.min_requests} needed). Traffic is back on stable."

@@ -100,6 +100,7 @@ class Stage:
         *,
         router: str = "nginx",
         step_s: float = 3,
+        traffic_timeout_s: float = 20,
         canary: str = "",
         analysis: str = "",
         shadow: str = "",
@@ -145,7 +146,7 @@ drain_s = 0.3
 steps = [5, 25, 50, 100]
 step_s = {step_s:g}
 interval_s = 1
-traffic_timeout_s = 20
+traffic_timeout_s = {traffic_timeout_s:g}
 router = "{router}"
 {haproxy}{canary}
 [services.app.deploy.canary.analysis]

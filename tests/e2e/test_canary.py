@@ -249,6 +249,20 @@ async def test_abort_and_halt_put_traffic_back_on_stable_without_marking_it_bad(
     assert user_failures(load.results) == []
 
 
+async def test_a_step_without_traffic_says_so_and_fails_after_its_timeout(
+    stage: Stage, start_opsgate: StartOpsgate, client: SandboxClient
+) -> None:
+    stage.write_ops(traffic_timeout_s=4)  # nobody sends requests: nothing to judge
+    await stable_v1(stage, start_opsgate, client)
+    card = await run_and_wait(client, "/deploy app v2")
+    assert "too few to judge (need 10)" in card.text, card.text
+    assert "Too little traffic to judge the canary at 5% for 4 s" in card.text
+    assert "Rolled back: app runs v1 again" in card.text
+    assert "marked bad" not in card.text  # it was never judged
+    assert "25% to green" not in card.text
+    assert serving(stage) == "v1"
+
+
 async def test_a_query_prometheus_rejects_stops_the_deploy_before_anything_starts(
     stage: Stage, start_opsgate: StartOpsgate, client: SandboxClient
 ) -> None:
