@@ -166,7 +166,7 @@ mirror_file = "{stage.nginx_prefix}/mirror.conf"
         card = await run_and_wait(client, "/deploy app v2")
     assert "shadow 4 s: mirror to green" in card.text, card.text
     assert re.search(
-        r"Canary in the shadow: errors \d+\.\d% > limit 5\.0% \(stable 0\.0%\)", card.text
+        r"Canary in the shadow: errors \d+\.\d% > limit 5\.0% \(stable (0\.0%|–)\)", card.text
     )
     assert "5% to green" not in card.text
     assert [r.describe() for r in load.results if not r.ok] == []
