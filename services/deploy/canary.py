@@ -176,17 +176,11 @@ class CanaryStrategy(BlueGreenStrategy):
         async with progress.step(title) as step:
             await set_mirror(colors.host, shadow, colors.config.reload, colors.port(canary))
             try:
-                verdict = await self._observe(
+                await self._observe(
                     Phase.SHADOW, 0, canary, stable, shadow.duration_s, step, progress
                 )
             finally:
                 await set_mirror(colors.host, shadow, colors.config.reload, None)
-            if verdict is None or not verdict.enough_traffic:
-                await self._back_to_stable(canary, stable, "shadow saw too little traffic")
-                raise NotTheReleasesFault(
-                    f"The shadow of {canary} saw too little traffic to judge in"
-                    f" {shadow.duration_s:g} s; users never reached it."
-                )
 
     async def _walk(
         self, canary: Color, stable: Color, version: str, first: int, progress: Progress
@@ -229,8 +223,9 @@ class CanaryStrategy(BlueGreenStrategy):
         progress: Progress,
     ) -> Verdict | None:
         """Analyse every interval until `duration` of unpaused time has passed and the last
-        analysis passed; a breach, an abort or a too-thin window for traffic_timeout_s ends
-        it. Promote ends a step at once. Returns the last verdict."""
+        analysis passed on enough traffic (a shadow too); a breach, an abort or a too-thin
+        window for traffic_timeout_s ends it. Promote ends a step at once. Returns the last
+        verdict."""
         config, control = self.config, self.control
         ran, last_tick = 0.0, self._clock()
         judged_at = self._clock()  # when the canary was last judged on enough traffic
@@ -279,14 +274,13 @@ class CanaryStrategy(BlueGreenStrategy):
                 judged_at = now
                 if ran >= duration and not control.paused:
                     return verdict
-            elif phase is Phase.SHADOW and ran >= duration:
-                return verdict
             elif now - judged_at > config.traffic_timeout_s:
                 await self._back_to_stable(canary, stable, "too little traffic to judge")
                 seen = f"{verdict.canary.requests:.0f}" if verdict else "no"
                 # Nothing says the release is bad: it was not judged. Not marked.
+                where = "in the shadow" if phase is Phase.SHADOW else f"at {weight}%"
                 raise NotTheReleasesFault(
-                    f"Too little traffic to judge the canary at {weight}% for"
+                    f"Too little traffic to judge the canary {where} for"
                     f" {config.traffic_timeout_s:g} s ({seen} requests in the last window,"
                     f" {config.analysis.min_requests} needed). Traffic is back on stable."
                 )
