@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, StringConstraints, ValidationError
 
 from config.alerts import AlertOptions
 from config.approvals import ApprovalOptions, EnvironmentApproval
+from config.integrations import ApiToken, Webhook, check_integrations
 from config.inventory import (
     ENVIRONMENT_MISSING,
     FILE_PATH_PATTERN,
@@ -106,6 +107,8 @@ class OpsConfig(_Strict):
     segments: dict[Name, list[SegmentMember]] = Field(default_factory=dict)
     flags: dict[FlagKey, FlagDecl] = Field(default_factory=dict)
     alertmanager: AlertmanagerConfig | None = None
+    api_tokens: dict[Name, ApiToken] = Field(default_factory=dict)  # callers of the API
+    webhooks: dict[Name, Webhook] = Field(default_factory=dict)  # outgoing events
 
     def roles_of(self, user_id: int) -> frozenset[str]:
         return frozenset(role for role, members in self.roles.items() if user_id in members)
@@ -232,6 +235,7 @@ def _check_references(config: OpsConfig) -> list[str]:
     problems.extend(_check_approval_roles(config))
     problems.extend(check_hosts(config.services, config.hosts))
     problems.extend(check_services(config.services))
+    problems.extend(check_integrations(config.api_tokens, config.people, config.roles))
     problems.extend(
         f"flags.{key}.service: unknown service {decl.service!r}"
         for key, decl in config.flags.items()

@@ -1,0 +1,72 @@
+"""The ops file's edges with other tools: API tokens per caller, and outgoing webhooks.
+
+[api_tokens.ci]                       # a pipeline: acts as a person (the audit names them)
+sha256 = "9f86d08...c15d0"            # of the token; the token itself is never in the file
+person = 1003
+[api_tokens.deploybot]                # or as a role of its own, named in the audit
+sha256 = "..."
+role = "sre"
+
+[webhooks.ci]                         # events POSTed as JSON, Standard Webhooks signatures
+url = "https://ci.example.com/opsgate"
+events = ["deploy.*", "approval.*"]   # audit event kinds; "*" ends a prefix
+secret_env = "OPSGATE_WEBHOOK_CI_SECRET"   # "whsec_" + base64, from the environment
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+EVENT_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$"
+ENV_NAME_PATTERN = r"^[A-Z][A-Z0-9_]{0,127}$"
+ROLE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiToken(_Strict):
+    """One caller of the API: exactly one of `person` (acts as them) or `role`."""
+
+    sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
+    person: Annotated[int, Field(gt=0)] | None = None
+    role: Annotated[str, StringConstraints(pattern=ROLE_PATTERN)] | None = None
+
+
+class Webhook(_Strict):
+    url: HttpUrl
+    events: list[Annotated[str, StringConstraints(pattern=EVENT_PATTERN)]] = Field(min_length=1)
+    secret_env: Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
+    timeout_s: float = Field(default=10, gt=0, le=120)
+
+    def wants(self, kind: str) -> bool:
+        """Whether an event of this kind ("deploy.state") goes to this subscriber."""
+        for pattern in self.events:
+            if pattern == "*" or pattern == kind:
+                return True
+            if pattern.endswith(".*") and kind.startswith(pattern[:-1]):
+                return True
+        return False
+
+
+def check_integrations(
+    api_tokens: dict[str, ApiToken], people: dict[int, str], roles: dict[str, list[int]]
+) -> list[str]:
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for name, token in api_tokens.items():
+        path = f"api_tokens.{name}"
+        if (token.person is None) == (token.role is None):
+            problems.append(f"{path}: give exactly one of person, role")
+        if token.person is not None and token.person not in people:
+            problems.append(f"{path}.person: {token.person} is not in [people]")
+        if token.role is not None and token.role not in roles:
+            problems.append(f"{path}.role: unknown role {token.role!r}")
+        if token.sha256 in seen:
+            problems.append(f"{path}.sha256: the same token as api_tokens.{seen[token.sha256]}")
+        seen.setdefault(token.sha256, name)
+    return problems
