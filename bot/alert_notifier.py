@@ -4,9 +4,11 @@ it, mapping Bot API failures to the outbox's (retry later, or give up)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
+from html import escape
 
-from telegram import Bot, InputFile, ReplyParameters
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ReplyParameters
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from handlers.alerts_render import (
@@ -17,6 +19,7 @@ from handlers.alerts_render import (
 )
 from handlers.context import OpsApplication, OpsContext
 from handlers.render import esc, mention
+from services.alerts.links import Link
 from services.alerts.messages import Backup, Digest, Escalation, GroupMessage
 from services.alerts.outbox import Delivery, DeliveryFailed, RetryLater, Sent
 from services.container import Services
@@ -79,8 +82,24 @@ class TelegramNotifier:
         return Sent(message_id, 2)
 
     async def _group(self, message: GroupMessage) -> Sent:
+        try:
+            return await self._send_group(message, link_buttons=True)
+        except BadRequest as exc:
+            if not message.links or "url" not in str(exc).lower():
+                raise
+            # Telegram refuses some URLs as buttons (a host it will not link, say): the
+            # alert still goes out, its links in the text.
+            log.warning("link buttons refused (%s); sending them as text links", exc)
+            return await self._send_group(message, link_buttons=False)
+
+    async def _send_group(self, message: GroupMessage, *, link_buttons: bool) -> Sent:
         ops, group = self._services.ops, message.group
         mentions = " ".join(mention(ops, uid) for uid in message.mention)
+        before = [f"<b>{esc(message.opening)}</b>"] if message.opening else []
+        after = [f"📝 {esc(message.details)}"] if message.details else []
+        if message.links and not link_buttons:
+            after.append(" · ".join(text_link(x) for x in message.links))
+        after += [mentions] if mentions else []
         rendered = render_group_message(
             group,
             ops,
@@ -88,10 +107,12 @@ class TelegramNotifier:
             kind=message.kind,
             deploy=message.deploy,
             flag=message.flag,
-            reserve=len(mentions) + 1 if mentions else 0,
+            reserve=sum(len(x) + 1 for x in [*before, *after]),
         )
-        text = f"{rendered.text}\n{mentions}" if mentions else rendered.text
+        text = "\n".join([*before, rendered.text, *after])
         markup = group_keyboard(group, message.deploy, message.flag)
+        if link_buttons:
+            markup = with_links(markup, message.links)
         name = f"group-{group.id}"
         if message.edit_message_id is not None:
             try:
@@ -137,6 +158,23 @@ class TelegramNotifier:
         text = f"📣 Still unacknowledged: {names}. {people}".rstrip()
         sent = await self._bot.send_message(backup.chat_id, text)
         return sent.message_id
+
+
+def with_links(
+    markup: InlineKeyboardMarkup | None, links: Sequence[Link]
+) -> InlineKeyboardMarkup | None:
+    """The group's buttons, then its links as URL buttons, two a row (a resolved group has
+    no other buttons, and keeps its runbooks and dashboards)."""
+    buttons = [InlineKeyboardButton(x.label, url=x.url) for x in links]
+    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    if not rows:
+        return markup
+    return InlineKeyboardMarkup([*(markup.inline_keyboard if markup else ()), *rows])
+
+
+def text_link(link: Link) -> str:
+    """A validated link in the text: its URL escaped for the href attribute."""
+    return f'<a href="{escape(link.url, quote=True)}">{esc(link.label)}</a>'
 
 
 def _seconds(value: object) -> float:

@@ -22,6 +22,7 @@ mention_role = "oncall"
 match = { severity = "info" }
 chat = -1001234567804
 digest_every_s = 600                   # info: one digest every 10 minutes
+template = "{labels.service}: {annotations.summary} ({status})"   # the message's first line
 quiet_hours = { start = 22:00:00, end = 08:00:00, timezone = "Europe/Kyiv" }
 
 [[alerts.rules]]                       # opsgate's own monitor
@@ -34,10 +35,11 @@ severity = "warning"
 
 from __future__ import annotations
 
+import re
 from datetime import time
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
 from config.inventory import ChatId, FilePath, Name, _Strict
 from config.schedule import TimeZoneName
@@ -57,12 +59,50 @@ class QuietHours(_Strict):
     timezone: TimeZoneName = "UTC"
 
 
+# A route's message template: plain text with {status}, {severity}, {labels.NAME} and
+# {annotations.NAME}; {{ and }} are literal braces. Nothing else is looked up or run.
+TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+TEMPLATE_FIELD = re.compile(r"status|severity|(?:labels|annotations)\.[a-zA-Z_][a-zA-Z0-9_]{0,63}")
+TemplatePart = tuple[str, str]  # ("text", literal) or ("field", placeholder)
+
+
+def parse_template(text: str) -> list[TemplatePart]:
+    """The template as literal text and placeholders; ValueError names the first bad one."""
+    parts: list[TemplatePart] = []
+    at = 0
+    for token in TEMPLATE_TOKEN.finditer(text):
+        parts.append(("text", text[at : token.start()]))
+        at = token.end()
+        if token[0] in ("{{", "}}"):
+            parts.append(("text", token[0][0]))
+        elif token[1] is None:
+            raise ValueError(f"a lone {token[0]!r} at {token.start()} (write {token[0] * 2})")
+        elif TEMPLATE_FIELD.fullmatch(token[1].strip()):
+            parts.append(("field", token[1].strip()))
+        else:
+            raise ValueError(
+                f"unknown placeholder {token[0][:70]!r} (known: {{status}}, {{severity}},"
+                " {labels.NAME}, {annotations.NAME})"
+            )
+    parts.append(("text", text[at:]))
+    return [p for p in parts if p[1]]
+
+
 class AlertRoute(_Strict):
     match: dict[LabelName, LabelValue] = Field(default_factory=dict)
     chat: ChatId
     mention_role: Name | None = None
     digest_every_s: float | None = Field(default=None, ge=10, le=86400)
     quiet_hours: QuietHours | None = None
+    # Plain text opening the route's group messages; every substituted value is escaped.
+    template: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = None
+
+    @field_validator("template")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_template(value)
+        return value
 
 
 class MonitorRule(_Strict):

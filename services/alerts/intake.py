@@ -4,8 +4,10 @@ Everything is checked before anything is stored: a body that is not what it clai
 refused whole with a reason (the HTTP side answers 4xx), never half-applied.
 
     generic:  {"alerts": [{"labels": {"alertname": "...", ...}, "annotations": {...},
-               "status": "firing" | "resolved", "startsAt": "...", "endsAt": "..."}]}
-              (or one such alert as the whole body)
+               "status": "firing" | "resolved", "startsAt": "...", "endsAt": "...",
+               "generatorURL": "..."}]}  (or one such alert as the whole body)
+
+A `generatorURL` (Alertmanager sends one per alert) is kept as an annotation of that name.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ def _alert(raw: object, where: str, source: str, now: datetime) -> IncomingAlert
         raise PayloadError(f"{where}.status: expected firing or resolved")
     labels = _labels(raw.get("labels"), f"{where}.labels", required=True)
     annotations = _labels(raw.get("annotations"), f"{where}.annotations", required=False)
+    generator = raw.get("generatorURL")
+    if isinstance(generator, str) and 0 < len(generator) <= MAX_VALUE:
+        # Kept as an annotation of that name (the alert's link back to its source); shown
+        # only when it is a valid http(s) URL (services/alerts/links.py).
+        annotations.setdefault("generatorURL", generator)
     starts = _time(raw.get("startsAt"), f"{where}.startsAt", now) or now
     ends = _time(raw.get("endsAt"), f"{where}.endsAt", now)
     status = AlertStatus(status_text)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from config.alerts import AlertRoute
 from config.opsfile import OpsConfig
 from services.alerts.changes import RecentChanges, RecentDeploy, RecentFlagChange
 from services.alerts.engine import AlertEngine, routes_of
+from services.alerts.links import Link, alert_links, details, fill_template, silence_link
 from services.alerts.model import Alert, AlertGroup, Silence
 from services.alerts.outbox import Delivery
 
@@ -41,6 +43,9 @@ class GroupMessage:
     mention: list[int]  # user ids to mention under it
     edit_message_id: int | None
     silent: bool
+    opening: str = ""  # the route's template, filled (plain text: the chat side escapes it)
+    details: str = ""  # the description the alerts share (plain text)
+    links: tuple[Link, ...] = ()  # runbooks, dashboards, sources, then Alertmanager's silence
 
 
 @dataclass(frozen=True)
@@ -111,12 +116,28 @@ class AlertMessages:
             self._mentions(group, delivery.kind),
             group.message_id if editing else None,
             delivery.silent,
+            *self.extras_for(group),
         )
+
+    def extras_for(self, group: AlertGroup) -> tuple[str, str, tuple[Link, ...]]:
+        """The group's filled route template, shared description and links (a redraw of its
+        message wants them too)."""
+        ops = self._ops()
+        route = self._route(group)
+        opening = fill_template(route.template, group) if route and route.template else ""
+        links = alert_links(group)
+        if ops.alertmanager is not None:
+            silence = silence_link(group, str(ops.alertmanager.url))
+            links += [silence] if silence else []
+        return opening, "" if opening else details(group), tuple(links)
+
+    def _route(self, group: AlertGroup) -> AlertRoute | None:
+        routes = routes_of(self._ops())
+        return routes[group.route] if 0 <= group.route < len(routes) else None
 
     def _mentions(self, group: AlertGroup, kind: str) -> list[int]:
         """The route's mention_role, when a group (still) fires and this is not an edit."""
-        routes = routes_of(self._ops())
-        route = routes[group.route] if 0 <= group.route < len(routes) else None
+        route = self._route(group)
         if route is None or not route.mention_role or not group.firing or kind == "update":
             return []
         return list(self._ops().roles.get(route.mention_role, []))

@@ -88,7 +88,10 @@ def test_alertmanager_firing_and_resolved_alerts_are_parsed() -> None:
     firing, resolved = parse_alertmanager(json.loads(json.dumps(body)), NOW, MAX_ALERTS)
 
     assert dict(firing.labels) == API_DOWN
-    assert dict(firing.annotations) == {"summary": "ApiDown summary"}
+    assert dict(firing.annotations) == {  # generatorURL is kept as an annotation
+        "summary": "ApiDown summary",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=up+%3D%3D+0",
+    }
     assert firing.status is AlertStatus.FIRING
     assert firing.starts_at == datetime(2026, 3, 2, 9, 58, 1, 123456, tzinfo=UTC)
     assert firing.ends_at is None  # the zero time while firing means "no end"
@@ -103,7 +106,7 @@ def test_alertmanager_firing_and_resolved_alerts_are_parsed() -> None:
 
 def test_alertmanager_without_annotations_or_times_is_accepted() -> None:
     raw = am_alert(API_DOWN)
-    del raw["annotations"], raw["startsAt"], raw["endsAt"]
+    del raw["annotations"], raw["startsAt"], raw["endsAt"], raw["generatorURL"]
     [alert] = parse_alertmanager(am_body([raw]), NOW, MAX_ALERTS)
     assert dict(alert.annotations) == {}
     assert alert.starts_at == NOW  # no start given: when it arrived
