@@ -88,6 +88,7 @@ class Opsgate:
         elif settings.hold_at:
             services.deployments.hold_at = DeploymentState(settings.hold_at)
         await services.open()
+        services.start_background()  # the webhook sender: queued events go out from here on
         commands = all_commands(self._extra_commands)
         buttons = all_buttons(self._extra_buttons)
         self._application = application = build_application(settings, services, commands, buttons)

@@ -11,6 +11,11 @@ role = "sre"
 url = "https://ci.example.com/opsgate"
 events = ["deploy.*", "approval.*"]   # audit event kinds; "*" ends a prefix
 secret_env = "OPSGATE_WEBHOOK_CI_SECRET"   # "whsec_" + base64, from the environment
+timeout_s = 10                        # per POST; retries wait backoff_s, doubling up to
+backoff_s = 5                         # backoff_max_s; after max_attempts tries or max_age_h
+backoff_max_s = 600                   # hours since the event, the delivery is given up
+max_attempts = 20                     # (recorded: /health, /metrics, audit webhook.gave_up)
+max_age_h = 48
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class Webhook(_Strict):
     events: list[Annotated[str, StringConstraints(pattern=EVENT_PATTERN)]] = Field(min_length=1)
     secret_env: Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
     timeout_s: float = Field(default=10, gt=0, le=120)
+    backoff_s: float = Field(default=5, gt=0, le=3600)  # the first retry's wait; doubles
+    backoff_max_s: float = Field(default=600, gt=0, le=86400)  # the cap on one wait
+    max_attempts: int = Field(default=20, ge=1, le=1000)
+    max_age_h: float = Field(default=48, gt=0, le=24 * 30)  # from the event, then given up
 
     def wants(self, kind: str) -> bool:
         """Whether an event of this kind ("deploy.state") goes to this subscriber."""

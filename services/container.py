@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from config.integrations import Webhook
 from config.opsfile import OpsConfig
 from services.alerts.changes import RecentChanges
 from services.alerts.engine import AlertEngine
@@ -38,6 +39,8 @@ from services.records.storage import Storage
 from services.releases.queries import ReleaseQueries
 from services.reports.audit_export import AuditExport
 from services.runtime import RuntimeStatus
+from services.webhooks.delivery import WebhookSender
+from services.webhooks.queue import WebhookQueue
 
 VERSION = "0.1.0"
 
@@ -71,6 +74,8 @@ class Services:
     alert_messages: AlertMessages  # what each outbox row becomes as a message
     monitor: Monitor
     retention: Retention
+    webhooks: WebhookQueue  # outgoing events, written with the audit rows they carry
+    webhook_sender: WebhookSender  # its own task: start_background() / aclose()
     runtime: RuntimeStatus = field(default_factory=RuntimeStatus)
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
@@ -85,12 +90,18 @@ class Services:
         clock: Callable[[], datetime] = utc_now,
     ) -> Services:
         """Wire everything; `await open()` then loads what lives in the database."""
-        audit = AuditLog(storage, clock)
+        services: Services  # the functions below read it once it exists
+
+        def current_webhooks() -> dict[str, Webhook]:
+            return services.ops.webhooks
+
+        # Retries wait real seconds, whatever clock the domain runs on.
+        webhooks = WebhookQueue(storage, current_webhooks, utc_now)
+        audit = AuditLog(storage, clock, tap=webhooks)
         control_dir = Path(tempfile.mkdtemp(prefix="og-"))
         flags = FlagStore(storage, audit)
         deployments = Deployments(storage, audit, clock)
         http = httpx.AsyncClient(follow_redirects=False)
-        services: Services  # the functions below read it once it exists
 
         def current_ops() -> OpsConfig:
             return services.ops
@@ -152,6 +163,8 @@ class Services:
             alert_messages=AlertMessages(alert_engine, recent_changes, current_ops),
             monitor=Monitor(alert_engine, current_ops, controller, sampler, clock),
             retention=Retention(storage, Path(str(storage.path)), current_ops, clock),
+            webhooks=webhooks,
+            webhook_sender=WebhookSender(webhooks, current_webhooks, audit),
             clock=clock,
         )
         return services
@@ -159,6 +172,10 @@ class Services:
     async def open(self) -> None:
         await self.flags.load()
         await self.sync_declared_flags()
+
+    def start_background(self) -> None:
+        """Tasks of the services' own (on the running loop): the webhook sender."""
+        self.webhook_sender.start()
 
     async def sync_declared_flags(self) -> None:
         """Create flags the ops file declares and the database does not know yet (off, 0%)."""
@@ -186,6 +203,7 @@ class Services:
         return (utc_now() - self.started_at).total_seconds()
 
     async def aclose(self) -> None:
+        await self.webhook_sender.stop()  # undelivered rows stay queued for the next run
         await self.hosts.aclose()
         await self.http.aclose()
         await self.storage.close()

@@ -66,6 +66,19 @@ def create_http_app(
                 "calls_pending": runtime.chat_calls_pending,
             },
             "database_writable": writable,
+            "webhooks": {
+                hook.name: {
+                    "pending": hook.pending,
+                    "failing": hook.failing,
+                    "last_error": hook.last_error or None,
+                    "last_error_at": hook.last_error_at,
+                    "last_delivered_at": hook.last_delivered_at,
+                    "delivered": hook.delivered,
+                    "failed_attempts": hook.failed,
+                    "gave_up": hook.gave_up,
+                }
+                for hook in await services.webhooks.status()
+            },
         }
         return JSONResponse(body, status_code=200 if writable else 503)
 

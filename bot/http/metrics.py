@@ -1,6 +1,7 @@
 """GET /metrics in Prometheus' text format: deployments and their durations, approval waits,
-alerts, the outbox, chat API errors, and the DORA figures, all read from the database at
-scrape time (prometheus-client renders them; nothing is kept in memory between scrapes)."""
+alerts, the outbox, outgoing webhooks, chat API errors, and the DORA figures, all read from
+the database at scrape time (prometheus-client renders them; nothing is kept in memory
+between scrapes)."""
 
 from __future__ import annotations
 
@@ -89,11 +90,35 @@ async def collect(services: Services) -> list[Metric]:
     ):
         outbox.add_metric([state], count)
     metrics.append(outbox)
+    metrics += await _webhooks(services)
     errors = CounterMetricFamily("opsgate_telegram_api_errors", "Failed Bot API calls")
     errors.add_metric([], services.runtime.chat_api_errors)
     metrics.append(errors)
     metrics += await _dora(services)
     return metrics
+
+
+async def _webhooks(services: Services) -> list[Metric]:
+    deliveries = CounterMetricFamily(
+        "opsgate_webhook_deliveries",
+        "Outgoing webhook attempts by result: delivered, failed (retried or not), gave_up",
+        labels=["subscription", "result"],
+    )
+    pending = GaugeMetricFamily(
+        "opsgate_webhook_pending",
+        "Outgoing webhook events not yet delivered",
+        labels=["subscription"],
+    )
+    failing = GaugeMetricFamily(
+        "opsgate_webhook_failing", "1 when the last attempt failed", labels=["subscription"]
+    )
+    for hook in await services.webhooks.status():
+        deliveries.add_metric([hook.name, "delivered"], hook.delivered)
+        deliveries.add_metric([hook.name, "failed"], hook.failed)
+        deliveries.add_metric([hook.name, "gave_up"], hook.gave_up_total)
+        pending.add_metric([hook.name], hook.pending)
+        failing.add_metric([hook.name], int(hook.failing))
+    return [deliveries, pending, failing]
 
 
 async def _dora(services: Services) -> list[Metric]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -39,12 +40,31 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class AuditLog:
-    """Writes are committed before `record` returns: an acknowledged action is never lost."""
+class EventTap(Protocol):
+    """What else an event becomes in the same transaction (outgoing webhooks' queue rows)."""
 
-    def __init__(self, storage: Storage, clock: Callable[[], datetime] = utc_now) -> None:
+    def wants(self, kind: str) -> bool: ...
+
+    async def enqueue(self, event: Event) -> None:
+        """Write its rows through the storage: they join the transaction the event is in."""
+
+
+class AuditLog:
+    """Writes are committed before `record` returns: an acknowledged action is never lost.
+
+    An event a tap wants is written with the tap's rows in one transaction: the caller's, when
+    it records inside one, else one of its own. Both are kept, or neither.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Callable[[], datetime] = utc_now,
+        tap: EventTap | None = None,
+    ) -> None:
         self._storage = storage
         self._clock = clock  # the same clock as the rows the events describe
+        self.tap = tap
 
     async def record(
         self,
@@ -55,6 +75,22 @@ class AuditLog:
     ) -> Event:
         at = self._clock()
         payload = json.dumps(data or {}, sort_keys=True, default=str)
+        tap = self.tap
+        if tap is None or not tap.wants(kind):
+            return await self._insert(at, kind, actor, subject, payload)
+        # The storage's transaction belongs to the task that opened it (same package).
+        if self._storage._owner is asyncio.current_task():
+            event = await self._insert(at, kind, actor, subject, payload)
+            await tap.enqueue(event)
+            return event
+        async with self._storage.transaction():
+            event = await self._insert(at, kind, actor, subject, payload)
+            await tap.enqueue(event)
+        return event
+
+    async def _insert(
+        self, at: datetime, kind: str, actor: str, subject: str, payload: str
+    ) -> Event:
         written = await self._storage.write(
             "INSERT INTO events (at, kind, actor, subject, data) VALUES (?, ?, ?, ?, ?)",
             (at.isoformat(), kind, actor, subject, payload),

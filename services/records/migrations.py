@@ -364,6 +364,38 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX canary_analyses_by_deployment ON canary_analyses (deployment_id, id);
         """,
     ),
+    Migration(
+        13,
+        "outgoing webhooks: a queue of deliveries per subscription, and their running totals",
+        """
+        CREATE TABLE webhook_deliveries (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            subscription TEXT    NOT NULL,
+            event_id     INTEGER NOT NULL,
+            kind         TEXT    NOT NULL,
+            subject      TEXT    NOT NULL,
+            message_id   TEXT    NOT NULL UNIQUE,
+            body         TEXT    NOT NULL,
+            created_at   TEXT    NOT NULL,
+            state        TEXT    NOT NULL DEFAULT 'pending',
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            next_at      TEXT    NOT NULL,
+            last_error   TEXT    NOT NULL DEFAULT '',
+            updated_at   TEXT    NOT NULL
+        );
+        CREATE INDEX webhook_deliveries_pending
+            ON webhook_deliveries (subscription, subject, id) WHERE state = 'pending';
+        CREATE TABLE webhook_totals (
+            subscription      TEXT    PRIMARY KEY,
+            delivered         INTEGER NOT NULL DEFAULT 0,
+            failed            INTEGER NOT NULL DEFAULT 0,
+            gave_up           INTEGER NOT NULL DEFAULT 0,
+            last_error        TEXT    NOT NULL DEFAULT '',
+            last_error_at     TEXT,
+            last_delivered_at TEXT
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: audited events queued per subscription, signed (Standard Webhooks), sent."""
