@@ -1,4 +1,5 @@
-"""The `opsgate` command: run, demo, check-config; deploy, rollback, flag, status (a client)."""
+"""The `opsgate` command: run, demo, check-config, doctor; and a client of a running opsgate's
+API (deploy, rollback, promote, flag, halt, lock, unlock, silence, unsilence, status)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bot.api_client import COMMANDS as CLIENT_COMMANDS
 from bot.api_client import add_commands, run_client
 from bot.logs import configure_logging
 from bot.runner import Opsgate
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.doctor import run_doctor
 
         return run_doctor(load_settings())
-    if args.command in ("deploy", "rollback", "promote", "flag", "status"):
+    if args.command in CLIENT_COMMANDS:
         return run_client(args, load_settings())
     if args.command == "check-config":
         return check_config(args.file or load_settings().config)

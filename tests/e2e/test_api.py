@@ -4,6 +4,7 @@ deploy through the API, approvers sign it off in Telegram, it runs. Same checks 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -85,10 +86,14 @@ async def test_a_pipeline_requests_a_deploy_that_people_sign_off(
     assert status.returncode == 0, status.stderr
     assert "#1 deploy app v1: succeeded" in status.stdout
     moved = await cli(opsgate, "flag", "checkout", "25", "--as", str(CAROL))
-    assert (moved.returncode, moved.stdout.strip()) == (
-        0,
-        '{"key": "checkout", "rollout_percent": 25.0}',
-    )
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout) == {
+        "key": "checkout",
+        "rollout_percent": 25.0,
+        "enabled": True,
+        "killed": False,
+        "version": 2,
+    }
     flags = (await api(opsgate, "GET", "/api/flags")).json()
     assert [(f["key"], f["rollout_percent"]) for f in flags] == [("checkout", 25.0)]
 

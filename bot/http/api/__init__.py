@@ -1,23 +1,32 @@
-"""The JSON API behind OPSGATE_API_TOKEN: read services, deployments, flags and alerts; request
-deploys, rollbacks and flag changes. Writes go through the services' front door, with the same
-checks, sign-off and audit as the chat: `requested_by` is a person from [people] who must hold
-the role the chat command needs, and the approvals chat gets the same sign-off message.
+"""The JSON API: read services, deployments, flags, alerts and locks; do what the chat does
+(deploy, rollback, promote, halt, lock, unlock, silence, unsilence, flag changes). Writes go
+through the services' front door, with the same checks, sign-off and audit as the chat.
 
-    GET  /api/services | /api/deployments[?service=&limit=] | /api/deployments/{id}
-    GET  /api/flags | /api/alerts | /api/openapi.json
-    POST /api/deployments   {"service", "version", "requested_by", "emergency"?}
-    POST /api/rollbacks     {"service", "version"?, "requested_by"}
-    POST /api/flags/{key}   {"percent", "requested_by"}
+Who asks: a token of the ops file's [api_tokens] names its caller (a person, or a role); with
+OPSGATE_API_TOKEN, `requested_by` in the body is a person from [people]. Either must hold the
+role the chat command needs, or the answer is 403 and nothing changes.
 
-Each route is a named function of one module per resource (reads, changes); this package only
-assembles them behind the bearer token and turns refusals into status codes.
+    GET    /api/services | /api/deployments[?service=&limit=] | /api/deployments/{id}
+    GET    /api/flags | /api/alerts | /api/locks | /api/openapi.json
+    POST   /api/deployments         {"service", "version", "emergency"?, "environment"?}
+    POST   /api/rollbacks           {"service", "version"?, "environment"?}
+    POST   /api/promotions          {"service", "from"?}
+    POST   /api/flags/{key}         {"percent"} | {"action": "on"|"off"|"kill"|..., ...}
+    POST   /api/halt                {"reason"}
+    POST   /api/locks/{env}         {"reason"}
+    DELETE /api/locks/{env}
+    POST   /api/silences            {"matchers", "duration", "comment"?}
+    DELETE /api/silences/{id}
+
+Each route is a named function of one module per resource (reads, changes, controls); this
+package only assembles them behind the bearer token and turns refusals into status codes.
 """
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from bot.http.api import changes, reads
+from bot.http.api import changes, controls, reads
 from bot.http.api.common import Handler, guarded
 
 TABLE: list[tuple[str, str, Handler]] = [
@@ -31,6 +40,12 @@ TABLE: list[tuple[str, str, Handler]] = [
     ("POST", "/api/rollbacks", changes.request_rollback),
     ("POST", "/api/promotions", changes.request_promotion),
     ("POST", "/api/flags/{key}", changes.change_flag),
+    ("POST", "/api/halt", controls.halt),
+    ("GET", "/api/locks", controls.list_locks),
+    ("POST", "/api/locks/{environment}", controls.lock),
+    ("DELETE", "/api/locks/{environment}", controls.unlock),
+    ("POST", "/api/silences", controls.silence),
+    ("DELETE", "/api/silences/{id}", controls.unsilence),
 ]
 
 

@@ -1,4 +1,4 @@
-"""API writes: deploys, rollbacks and flag changes, through the services' front door.
+"""API writes: deploys, rollbacks, promotions and flag changes, through the services' front door.
 
 Parse the body, check who asks, call one service, answer 202 with the deployment; refusals
 are the services' own errors, mapped to status codes in bot/http/api/common.py.
@@ -6,13 +6,16 @@ are the services' own errors, mapped to status codes in bot/http/api/common.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.http.api.common import ApiRefused, body_of, deployment_json, person, services_of
+from bot.http.api.common import ApiRefused, actor, body_of, deployment_json, services_of
+from bot.http.api.schema import FLAG_ACTIONS
 from config.permissions import Action
 from services.deploy.front_door import Origin
-from services.flags.types import FlagError
+from services.flags.types import Flag, FlagError
 from services.releases.build import InvalidVersion
 
 API = Origin("api")
@@ -21,12 +24,12 @@ API = Origin("api")
 async def request_deploy(request: Request) -> Response:
     services, body = services_of(request), await body_of(request)
     emergency = body.get("emergency", False) is True
-    who = person(services, body, Action.EMERGENCY if emergency else Action.DEPLOY)
-    name, version = _text(body, "service"), _text(body, "version")
-    environment = _optional_text(body, "environment")
+    who = actor(request, body, Action.EMERGENCY if emergency else Action.DEPLOY)
+    name, version = text(body, "service"), text(body, "version")
+    environment = optional_text(body, "environment")
     try:
         requested = await services.front_door.deploy(
-            name, version, str(who), API, emergency=emergency, environment=environment
+            name, version, who, API, emergency=emergency, environment=environment
         )
     except InvalidVersion as exc:
         raise ApiRefused(422, f"version: {exc}") from None
@@ -36,13 +39,13 @@ async def request_deploy(request: Request) -> Response:
 
 async def request_rollback(request: Request) -> Response:
     services, body = services_of(request), await body_of(request)
-    who = person(services, body, Action.ROLLBACK)
+    who = actor(request, body, Action.ROLLBACK)
     requested = await services.front_door.rollback(
-        _text(body, "service"),
-        _optional_text(body, "version"),
-        str(who),
+        text(body, "service"),
+        optional_text(body, "version"),
+        who,
         API,
-        _optional_text(body, "environment"),
+        optional_text(body, "environment"),
     )
     deployment = await services.deployments.get(requested.deployment.id)
     return JSONResponse(deployment_json(deployment), status_code=202)
@@ -52,38 +55,75 @@ async def request_promotion(request: Request) -> Response:
     """What runs in `from` (default: the first environment another is promoted from) goes
     to the next environment, through the usual sign-off."""
     services, body = services_of(request), await body_of(request)
-    who = person(services, body, Action.DEPLOY)
+    who = actor(request, body, Action.DEPLOY)
     requested = await services.front_door.promote(
-        _text(body, "service"), str(who), API, _optional_text(body, "from")
+        text(body, "service"), who, API, optional_text(body, "from")
     )
     deployment = await services.deployments.get(requested.deployment.id)
     return JSONResponse(deployment_json(deployment), status_code=202)
 
 
 async def change_flag(request: Request) -> Response:
+    """`{"percent": 25}` (`action` may be left out), or `{"action": "on" | "off" | "kill" |
+    "unkill" | "exclude" | "include", "reason"?, "target"?: {"kind": "chat"|"user", "id"}}`."""
     services, body = services_of(request), await body_of(request)
-    who = person(services, body, Action.FLAGS)
     key = request.path_params["key"]
-    percent = body.get("percent")
-    if not isinstance(percent, (int, float)) or isinstance(percent, bool):
-        raise ApiRefused(422, "percent: a number from 0 to 100")
+    verb = body.get("action", "percent")
+    if verb not in FLAG_ACTIONS:
+        raise ApiRefused(422, f"action: one of {', '.join(FLAG_ACTIONS)}")
+    who = actor(request, body, Action.FLAGS)
     if await services.flags.get(key) is None:
         raise ApiRefused(404, f"unknown flag {key[:60]!r}")
     try:
-        flag = await services.flags.set_rollout(key, float(percent), str(who), "API")
+        flag = await _apply_flag(request, key, verb, body, who)
     except (FlagError, ValueError) as exc:
         raise ApiRefused(422, str(exc)) from None
-    return JSONResponse({"key": flag.key, "rollout_percent": flag.rollout_percent})
+    return JSONResponse(flag_json(flag))
 
 
-def _optional_text(body: dict[str, object], field: str) -> str | None:
+async def _apply_flag(
+    request: Request, key: str, verb: str, body: dict[str, Any], who: str
+) -> Flag:
+    flags = services_of(request).flags
+    if verb == "percent":
+        percent = body.get("percent")
+        if not isinstance(percent, (int, float)) or isinstance(percent, bool):
+            raise ApiRefused(422, "percent: a number from 0 to 100")
+        return await flags.set_rollout(key, float(percent), who, "API")
+    if verb in ("on", "off"):
+        return await flags.set_enabled(key, verb == "on", who)
+    if verb == "kill":
+        return await flags.kill(key, who, text(body, "reason") or "killed through the API")
+    if verb == "unkill":
+        return await flags.unkill(key, who)
+    target = body.get("target")
+    kind = target.get("kind") if isinstance(target, dict) else None
+    ident = target.get("id") if isinstance(target, dict) else None
+    if kind not in ("chat", "user") or not isinstance(ident, (str, int)) or ident is True:
+        raise ApiRefused(422, 'target: {"kind": "chat" or "user", "id": a Telegram id}')
+    if verb == "exclude":
+        return await flags.exclude(key, kind, ident, who)
+    return await flags.include(key, kind, ident, who)
+
+
+def flag_json(flag: Flag) -> dict[str, Any]:
+    return {
+        "key": flag.key,
+        "rollout_percent": flag.rollout_percent,
+        "enabled": flag.enabled,
+        "killed": flag.killed,
+        "version": flag.version,
+    }
+
+
+def optional_text(body: dict[str, Any], field: str) -> str | None:
     """Absent: None. Present but not text: "" (refused by the front door, never ignored)."""
     if field not in body or body[field] is None:
         return None
-    return _text(body, field)
+    return text(body, field)
 
 
-def _text(body: dict[str, object], field: str) -> str:
+def text(body: dict[str, Any], field: str) -> str:
     """A text field as given; anything else becomes "" and is refused by the front door."""
     value = body.get(field)
     return value if isinstance(value, str) else ""

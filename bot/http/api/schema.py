@@ -1,8 +1,11 @@
-"""The OpenAPI document of the JSON API (bot/http/api.py), served at GET /api/openapi.json."""
+"""The OpenAPI document of the JSON API (bot/http/api/), served at GET /api/openapi.json."""
 
 from __future__ import annotations
 
 from typing import Any
+
+# The flag changes of `/flag KEY ...` the API makes (plans stay in the chat).
+FLAG_ACTIONS = ("percent", "on", "off", "kill", "unkill", "exclude", "include")
 
 _ERROR = {
     "description": "refused, with the reason",
@@ -13,6 +16,7 @@ _ERROR = {
 def _ok(schema: dict[str, Any], code: str = "200") -> dict[str, Any]:
     return {
         code: {"description": "ok", "content": {"application/json": {"schema": schema}}},
+        "400": {"description": "the body is not JSON"},
         "401": {"description": "missing or wrong bearer token"},
         "403": _ERROR,
         "404": _ERROR,
@@ -26,22 +30,62 @@ def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-_REQUESTER = {"type": "integer", "description": "Telegram user id of someone in [people]"}
+_REQUESTER = {
+    "type": "integer",
+    "description": "with OPSGATE_API_TOKEN only: the Telegram user id of someone in [people]"
+    " (a token of [api_tokens] names its caller itself, and this is not read)",
+}
+_TEXT = {"type": "string"}
 _DEPLOYMENT = {"$ref": "#/components/schemas/Deployment"}
+_LOCK = {"$ref": "#/components/schemas/Lock"}
+_SILENCE = {"$ref": "#/components/schemas/Silence"}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "opsgate",
         "version": "1",
-        "description": "Read opsgate's state; request deploys, rollbacks and flag changes through"
-        " the same checks, sign-off and audit as the chat.",
+        "description": "Read opsgate's state; do what the chat does (deploy, rollback, halt,"
+        " lock, silence, flag changes) through the same checks, sign-off and audit. The bearer"
+        " token is one of the ops file's [api_tokens] (it names the caller: a person or a"
+        " role), or OPSGATE_API_TOKEN with `requested_by` in each write. A caller without the"
+        " role the chat command needs gets 403 and nothing changes.",
     },
     "security": [{"bearer": []}],
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+            "Flag": {
+                "type": "object",
+                "properties": {
+                    "key": _TEXT,
+                    "rollout_percent": {"type": "number"},
+                    "enabled": {"type": "boolean"},
+                    "killed": {"type": "boolean"},
+                    "version": {"type": "integer"},
+                },
+            },
+            "Lock": {
+                "type": "object",
+                "properties": {
+                    "environment": _TEXT,
+                    "locked_by": _TEXT,
+                    "reason": _TEXT,
+                    "since": {"type": "string", "format": "date-time"},
+                },
+            },
+            "Silence": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "matchers": {"type": "array", "items": _TEXT},
+                    "starts_at": {"type": "string", "format": "date-time"},
+                    "ends_at": {"type": "string", "format": "date-time"},
+                    "created_by": _TEXT,
+                    "comment": _TEXT,
+                },
+            },
             "Deployment": {
                 "type": "object",
                 "properties": {
@@ -87,7 +131,7 @@ OPENAPI: dict[str, Any] = {
                         "emergency": {"type": "boolean"},
                         "environment": {"type": "string"},
                     },
-                    ["service", "version", "requested_by"],
+                    ["service", "version"],
                 ),
                 "responses": _ok(_DEPLOYMENT, "202"),
             },
@@ -111,7 +155,7 @@ OPENAPI: dict[str, Any] = {
                         "requested_by": _REQUESTER,
                         "environment": {"type": "string"},
                     },
-                    ["service", "requested_by"],
+                    ["service"],
                 ),
                 "responses": _ok(_DEPLOYMENT, "202"),
             }
@@ -125,7 +169,7 @@ OPENAPI: dict[str, Any] = {
                         "from": {"type": "string"},
                         "requested_by": _REQUESTER,
                     },
-                    ["service", "requested_by"],
+                    ["service"],
                 ),
                 "responses": _ok(_DEPLOYMENT, "202"),
             }
@@ -144,18 +188,97 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "requestBody": _body(
                     {
+                        "action": {
+                            "enum": list(FLAG_ACTIONS),
+                            "default": "percent",
+                        },
                         "percent": {"type": "number", "minimum": 0, "maximum": 100},
+                        "reason": {"type": "string", "description": "for kill"},
+                        "target": {
+                            "type": "object",
+                            "description": "for exclude / include",
+                            "properties": {
+                                "kind": {"enum": ["chat", "user"]},
+                                "id": {"type": ["string", "integer"]},
+                            },
+                            "required": ["kind", "id"],
+                        },
                         "requested_by": _REQUESTER,
                     },
-                    ["percent", "requested_by"],
+                    [],
                 ),
-                "responses": _ok({"type": "object"}),
+                "responses": _ok({"$ref": "#/components/schemas/Flag"}),
             }
         },
         "/api/alerts": {
             "get": {
                 "summary": "alert groups firing now",
                 "responses": _ok({"type": "array", "items": {"type": "object"}}),
+            }
+        },
+        "/api/halt": {
+            "post": {
+                "summary": "emergency stop: cancel what has not switched, stop rollouts before"
+                " their next host, pause flag plans, lock every environment (role: control)",
+                "requestBody": _body({"reason": _TEXT, "requested_by": _REQUESTER}, ["reason"]),
+                "responses": _ok(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "cancelled": {"type": "array", "items": {"type": "integer"}},
+                            "still_running": {"type": "array", "items": {"type": "integer"}},
+                            "paused": {"type": "array", "items": _TEXT},
+                            "locked": {"type": "array", "items": _TEXT},
+                        },
+                    }
+                ),
+            }
+        },
+        "/api/locks": {
+            "get": {
+                "summary": "environment locks in force",
+                "responses": _ok({"type": "array", "items": _LOCK}),
+            }
+        },
+        "/api/locks/{environment}": {
+            "parameters": [
+                {"name": "environment", "in": "path", "required": True, "schema": _TEXT}
+            ],
+            "post": {
+                "summary": "lock an environment against deploys (role: lock)",
+                "requestBody": _body({"reason": _TEXT, "requested_by": _REQUESTER}, ["reason"]),
+                "responses": _ok(_LOCK, "201"),
+            },
+            "delete": {
+                "summary": "lift an environment's lock (role: lock)",
+                "responses": _ok(_LOCK),
+            },
+        },
+        "/api/silences": {
+            "post": {
+                "summary": "silence alerts matching every matcher for a while (role: silence)",
+                "requestBody": _body(
+                    {
+                        "matchers": {
+                            "type": "string",
+                            "description": "label=value or label=~regex, space-separated",
+                        },
+                        "duration": {"type": "string", "pattern": "^[0-9]{1,4}[smhd]$"},
+                        "comment": _TEXT,
+                        "requested_by": _REQUESTER,
+                    },
+                    ["matchers", "duration"],
+                ),
+                "responses": _ok(_SILENCE, "201"),
+            }
+        },
+        "/api/silences/{id}": {
+            "delete": {
+                "summary": "end a silence now (role: silence)",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+                ],
+                "responses": _ok(_SILENCE),
             }
         },
     },

@@ -1,0 +1,119 @@
+"""API controls: /halt, environment locks and alert silences, as the chat has them.
+
+Halt goes through the front door; locks through the environment locks; silences through the
+alert engine's own silence/unsilence. Each is audited under the caller (common.actor).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bot.http.api.changes import text
+from bot.http.api.common import ApiRefused, actor, body_of, services_of
+from config.permissions import Action
+from services.alerts.model import MatcherError, Silence, parse_matchers
+from services.deploy.locks import EnvLock
+
+DURATION = re.compile(r"([0-9]{1,4})([smhd])")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_SILENCE = timedelta(days=30)
+
+
+async def halt(request: Request) -> Response:
+    """`{"reason"}`: cancel what has not switched, stop rollouts, pause plans, lock all."""
+    services, body = services_of(request), await body_of(request)
+    who = actor(request, body, Action.CONTROL)
+    reason = text(body, "reason")
+    if not reason.strip():
+        raise ApiRefused(422, "reason: why everything stops (it stays until unlocked)")
+    report = await services.front_door.halt(who, reason)
+    return JSONResponse(
+        {
+            "cancelled": [d.id for d in report.cancelled],
+            "still_running": [d.id for d in report.still_running],
+            "paused": [p.flag_key for p in report.paused],
+            "locked": [lock.environment for lock in report.locked],
+        }
+    )
+
+
+async def list_locks(request: Request) -> Response:
+    held = await services_of(request).env_locks.all()
+    return JSONResponse([lock_json(lock) for lock in held])
+
+
+async def lock(request: Request) -> Response:
+    """`{"reason"}`: deploys to the environment are refused until it is unlocked."""
+    services, body = services_of(request), await body_of(request)
+    who = actor(request, body, Action.LOCK)
+    environment = _environment(request)
+    locked = await services.env_locks.lock(environment, who, text(body, "reason"))
+    return JSONResponse(lock_json(locked), status_code=201)
+
+
+async def unlock(request: Request) -> Response:
+    """A per-caller token needs no body; OPSGATE_API_TOKEN sends `{"requested_by"}`."""
+    services, body = services_of(request), await body_of(request)
+    who = actor(request, body, Action.LOCK)
+    ended = await services.env_locks.unlock(_environment(request), who)
+    return JSONResponse(lock_json(ended))
+
+
+async def silence(request: Request) -> Response:
+    """`{"matchers": "alertname=DiskFull service=~web.*", "duration": "2h", "comment"?}`."""
+    services, body = services_of(request), await body_of(request)
+    who = actor(request, body, Action.SILENCE)
+    try:
+        matchers = parse_matchers(text(body, "matchers"))
+    except MatcherError as exc:
+        raise ApiRefused(422, f"matchers: {exc}") from None
+    match = DURATION.fullmatch(text(body, "duration"))
+    duration = timedelta(seconds=int(match[1]) * UNITS[match[2]]) if match else timedelta(0)
+    if not timedelta(0) < duration <= MAX_SILENCE:
+        raise ApiRefused(422, "duration: 1s to 30d, like 30m, 2h, 1d")
+    made = await services.alerts.silence(matchers, duration, who, text(body, "comment"))
+    return JSONResponse(silence_json(made), status_code=201)
+
+
+async def unsilence(request: Request) -> Response:
+    services, body = services_of(request), await body_of(request)
+    who, raw = actor(request, body, Action.SILENCE), request.path_params["id"]
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
+        raise ApiRefused(404, f"no silence {raw[:20]!r} in force")
+    ended = await services.alerts.unsilence(int(raw), who)
+    if ended is None:
+        raise ApiRefused(404, f"no silence {raw} in force")
+    return JSONResponse(silence_json(ended))
+
+
+def _environment(request: Request) -> str:
+    name: str = request.path_params["environment"]
+    known = sorted(services_of(request).ops.environments)
+    if name not in known:
+        raise ApiRefused(404, f"unknown environment {name[:40]!r} (known: {', '.join(known)})")
+    return name
+
+
+def lock_json(held: EnvLock) -> dict[str, Any]:
+    return {
+        "environment": held.environment,
+        "locked_by": held.locked_by,
+        "reason": held.reason,
+        "since": held.since.isoformat(),
+    }
+
+
+def silence_json(s: Silence) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "matchers": [str(m) for m in s.matchers],
+        "starts_at": s.starts_at.isoformat(),
+        "ends_at": s.ends_at.isoformat(),
+        "created_by": s.created_by,
+        "comment": s.comment,
+    }
