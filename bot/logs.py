@@ -40,8 +40,20 @@ class RedactingFormatter(logging.Formatter):
         super().__init__(fmt)
         self._secrets = secret_variants(secrets)
 
+    def also(self, secrets: Iterable[str]) -> None:
+        self._secrets = secret_variants([*self._secrets, *secrets])
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record), self._secrets)
+
+
+def redact_also(secrets: Iterable[str]) -> None:
+    """Secrets known only once the ops file is read (webhook secrets from the environment it
+    names) join those every configured handler scrubs."""
+    values = [s for s in secrets if s]
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, RedactingFormatter):
+            handler.formatter.also(values)
 
 
 def configure_logging(level: str, secrets: Iterable[str]) -> None:

@@ -7,6 +7,7 @@ exactly as production does.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -18,6 +19,7 @@ from bot.app import all_buttons, all_commands, build_application
 from bot.deploy_cards import resume_after_restart, retire_card
 from bot.http.app import create_http_app
 from bot.http.server import BackgroundHTTPServer
+from bot.logs import redact_also
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings, UpdateMode
 from handlers.alerts_chat import monitor_tick
@@ -79,6 +81,7 @@ class Opsgate:
     async def start(self) -> None:
         settings = self.settings
         ops = self._ops or load_ops_file(settings.config)
+        redact_also(os.environ.get(hook.secret_env, "") for hook in ops.webhooks.values())
         storage = await Storage(settings.db).open()
         self._services = services = Services.create(ops, settings.config, storage, self._clock)
         if settings.hold_at.startswith("host."):

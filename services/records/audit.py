@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,8 +77,7 @@ class AuditLog:
         tap = self.tap
         if tap is None or not tap.wants(kind):
             return await self._insert(at, kind, actor, subject, payload)
-        # The storage's transaction belongs to the task that opened it (same package).
-        if self._storage._owner is asyncio.current_task():
+        if self._storage.in_transaction():
             event = await self._insert(at, kind, actor, subject, payload)
             await tap.enqueue(event)
             return event

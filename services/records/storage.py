@@ -159,6 +159,10 @@ class Storage:
             finally:
                 self._owner = None
 
+    def in_transaction(self) -> bool:
+        """Whether the calling task holds the open transaction (its writes join it)."""
+        return self._owner is not None and self._owner is asyncio.current_task()
+
     async def write(self, sql: str, params: Sequence[object] = ()) -> WriteResult:
         """One statement, committed on return (or part of this task's open transaction)."""
         if self._owner is not None and self._owner is asyncio.current_task():

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from bot.logs import REDACTED, RedactingFormatter, configure_logging, secret_variants
+from bot.logs import REDACTED, RedactingFormatter, configure_logging, redact_also, secret_variants
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
@@ -62,3 +62,21 @@ def test_scheduler_ticks_and_access_lines_only_at_debug() -> None:
         root.setLevel(saved[1])
         for name in ("apscheduler", "uvicorn.access"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_secrets_named_by_the_ops_file_are_scrubbed_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    try:
+        configure_logging("INFO", [TOKEN])
+        redact_also([webhook_secret, ""])
+        logging.getLogger("opsgate.test").warning("signing with %s for %s", webhook_secret, TOKEN)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    output = stream.getvalue()
+    assert webhook_secret not in output and TOKEN not in output
+    assert f"signing with {REDACTED} for {REDACTED}" in output
