@@ -13,10 +13,12 @@ from telegram import CallbackQuery, Message, Update
 from config.permissions import Action
 from handlers.alerts_render import (
     NS_ALERT,
+    NS_PAGE,
     group_keyboard,
-    render_group,
+    page_keyboard,
+    render_entry,
     render_group_message,
-    render_silence,
+    render_page,
 )
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
@@ -25,9 +27,13 @@ from handlers.context import OpsContext
 from handlers.edits import show
 from handlers.render import esc, join_lines
 from handlers.replies import request_rollback
+from services.alerts.listing import apply as apply_filter
+from services.alerts.listing import page_of, parse_filter
 from services.alerts.messages import service_of
-from services.alerts.model import AlertGroup, Matcher, MatcherError, parse_matchers
+from services.alerts.model import AlertError, AlertGroup, Matcher, MatcherError, parse_matchers
+from services.alerts.silences import AM_ID, SilenceBook
 from services.flags.plans import PlanError
+from services.records.audit import Event
 
 log = logging.getLogger(__name__)
 # What each alert button does, for the role gate (named in the ops file's [permissions]).
@@ -41,10 +47,20 @@ BUTTON_ACTIONS = {
 DURATION = re.compile(r"([0-9]{1,4})([smhd])")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SILENCE = timedelta(days=30)
+MAX_COMMENT = 200
+PAGE_SIZE = 10  # groups per /alerts page
+PAGE_TTL = timedelta(hours=1)  # a page button older than this is no longer valid
+
+
+def _book(context: OpsContext) -> SilenceBook:
+    """Silences, in Alertmanager when the ops file names one (services/alerts/silences.py)."""
+    s = context.services
+    return SilenceBook(s.alerts, s.storage, s.audit, lambda: s.ops, s.http, s.clock)
 
 
 async def monitor_tick(context: OpsContext) -> None:
     """The repeating job: one sampling cycle of opsgate's own monitor rules."""
+    await _book(context).sync()  # Alertmanager's silences apply to opsgate's alerts too
     reported = await context.services.monitor.cycle()
     for alert in reported:
         log.info("monitor: %s %s", alert.labels.get("alertname"), alert.status)
@@ -94,8 +110,20 @@ async def alert_pressed(update: Update, context: OpsContext) -> None:
     else:
         hours = 1 if data.action == "s1" else 24
         matchers = _matchers_for(group)
-        await services.alerts.silence(matchers, timedelta(hours=hours), str(user.id), "button")
-        await query.answer(f"Silenced for {hours} h.")
+        try:
+            made = await _book(context).create(
+                matchers, timedelta(hours=hours), str(user.id), f"{hours}h from the alert button"
+            )
+        except AlertError as exc:
+            await query.answer(f"Not silenced: {exc}"[:190], show_alert=True)
+            return
+        if made.unreachable:
+            await query.answer(
+                f"Alertmanager unreachable: silenced for {hours} h in opsgate only.",
+                show_alert=True,
+            )
+        else:
+            await query.answer(f"Silenced for {hours} h.")
     await _redraw(context, group.id)
 
 
@@ -134,32 +162,75 @@ async def _redraw(context: OpsContext, group_id: int) -> None:
 
 
 async def alerts_command(update: Update, context: OpsContext) -> None:
-    """What is firing now, by group."""
-    message = update.effective_message
-    if message is None:
+    """/alerts [service|severity|matchers]: what is firing now, by group, a page at a time."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
         return
-    services = context.services
-    groups = await services.alerts.firing_groups()
-    if not groups:
-        await message.reply_text("✅ Nothing is firing.")
+    services, text = context.services, " ".join(context.args or [])
+    try:
+        where = parse_filter(text, list(services.ops.services))
+    except MatcherError as exc:
+        await message.reply_text(f"⛔ {esc(exc)}. Try /alerts web, /alerts critical.")
         return
+    groups = apply_filter(await services.alerts.firing_groups(), where)
+    page = page_of(groups, 1, PAGE_SIZE)
+    assert page is not None  # page 1 always exists
+    listed = None
+    if page.pages > 1:  # the buttons point at this record: the filter, the chat, when
+        data = {"filter": str(where), "chat": message.chat_id}
+        listed = await services.audit.record("alerts.listed", str(user.id), "", data)
     silences = await services.alerts.silences()
-    texts = [render_group(g, services.ops, silences) for g in groups[:10]]
-    more = f"\n… and {len(groups) - 10} more group(s)" if len(groups) > 10 else ""
-    await message.reply_text(join_lines(texts)[:3900] + more)
+    body = render_page(page, where, services.ops, silences)
+    markup = page_keyboard(page, listed.id) if listed is not None else None
+    await message.reply_text(body, reply_markup=markup)
+
+
+async def page_pressed(update: Update, context: OpsContext) -> None:
+    """Next / Previous on an /alerts list: the filter re-read from its record, re-checked."""
+    query = update.callback_query
+    if query is None or not isinstance(query.message, Message):
+        return
+    data, services = CallbackData.decode(query.data), context.services
+    listed = await _listing(context, data.row_id, query.message.chat_id)
+    number = int(data.action[1:]) if re.fullmatch(r"p[0-9]{1,4}", data.action) else 0
+    try:
+        where = parse_filter(str(listed.data.get("filter", "")) if listed else "", [])
+    except MatcherError:
+        listed = None  # a record opsgate did not write this way
+    groups = apply_filter(await services.alerts.firing_groups(), where) if listed else []
+    page = page_of(groups, number, PAGE_SIZE) if listed else None
+    if listed is None or page is None:
+        await query.answer(NO_LONGER_VALID, show_alert=True)
+        return
+    await query.answer()
+    silences = await services.alerts.silences()
+    body = render_page(page, where, services.ops, silences)
+    markup = page_keyboard(page, listed.id)
+    await show(context.bot, query.message.chat_id, query.message.message_id, body, markup)
+
+
+async def _listing(context: OpsContext, event_id: int, chat_id: int) -> Event | None:
+    """The /alerts record a page button points at, if it is one, for this chat, and recent."""
+    found = await context.services.audit.events(after_id=event_id - 1, limit=1)
+    if not found or found[0].id != event_id or found[0].kind != "alerts.listed":
+        return None
+    event = found[0]
+    if event.data.get("chat") != chat_id or context.services.clock() - event.at > PAGE_TTL:
+        return None
+    return event
 
 
 async def silences_command(update: Update, context: OpsContext) -> None:
-    """Silences in force."""
+    """Silences in force: Alertmanager's (made by anyone) and opsgate's own."""
     message = update.effective_message
     if message is None:
         return
     services = context.services
-    active = await services.alerts.silences()
-    if not active:
-        await message.reply_text("No silences in force.")
-        return
-    await message.reply_text(join_lines([render_silence(s, services.ops) for s in active]))
+    entries, unreachable = await _book(context).active()
+    lines = [render_entry(e, services.ops) for e in entries]
+    if unreachable:
+        lines.insert(0, "⚠️ Alertmanager is unreachable: only opsgate's own silences are shown.")
+    await message.reply_text(join_lines(lines) if lines else "No silences in force.")
 
 
 async def silence_command(update: Update, context: OpsContext) -> None:
@@ -186,9 +257,21 @@ async def silence_command(update: Update, context: OpsContext) -> None:
         await message.reply_text("⛔ A silence lasts 1 s to 30 days. Nothing was silenced.")
         return
     comment = " ".join(args[at + 1 :])
-    silence = await context.services.alerts.silence(matchers, duration, str(user.id), comment)
-    text = render_silence(silence, context.services.ops)
-    await message.reply_text(f"{text}. /unsilence {silence.id} ends it.")
+    if len(comment) > MAX_COMMENT:
+        await message.reply_text(
+            f"⛔ The comment is too long (at most {MAX_COMMENT} characters). Nothing was silenced."
+        )
+        return
+    try:
+        made = await _book(context).create(matchers, duration, str(user.id), comment)
+    except AlertError as exc:
+        await message.reply_text(f"⛔ {esc(exc)}. Nothing was silenced.")
+        return
+    text = render_entry(made.entry, context.services.ops)
+    text += f". /unsilence {made.entry.short_id.lstrip('#')} ends it."
+    if made.unreachable:
+        text = "⚠️ Alertmanager is unreachable: silenced in opsgate only.\n" + text
+    await message.reply_text(text)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -205,18 +288,20 @@ async def unsilence_command(update: Update, context: OpsContext) -> None:
     if message is None or user is None:
         return
     args = context.args or []
-    if len(args) != 1 or not re.fullmatch(r"#?[0-9]{1,9}", args[0]):
+    ok = len(args) == 1 and (re.fullmatch(r"#?[0-9]{1,9}", args[0]) or AM_ID.fullmatch(args[0]))
+    if not ok:
         await message.reply_text("Usage: /unsilence ID (see /silences)")
         return
-    ended = await context.services.alerts.unsilence(int(args[0].lstrip("#")), str(user.id))
-    if ended is None:
-        await message.reply_text(f"⛔ No silence #{esc(args[0].lstrip('#'))} in force.")
+    try:
+        ended = await _book(context).expire(args[0], str(user.id))
+    except AlertError as exc:
+        await message.reply_text(f"⛔ {esc(exc)[:1].upper()}{esc(exc)[1:]}. Nothing changed.")
         return
-    await message.reply_text(f"🔔 Silence #{ended.id} ended; its alerts notify again.")
+    await message.reply_text(f"🔔 Silence {esc(ended.short_id)} ended; its alerts notify again.")
 
 
 COMMANDS = [
-    Command("alerts", "alerts firing now", alerts_command),
+    Command("alerts", "alerts firing now: [service|severity|matchers]", alerts_command),
     Command("silences", "silences in force", silences_command),
     Command(
         "silence",
@@ -226,4 +311,4 @@ COMMANDS = [
     ),
     Command("unsilence", "end a silence: ID", unsilence_command, action=Action.SILENCE),
 ]
-BUTTONS = [ButtonRoute(NS_ALERT, alert_pressed)]
+BUTTONS = [ButtonRoute(NS_ALERT, alert_pressed), ButtonRoute(NS_PAGE, page_pressed)]

@@ -13,10 +13,13 @@ from config.opsfile import OpsConfig
 from handlers.callbacks import CallbackData
 from handlers.render import MESSAGE_LIMIT, code, esc, join_lines, who
 from services.alerts.changes import RecentDeploy, RecentFlagChange
+from services.alerts.listing import AlertFilter, Page
 from services.alerts.model import Alert, AlertGroup, AlertStatus, Silence
 from services.alerts.outbox import MAX_LABEL_CHARS, MAX_SUMMARY_CHARS
+from services.alerts.silences import SilenceEntry
 
 NS_ALERT = "al"
+NS_PAGE = "alp"  # /alerts paging: alp:pN:<id of the alerts.listed record>
 ICONS = {"critical": "🔥", "warning": "⚠️", "info": "ℹ️"}
 HIDDEN = ("alertname", "severity")  # said in the line itself
 MAX_LINES = 40  # alerts listed in one group message; the rest are counted
@@ -201,3 +204,38 @@ def render_silence(silence: Silence, ops: OpsConfig) -> str:
     text = f"🔕 #{silence.id} {code(matchers)} until {silence.ends_at:%Y-%m-%d %H:%M} UTC"
     text += f" by {who(ops, silence.created_by)}"
     return text + (f": {esc(silence.comment)}" if silence.comment else "")
+
+
+def render_entry(entry: SilenceEntry, ops: OpsConfig) -> str:
+    """One silence in force: where it lives, what it matches, until when, who and why."""
+    matchers = " ".join(entry.matchers)
+    text = f"🔕 {esc(entry.short_id)} {code(matchers)} until {entry.ends_at:%Y-%m-%d %H:%M} UTC"
+    if entry.where == "alertmanager":
+        text += f" by {esc(entry.created_by[:60])} in Alertmanager"
+    else:
+        text += f" by {who(ops, entry.created_by)}"
+    return text + (f": {esc(entry.comment[:200])}" if entry.comment else "")
+
+
+def render_page(page: Page, where: AlertFilter, ops: OpsConfig, silences: Sequence[Silence]) -> str:
+    """One page of /alerts: a head naming the filter and the page, then its groups."""
+    scope = f" matching {code(where)}" if where.matchers else ""
+    if not page.groups:
+        return f"✅ Nothing is firing{scope}."
+    head = f"📋 {page.total} group(s) firing{scope}"
+    if page.pages > 1:
+        head += f", page {page.number}/{page.pages}"
+    texts = [render_group(g, ops, silences) for g in page.groups]
+    return join_lines([head, *texts], limit=MESSAGE_LIMIT - 100)
+
+
+def page_keyboard(page: Page, listed_id: int) -> InlineKeyboardMarkup | None:
+    """◀️ Previous / Next ▶️, pointing at the record of the listing (re-read on press)."""
+    buttons = []
+    if page.number > 1:
+        data = CallbackData(NS_PAGE, f"p{page.number - 1}", listed_id).encode()
+        buttons.append(InlineKeyboardButton("◀️ Previous", callback_data=data))
+    if page.number < page.pages:
+        data = CallbackData(NS_PAGE, f"p{page.number + 1}", listed_id).encode()
+        buttons.append(InlineKeyboardButton("Next ▶️", callback_data=data))
+    return InlineKeyboardMarkup([buttons]) if buttons else None

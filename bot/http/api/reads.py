@@ -7,6 +7,9 @@ from starlette.responses import JSONResponse, Response
 
 from bot.http.api.common import ApiRefused, deployment_json, services_of
 from bot.http.api.schema import OPENAPI
+from services.alerts.listing import apply as apply_filter
+from services.alerts.listing import filter_from_params
+from services.alerts.model import MatcherError
 from services.control.controller import ServiceState
 from services.deploy.model import DeploymentError
 
@@ -88,7 +91,21 @@ async def list_flags(request: Request) -> Response:
 
 
 async def list_alerts(request: Request) -> Response:
-    groups = await services_of(request).alerts.firing_groups()
+    """Firing groups, filtered by ?service= and ?severity=, paged by ?limit= (default: all)
+    and ?offset=; X-Total-Count says how many match."""
+    params = request.query_params
+    limit, offset = params.get("limit"), params.get("offset", "0")
+    if limit is not None and (not limit.isdigit() or not 1 <= int(limit) <= 500):
+        raise ApiRefused(422, "limit: a number from 1 to 500")
+    if not offset.isdigit() or len(offset) > 9:
+        raise ApiRefused(422, "offset: a number from 0")
+    try:
+        where = filter_from_params(params.get("service"), params.get("severity"))
+    except MatcherError as exc:
+        raise ApiRefused(422, str(exc)) from None
+    groups = apply_filter(await services_of(request).alerts.firing_groups(), where)
+    start = int(offset)
+    shown = groups[start:] if limit is None else groups[start : start + int(limit)]
     return JSONResponse(
         [
             {
@@ -105,8 +122,9 @@ async def list_alerts(request: Request) -> Response:
                     for a in g.firing
                 ],
             }
-            for g in groups
-        ]
+            for g in shown
+        ],
+        headers={"X-Total-Count": str(len(groups))},
     )
 
 
