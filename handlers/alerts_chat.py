@@ -53,9 +53,7 @@ PAGE_TTL = timedelta(hours=1)  # a page button older than this is no longer vali
 
 
 def _book(context: OpsContext) -> SilenceBook:
-    """Silences, in Alertmanager when the ops file names one (services/alerts/silences.py)."""
-    s = context.services
-    return SilenceBook(s.alerts, s.storage, s.audit, lambda: s.ops, s.http, s.clock)
+    return context.services.silences
 
 
 async def monitor_tick(context: OpsContext) -> None:

@@ -19,6 +19,7 @@ from services.alerts.messages import AlertMessages
 from services.alerts.monitor import Monitor
 from services.alerts.outbox import Outbox
 from services.alerts.scheduler import AlertScheduler
+from services.alerts.silences import SilenceBook
 from services.approvals.signoff import Approvals
 from services.control.controller import ServiceController
 from services.control.metrics import MetricsSampler
@@ -68,6 +69,7 @@ class Services:
     front_door: FrontDoor  # every request that changes production comes in here
     audit_export: AuditExport
     alerts: AlertEngine
+    silences: SilenceBook  # in Alertmanager when configured, else opsgate's own
     alert_scheduler: AlertScheduler
     outbox: Outbox
     recent_changes: RecentChanges
@@ -157,6 +159,7 @@ class Services:
             front_door=front_door,
             audit_export=AuditExport(storage, deployments, approvals, current_ops),
             alerts=alert_engine,
+            silences=SilenceBook(alert_engine, storage, audit, current_ops, http, clock),
             alert_scheduler=AlertScheduler(storage, current_ops, clock),
             outbox=Outbox(storage, current_ops, clock),
             recent_changes=recent_changes,

@@ -112,8 +112,9 @@ async def test_halt_lock_silence_and_flags_are_audited_under_the_caller(
     made = json.loads(silenced.stdout)
     assert made["created_by"] == "deploybot (token)"
     assert made["matchers"] == ["alertname=DiskFull", "service=~web.*"]
+    assert made["where"] == "local"  # no [alertmanager] in this ops file
     [active] = await opsgate.services.alerts.silences()
-    assert active.id == made["id"]
+    assert str(active.id) == made["id"]
     ended = await cli(opsgate, "unsilence", str(made["id"]), token=CI)
     assert ended.returncode == 0, ended.stderr
     assert await opsgate.services.alerts.silences() == []

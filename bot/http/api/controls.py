@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse, Response
 from bot.http.api.changes import text
 from bot.http.api.common import ApiRefused, actor, body_of, services_of
 from config.permissions import Action
-from services.alerts.model import MatcherError, Silence, parse_matchers
+from services.alerts.model import MatcherError, parse_matchers
+from services.alerts.silences import SilenceEntry
 from services.deploy.locks import EnvLock
 
 DURATION = re.compile(r"([0-9]{1,4})([smhd])")
@@ -76,18 +77,18 @@ async def silence(request: Request) -> Response:
     duration = timedelta(seconds=int(match[1]) * UNITS[match[2]]) if match else timedelta(0)
     if not timedelta(0) < duration <= MAX_SILENCE:
         raise ApiRefused(422, "duration: 1s to 30d, like 30m, 2h, 1d")
-    made = await services.alerts.silence(matchers, duration, who, text(body, "comment"))
-    return JSONResponse(silence_json(made), status_code=201)
+    made = await services.silences.create(matchers, duration, who, text(body, "comment"))
+    answer = silence_json(made.entry)
+    answer["fallback_reason"] = made.unreachable  # Alertmanager unreachable: a local silence
+    return JSONResponse(answer, status_code=201)
 
 
 async def unsilence(request: Request) -> Response:
     services, body = services_of(request), await body_of(request)
     who, raw = actor(request, body, Action.SILENCE), request.path_params["id"]
-    if not re.fullmatch(r"[0-9]{1,9}", raw):
+    if not re.fullmatch(r"#?[0-9a-f-]{1,64}", raw):
         raise ApiRefused(404, f"no silence {raw[:20]!r} in force")
-    ended = await services.alerts.unsilence(int(raw), who)
-    if ended is None:
-        raise ApiRefused(404, f"no silence {raw} in force")
+    ended = await services.silences.expire(raw, who)  # SilenceNotFound: 404
     return JSONResponse(silence_json(ended))
 
 
@@ -108,11 +109,12 @@ def lock_json(held: EnvLock) -> dict[str, Any]:
     }
 
 
-def silence_json(s: Silence) -> dict[str, Any]:
+def silence_json(s: SilenceEntry) -> dict[str, Any]:
+    """`where`: alertmanager, local (no Alertmanager) or fallback (it was unreachable)."""
     return {
         "id": s.id,
-        "matchers": [str(m) for m in s.matchers],
-        "starts_at": s.starts_at.isoformat(),
+        "where": s.where,
+        "matchers": list(s.matchers),
         "ends_at": s.ends_at.isoformat(),
         "created_by": s.created_by,
         "comment": s.comment,

@@ -78,12 +78,13 @@ OPENAPI: dict[str, Any] = {
             "Silence": {
                 "type": "object",
                 "properties": {
-                    "id": {"type": "integer"},
+                    "id": _TEXT,  # Alertmanager's id, or opsgate's own number as text
+                    "where": {"type": "string", "enum": ["alertmanager", "local", "fallback"]},
                     "matchers": {"type": "array", "items": _TEXT},
-                    "starts_at": {"type": "string", "format": "date-time"},
                     "ends_at": {"type": "string", "format": "date-time"},
                     "created_by": _TEXT,
                     "comment": _TEXT,
+                    "fallback_reason": {"type": "string", "nullable": True},
                 },
             },
             "Deployment": {
@@ -212,7 +213,17 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/alerts": {
             "get": {
-                "summary": "alert groups firing now",
+                "summary": "alert groups firing now; X-Total-Count says how many match",
+                "parameters": [
+                    {"name": "service", "in": "query", "schema": {"type": "string"}},
+                    {"name": "severity", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    },
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
                 "responses": _ok({"type": "array", "items": {"type": "object"}}),
             }
         },
