@@ -4,18 +4,19 @@ it, mapping Bot API failures to the outbox's (retry later, or give up)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
 from html import escape
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ReplyParameters
+from telegram import Bot, InputFile, ReplyParameters
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from handlers.alerts_render import (
     AlertText,
+    framed,
     group_keyboard,
     render_digest,
     render_group_message,
+    with_links,
 )
 from handlers.context import OpsApplication, OpsContext
 from handlers.render import esc, mention
@@ -95,8 +96,7 @@ class TelegramNotifier:
     async def _send_group(self, message: GroupMessage, *, link_buttons: bool) -> Sent:
         ops, group = self._services.ops, message.group
         mentions = " ".join(mention(ops, uid) for uid in message.mention)
-        before = [f"<b>{esc(message.opening)}</b>"] if message.opening else []
-        after = [f"📝 {esc(message.details)}"] if message.details else []
+        before, after = framed(message.opening, message.details)
         if message.links and not link_buttons:
             after.append(" · ".join(text_link(x) for x in message.links))
         after += [mentions] if mentions else []
@@ -158,18 +158,6 @@ class TelegramNotifier:
         text = f"📣 Still unacknowledged: {names}. {people}".rstrip()
         sent = await self._bot.send_message(backup.chat_id, text)
         return sent.message_id
-
-
-def with_links(
-    markup: InlineKeyboardMarkup | None, links: Sequence[Link]
-) -> InlineKeyboardMarkup | None:
-    """The group's buttons, then its links as URL buttons, two a row (a resolved group has
-    no other buttons, and keeps its runbooks and dashboards)."""
-    buttons = [InlineKeyboardButton(x.label, url=x.url) for x in links]
-    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
-    if not rows:
-        return markup
-    return InlineKeyboardMarkup([*(markup.inline_keyboard if markup else ()), *rows])
 
 
 def text_link(link: Link) -> str:

@@ -14,11 +14,13 @@ from config.permissions import Action
 from handlers.alerts_render import (
     NS_ALERT,
     NS_PAGE,
+    framed,
     group_keyboard,
     page_keyboard,
     render_entry,
     render_group_message,
     render_page,
+    with_links,
 )
 from handlers.buttons import NO_LONGER_VALID, ButtonRoute
 from handlers.callbacks import CallbackData
@@ -153,9 +155,20 @@ async def _redraw(context: OpsContext, group_id: int) -> None:
         return
     deploy, flag = await services.alert_messages.changes_for(group)
     silences = await services.alerts.silences()
-    # The same form the message was sent in: a long group keeps its "attached list" line.
-    text = render_group_message(group, services.ops, silences, deploy=deploy, flag=flag).text
-    markup = group_keyboard(group, deploy, flag)
+    # The same form the message was sent in: a long group keeps its "attached list" line,
+    # its template line, description and link buttons.
+    opening, details, links = services.alert_messages.extras_for(group)
+    before, after = framed(opening, details)
+    rendered = render_group_message(
+        group,
+        services.ops,
+        silences,
+        deploy=deploy,
+        flag=flag,
+        reserve=sum(len(x) + 1 for x in [*before, *after]),
+    )
+    text = "\n".join([*before, rendered.text, *after])
+    markup = with_links(group_keyboard(group, deploy, flag), links)
     await show(context.bot, group.chat_id, group.message_id, text, markup)
 
 

@@ -13,6 +13,7 @@ from config.opsfile import OpsConfig
 from handlers.callbacks import CallbackData
 from handlers.render import MESSAGE_LIMIT, code, esc, join_lines, who
 from services.alerts.changes import RecentDeploy, RecentFlagChange
+from services.alerts.links import Link
 from services.alerts.listing import AlertFilter, Page
 from services.alerts.model import Alert, AlertGroup, AlertStatus, Silence
 from services.alerts.outbox import MAX_LABEL_CHARS, MAX_SUMMARY_CHARS
@@ -239,3 +240,23 @@ def page_keyboard(page: Page, listed_id: int) -> InlineKeyboardMarkup | None:
         data = CallbackData(NS_PAGE, f"p{page.number + 1}", listed_id).encode()
         buttons.append(InlineKeyboardButton("Next ▶️", callback_data=data))
     return InlineKeyboardMarkup([buttons]) if buttons else None
+
+
+def with_links(
+    markup: InlineKeyboardMarkup | None, links: Sequence[Link]
+) -> InlineKeyboardMarkup | None:
+    """The group's buttons, then its links as URL buttons, two a row (a resolved group has
+    no other buttons, and keeps its runbooks and dashboards)."""
+    buttons = [InlineKeyboardButton(x.label, url=x.url) for x in links]
+    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    if not rows:
+        return markup
+    return InlineKeyboardMarkup([*(markup.inline_keyboard if markup else ()), *rows])
+
+
+def framed(opening: str, details: str) -> tuple[list[str], list[str]]:
+    """The lines above a group's message (its route's filled template, bold) and below it
+    (the alerts' shared description): the same on sending and on every redraw."""
+    before = [f"<b>{esc(opening)}</b>"] if opening else []
+    after = [f"📝 {esc(details)}"] if details else []
+    return before, after

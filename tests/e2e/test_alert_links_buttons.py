@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from bot.dev.sandbox import SandboxClient
+from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
-from tests.e2e.conftest import OPS_TEXT, StartOpsgate
+from tests.e2e.conftest import ALICE, OPS_TEXT, StartOpsgate
 from tests.e2e.test_alert_webhooks import am_alert, am_body
 from tests.e2e.test_alerts import bot_message
 
@@ -93,6 +93,22 @@ async def test_runbook_dashboard_source_and_silence_links_are_url_buttons(
     # The dropped URLs are nowhere: not a button, not a link, not in the text.
     sent = json.dumps([message.html, [[b.url for b in row] for row in message.buttons]])
     assert "javascript" not in sent and "grafana example" not in sent
+
+    # Ack redraws the message: its description and link buttons stay.
+    await client.press_button(ALICE, WARNING, message.message_id, 1)
+
+    def acked(messages: list[SandboxMessage]) -> SandboxMessage | None:
+        found = [m for m in messages if m.message_id == message.message_id]
+        return found[0] if found and "👀" in found[0].text.split("\n", 1)[-1] else None
+
+    redrawn = await client.wait_for(WARNING, acked, timeout=20)
+    assert redrawn.edits > message.edits, redrawn
+    assert "📝 /var is at 97% <and> rising" in redrawn.text
+    assert [b.text for row in redrawn.buttons for b in row][-3:] == [
+        "📖 Runbook",
+        "📈 Source",
+        "🔕 Silence in Alertmanager",
+    ]
 
 
 async def test_a_route_template_opens_the_message_with_every_value_escaped(
