@@ -6,6 +6,7 @@ Loading never stops at the first problem: every problem is reported with its pat
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 from pathlib import Path
@@ -286,6 +287,76 @@ def _unplaced_services(raw: dict[str, Any]) -> list[str]:
     ]
 
 
+# Entries other parts of the file refer to by name: when one fails the schema it is checked
+# further as this stand-in, so a reference to it is not reported as unknown as well.
+_STAND_INS: dict[str, object] = {
+    "people": "x",
+    "roles": [1],
+    "environments": {},
+    "hosts": {},
+    "services": {},
+}
+_PRUNE_ROUNDS = 8
+
+
+def _prune(
+    raw: dict[str, Any], loc: tuple[int | str, ...], done: set[tuple[int | str, ...]]
+) -> tuple[int | str, ...] | None:
+    """Take the entry (a section's table entry or field) holding a schema error out of `raw`,
+    or put a stand-in there, once per round (`done`); returns where, or None when there is
+    nothing left to take."""
+    if not loc or not isinstance(loc[0], str):
+        return None
+    if loc[0] not in raw or loc[:1] in done or loc[:2] in done:
+        return loc[:2] if loc[:2] in done else loc[:1]  # an earlier error of this round
+    section = raw[loc[0]]
+    key = loc[1] if len(loc) > 1 else None
+    if not isinstance(section, dict) or not isinstance(key, str) or key not in section:
+        del raw[loc[0]]
+        done.add(loc[:1])
+        return loc[:1]
+    stand_in = _STAND_INS.get(loc[0])
+    if stand_in is None or "[key]" in loc or section[key] == stand_in:
+        del section[key]
+    else:
+        section[key] = stand_in
+    done.add(loc[:2])
+    return loc[:2]
+
+
+def _within(path: str, pruned: str) -> bool:
+    """Whether `path` is `pruned`, inside it, or holds it."""
+    if path == pruned:
+        return True
+    inner, outer = (path, pruned) if len(path) > len(pruned) else (pruned, path)
+    return inner.startswith(outer) and inner[len(outer)] in ".["
+
+
+def _references_of_valid_parts(raw: dict[str, Any]) -> list[str]:
+    """The cross-reference checks of the parts that passed the schema: the failing entries
+    are taken out (or stood in for), and nothing is said again about where they were."""
+    kept = copy.deepcopy(raw)
+    pruned: set[str] = set()
+    for _ in range(_PRUNE_ROUNDS):
+        try:
+            config = OpsConfig.model_validate(kept)
+        except ValidationError as exc:
+            done: set[tuple[int | str, ...]] = set()
+            places = {_prune(kept, tuple(e["loc"]), done) for e in exc.errors()}
+            # A broken section others name things in (`hosts = 5`) would make every reference
+            # to it look unknown: then the schema errors are the whole answer.
+            if None in places or any(p[:1] == p and p[0] in _STAND_INS for p in places if p):
+                return []
+            pruned.update(_format_location(loc) for loc in places if loc is not None)
+            continue
+        return [
+            problem
+            for problem in _check_references(config)
+            if not any(_within(problem.split(": ", 1)[0], p) for p in pruned)
+        ]
+    return []
+
+
 def parse_ops_text(text: str, source: str = "<ops file>") -> OpsConfig:
     """Parse and check an ops file's text; raises OpsFileError listing every problem."""
     try:
@@ -296,7 +367,8 @@ def parse_ops_text(text: str, source: str = "<ops file>") -> OpsConfig:
         config = OpsConfig.model_validate(raw)
     except ValidationError as exc:
         problems = [_format_error(e) for e in exc.errors()]
-        raise OpsFileError(source, problems + _unplaced_services(raw)) from None
+        problems += _unplaced_services(raw) + _references_of_valid_parts(raw)
+        raise OpsFileError(source, list(dict.fromkeys(problems))) from None
     problems = _check_references(config)
     if problems:
         raise OpsFileError(source, problems)

@@ -323,3 +323,86 @@ blue_green = { blue_port = 1, green_port = 2, health_url = "http://x/h", upstrea
 """
     )
     assert [p.split(":")[0] for p in no_port] == ["services.api.deploy.blue_green.health_url"]
+
+
+def test_schema_errors_do_not_hide_reference_errors() -> None:
+    problems = problems_of(
+        """
+[people]
+1 = "alice"
+2 = "Bad Name"
+[roles]
+sre = [1, 2, 3]
+[chats]
+deploys = "the deploy group"
+[environments.production]
+windows = "always"
+[hosts.web1]
+address = "-oProxyCommand=x"
+[services.web]
+environment = "production"
+unit = "web"
+host = "web1"
+[services.worker]
+environment = "prod"
+unit = "worker.service"
+host = "nowhere"
+[flags.checkout]
+service = "web"
+[flags.search]
+service = "api"
+"""
+    )
+    assert problems[:5] == [
+        "people.2: not a valid name (lowercase letters, digits, - and _, at most 32)",
+        "chats.deploys: not a whole number",
+        "environments.production.windows: not a list",
+        "services.web.unit: not a valid systemd unit name (e.g. web.service)",
+        "hosts.web1.address: not a valid host name or IP address",
+    ]
+    # What refers to an entry that failed the schema (people 2, production, web1, web) is not
+    # reported as unknown too; the rest of the references are checked.
+    assert problems[5:] == [
+        "roles.sre[2]: 3 is not listed in [people]",
+        "services.worker.environment: unknown environment 'prod' (known: production)",
+        "services.worker.host: unknown host 'nowhere' (known: local, web1)",
+        "flags.search.service: unknown service 'api'",
+    ]
+
+
+def test_a_failing_entry_is_reported_once() -> None:
+    problems = problems_of(
+        """
+[environments.production]
+[services.web]
+unit = "web"
+health = { url = "not a url" }
+"""
+    )
+    # No "give exactly one of url, tcp, command" or "unit: required" from the taken-out web.
+    assert problems == [
+        "services.web.unit: not a valid systemd unit name (e.g. web.service)",
+        "services.web.health.url: not a valid URL",
+        "services.web.environment: required but missing (or list environments)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bot = 5\nchats = []\n[roles]\nsre = [7]",
+        "[alertmanager]\nservice_label = 1\n[roles]\nsre = [7]",
+        '[approvals]\nescalation_role = "nobody"\nrollback_roles = 5\n[roles]\nsre = [7]',
+        "[alerts]\nroutes = [{ chat = 1, severity = 'x' }]\n[roles]\nsre = [7]",
+    ],
+)
+def test_reference_checks_survive_broken_sections(text: str) -> None:
+    problems = problems_of(text)
+    assert "roles.sre[0]: 7 is not listed in [people]" in problems
+    assert len(problems) == len(set(problems))
+
+
+def test_a_broken_section_others_refer_to_gives_only_its_schema_error() -> None:
+    text = 'hosts = 5\npeople = []\n[roles]\nsre = [7]\n[services.web]\nenvironment = "a"\n'
+    problems = problems_of(text + 'unit = "web.service"\nhost = "web1"')
+    assert problems == ["people: not a table", "hosts: not a table"]
