@@ -1,4 +1,5 @@
-"""config/opsgate.service on the real systemd sandbox: Type=notify, and a stalled watchdog.
+"""config/opsgate.service on the real systemd sandbox: Type=notify, a stalled watchdog, and
+the deploy roots ReadWritePaths opens under the unit's hardening.
 
 The shipped unit is installed as it is; a drop-in changes only what this machine needs (root
 instead of the opsgate user, the venv's opsgate, paths under the test's directory, a home
@@ -105,3 +106,38 @@ async def test_starts_as_notify_and_a_stalled_watchdog_restarts_it(
     assert await health(installed.http_port) == 200
     again = await client.reply_after(ALICE, DEPLOYS, "/whoami", timeout=30)
     assert str(ALICE) in again.text
+
+
+def hardening(unit_text: str) -> list[str]:
+    """The unit's sandboxing settings (from its hardening block to [Install]), as systemd-run
+    properties; the state directory is left out, so nothing is made under /var/lib."""
+    block = unit_text.split("# Hardening", 1)[1].split("[Install]", 1)[0]
+    lines = [line.strip() for line in block.splitlines()]
+    settings = [line for line in lines if "=" in line and not line.startswith("#")]
+    return [s for s in settings if not s.startswith("StateDirectory")]
+
+
+async def test_a_deploy_root_in_read_write_paths_is_writable_and_others_are_not(
+    systemd_sandbox: SystemdSandbox,
+) -> None:
+    """What the unit's header tells an admin to add (ReadWritePaths=/srv/app in a drop-in)
+    opens that root, and only that root, under the shipped hardening."""
+    work = Path(tempfile.mkdtemp(prefix="roots_", dir=systemd_sandbox.work_dir))
+    listed, unlisted = work / "app", work / "other"
+    listed.mkdir()
+    unlisted.mkdir()
+    properties = hardening((REPO / "config" / "opsgate.service").read_text())
+    assert "ProtectSystem=strict" in properties and "NoNewPrivileges=yes" in properties
+    properties.append(f"ReadWritePaths={listed}")
+    argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
+    argv += [f"--property={setting}" for setting in properties]
+    try:
+        for root in (listed, unlisted):
+            touch = [*argv, "/usr/bin/touch", str(root / "releases")]
+            result = await systemd_sandbox.host.run(touch, timeout=30)
+            assert result.ok == (root == listed), (root, result.stderr)
+        assert (listed / "releases").exists()
+        assert not (unlisted / "releases").exists()
+        assert "Read-only file system" in result.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
