@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from telegram import InputFile, Update
 
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.render import esc, join_lines
-from services.reports.chart import bar_chart
-from services.reports.dora import Dora, DoraReport
+from services.reports.deploys_chart import deploys_chart
+from services.reports.dora import TARGETS, Dora, DoraReport
 
 WINDOW_DAYS, CHART_DAYS = 30, 14
 
@@ -32,6 +34,7 @@ def render_dora(figures: list[Dora]) -> str:
             f" lead time {_duration(f.lead_time_s)}, change failure rate {rate}"
             f" ({f.failed_changes}), time to restore {_duration(f.time_to_restore_s)}"
         )
+    lines.append("Targets: " + ", ".join(f"{t.name} {esc(t.text)}" for t in TARGETS))
     return join_lines(lines)
 
 
@@ -46,8 +49,10 @@ async def report(update: Update, context: OpsContext) -> None:
     await message.reply_text(render_dora(figures))
     days = await dora.per_day(CHART_DAYS)
     counts = ", ".join(f"{d.day[5:]}: {d.succeeded}/{d.failed}/{d.rolled_back}" for d in days)
+    overall = next((f for f in figures if f.service == "all" and f.deploys), None)
+    chart = await asyncio.to_thread(deploys_chart, days, overall)  # CPU work off the loop
     await message.reply_photo(
-        InputFile(bar_chart(days), filename="deploys.png"),
+        InputFile(chart.png, filename="deploys.png"),
         caption=(
             f"Deploys per day, last {CHART_DAYS} days: green succeeded, red failed (rolled back"
             f" by opsgate), orange /rollback.\n{counts}"

@@ -1,10 +1,6 @@
-"""Small PNG charts, drawn pixel by pixel and encoded with zlib: no plotting library for two
-pictures. Deploys per day (succeeded, failed, rolled back by hand), and a canary rollout's
-error ratio and p95 latency, canary against stable, one point per analysis.
-
-    ┃ ▇          green: succeeded   red: failed (rolled back by opsgate)
-    ┃ ▇ ▇    ▇   orange: /rollback
-    ┗━━━━━━━━━   one column per day, oldest on the left
+"""A canary rollout's error ratio and p95 latency, canary against stable, one point per
+analysis: a small PNG drawn pixel by pixel and encoded with zlib. (The /report chart, with
+dates, labels and a legend, is drawn with matplotlib in deploys_chart.)
 """
 
 from __future__ import annotations
@@ -15,46 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.deploy.canary_rows import AnalysisRow
-from services.reports.dora import DayCount
 
 Color = tuple[int, int, int]
 WHITE: Color = (255, 255, 255)
 AXIS: Color = (90, 90, 90)
 GRID: Color = (230, 230, 230)
-SUCCEEDED: Color = (46, 160, 67)
-FAILED: Color = (218, 54, 51)
-ROLLED_BACK: Color = (230, 145, 30)
-COLUMN, GAP, MARGIN, HEIGHT = 24, 10, 20, 200
-
-
-def bar_chart(days: Sequence[DayCount]) -> bytes:
-    """One stacked bar a day; the tallest day fills the height."""
-    width = MARGIN * 2 + len(days) * (COLUMN + GAP)
-    height = HEIGHT + MARGIN * 2
-    pixels = [[WHITE] * width for _ in range(height)]
-    top = max((d.succeeded + d.failed + d.rolled_back for d in days), default=0) or 1
-    unit = HEIGHT / top
-    base = MARGIN + HEIGHT  # the x axis
-    for level in range(1, top + 1):  # a faint line per deploy, when there are few
-        if top <= 20:
-            y = base - round(level * unit)
-            for x in range(MARGIN, width - MARGIN):
-                pixels[y][x] = GRID
-    for index, day in enumerate(days):
-        left = MARGIN + GAP // 2 + index * (COLUMN + GAP)
-        y = base
-        for count, color in ((day.succeeded, SUCCEEDED), (day.failed, FAILED),
-                             (day.rolled_back, ROLLED_BACK)):  # fmt: skip
-            tall = round(count * unit)
-            for row in range(y - tall, y):
-                for x in range(left, left + COLUMN):
-                    pixels[row][x] = color
-            y -= tall
-    for x in range(MARGIN, width - MARGIN):
-        pixels[base][x] = AXIS
-    for y in range(MARGIN, base + 1):
-        pixels[y][MARGIN] = AXIS
-    return _png(pixels)
+MARGIN = 20
 
 
 STABLE: Color = (40, 100, 200)

@@ -46,6 +46,30 @@ class DayCount:
     rolled_back: int  # /rollback deployments that day
 
 
+@dataclass(frozen=True)
+class Target:
+    """A DORA figure's goal: the figure is good while it stays below `limit`."""
+
+    name: str
+    field: str  # the Dora attribute it judges
+    limit: float
+    text: str  # the limit as people say it
+
+
+# The seed's targets (elite performers in DORA's terms).
+TARGETS = (
+    Target("change failure rate", "change_failure_rate", 0.05, "< 5%"),
+    Target("time to restore", "time_to_restore_s", 300.0, "< 5 min"),
+    Target("lead time", "lead_time_s", 7200.0, "< 2 h"),
+)
+
+
+def meets(target: Target, figure: Dora) -> bool | None:
+    """Whether the figure is within the target; None when there is nothing to judge yet."""
+    value = getattr(figure, target.field)
+    return None if value is None else float(value) < target.limit
+
+
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 

@@ -1,5 +1,5 @@
 """/report through the real bot: DORA figures of a history the test makes, and the chart
-photo (a real PNG the sandbox can read)."""
+photo (a real PNG the sandbox can read, with dates, axis labels, a legend and the targets)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import struct
 from datetime import UTC, datetime, timedelta
 
 from bot.dev.sandbox import SandboxClient
+from services.reports.deploys_chart import DPI, HEIGHT_IN, WIDTH_IN, deploys_chart
+from services.reports.dora import DoraReport
 from tests.e2e.conftest import BOB, DEPLOYS, StartOpsgate
 from tests.services.reports.test_dora import Clock, History
 
@@ -40,4 +42,17 @@ async def test_report_gives_dora_figures_and_a_chart(
     data = photo.photo.data
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (20 * 2 + 14 * 34, 240)
+    assert (width, height) == (WIDTH_IN * DPI, HEIGHT_IN * DPI)
+    assert len(data) > 20_000  # a drawn chart with text, not an empty canvas
+
+    # The same data drawn again gives the same bytes, so its text list is what the chat got.
+    report = DoraReport(opsgate.services.storage, clock)
+    overall = next(f for f in await report.figures(30) if f.service == "all")
+    chart = deploys_chart(await report.per_day(14), overall)
+    assert chart.png == data
+    today = clock.now.strftime("%b %d")
+    for label in ("day (UTC)", "deploys", today, "succeeded", "/rollback"):
+        assert label in chart.texts
+    assert "change failure rate 33% (target < 5%): missed" in chart.texts
+    assert "time to restore 45 s (target < 5 min): met" in chart.texts
+    assert "lead time 90 s (target < 2 h): met" in chart.texts
