@@ -1,35 +1,30 @@
 """GET /metrics in Prometheus' text format: deployments and their durations, approval waits,
 alerts, the outbox, outgoing webhooks, chat API errors, and the DORA figures, all read from
 the database at scrape time (prometheus-client renders them; nothing is kept in memory
-between scrapes)."""
+between scrapes); the process' own memory, CPU and file descriptors (`process_*`), the
+Python version, and `opsgate_build_info`.
+
+prometheus_client is imported on the first scrape, not at start-up: a bot nobody scrapes
+does not carry it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-    SummaryMetricFamily,
-)
-from prometheus_client.registry import Collector
 from starlette.responses import Response
 
-from services.container import Services
+from services.container import VERSION, Services
 from services.reports.dora import DoraReport
 
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
 DORA_WINDOW_DAYS = 30
-
-
-class _Snapshot(Collector):
-    def __init__(self, metrics: list[Metric]) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._metrics
+# prometheus_client's CONTENT_TYPE_LATEST (a test checks they agree), without importing it.
+CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"
 
 
 def _seconds(start: str, end: str) -> float:
@@ -37,6 +32,8 @@ def _seconds(start: str, end: str) -> float:
 
 
 async def collect(services: Services) -> list[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
     db = services.storage.db
     metrics: list[Metric] = []
     total = CounterMetricFamily(
@@ -95,10 +92,17 @@ async def collect(services: Services) -> list[Metric]:
     errors.add_metric([], services.runtime.chat_api_errors)
     metrics.append(errors)
     metrics += await _dora(services)
+    build = GaugeMetricFamily(
+        "opsgate_build_info", "The running opsgate's version; always 1", labels=["version"]
+    )
+    build.add_metric([VERSION], 1)
+    metrics.append(build)
     return metrics
 
 
 async def _webhooks(services: Services) -> list[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     deliveries = CounterMetricFamily(
         "opsgate_webhook_deliveries",
         "Outgoing webhook attempts by result: delivered, failed (retried or not), gave_up",
@@ -122,6 +126,8 @@ async def _webhooks(services: Services) -> list[Metric]:
 
 
 async def _dora(services: Services) -> list[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
     figures = await DoraReport(services.storage, services.clock).figures(DORA_WINDOW_DAYS)
     families = {
         "deployments_per_day": GaugeMetricFamily(
@@ -150,10 +156,26 @@ async def _dora(services: Services) -> list[Metric]:
 
 
 async def metrics_endpoint(services: Services) -> bytes:
+    from prometheus_client import (
+        CollectorRegistry,
+        PlatformCollector,
+        ProcessCollector,
+        generate_latest,
+    )
+    from prometheus_client.registry import Collector
+
+    metrics = await collect(services)
+
+    class Snapshot(Collector):  # the figures read above, rendered with the rest
+        def collect(self) -> Iterator[Metric]:
+            yield from metrics
+
     registry = CollectorRegistry()
-    registry.register(_Snapshot(await collect(services)))
+    registry.register(Snapshot())
+    ProcessCollector(registry=registry)  # process_*: memory, CPU, open fds, start time
+    PlatformCollector(registry=registry)  # python_info
     return generate_latest(registry)
 
 
 def metrics_response(body: bytes) -> Response:
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(body, media_type=CONTENT_TYPE)

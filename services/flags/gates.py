@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from config.inventory import ErrorRateGate
 from config.opsfile import OpsConfig
@@ -22,6 +21,8 @@ from services.flags.plans import GateVerdict
 
 def sum_samples(text: str, name: str, match: dict[str, str] | None = None) -> float:
     """The sum of every sample called `name` whose labels fullmatch the given regexes."""
+    from prometheus_client.parser import text_string_to_metric_families  # only when gated
+
     patterns = {label: re.compile(regex) for label, regex in (match or {}).items()}
     total = 0.0
     for family in text_string_to_metric_families(text):
