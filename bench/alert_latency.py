@@ -165,7 +165,9 @@ async def direct(seconds: int, tmp: Path) -> list[float]:
         if missing:
             print(f"  {missing} alerts never named within 90 s")
 
-    await with_opsgate(tmp, "7300000011:BENCH-latency-direct", "group_wait_s = 0", body)
+    await with_opsgate(
+        tmp, "7300000011:BENCH-latency-direct-token-for-bench", "group_wait_s = 0", body
+    )
     return latencies
 
 
@@ -199,7 +201,7 @@ async def through_alertmanager(seconds: int, tmp: Path) -> list[float]:
         if len(latencies) < len(sent):
             print(f"  {len(sent) - len(latencies)} alerts never named within 90 s")
 
-    await with_opsgate(tmp, "7300000012:BENCH-latency-am", "", body)
+    await with_opsgate(tmp, "7300000012:BENCH-latency-am-token-for-the-bench", "", body)
     return latencies
 
 

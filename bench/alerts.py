@@ -46,7 +46,7 @@ from bot.dev.harness.opsgate_process import read_db
 
 REPO = Path(__file__).resolve().parents[1]
 
-TOKEN = "7300000003:BENCH-alerts-token"
+TOKEN = "7300000003:BENCH-alerts-token-for-the-benchmark"
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -29,7 +29,7 @@ from config.settings import Settings, UpdateMode
 
 REPO = Path(__file__).resolve().parents[1]
 
-TOKEN = "7300000002:BENCH-approvals-token"
+TOKEN = "7300000002:BENCH-approvals-token-for-the-bench"
 REQUESTER, QA, SECURITY = 1001, 1002, 1003
 DEPLOYS, APPROVALS = -100100, -100200
 OPS = """

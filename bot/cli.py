@@ -11,13 +11,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from bot.api_client import COMMANDS as CLIENT_COMMANDS
 from bot.api_client import add_commands, run_client
 from bot.logs import configure_logging
 from bot.runner import Opsgate
 from bot.sdnotify import notify, start_watchdog, stop_watchdog
+from bot.startup import check_token_format, explain, preflight
 from config.opsfile import OpsFileError, load_ops_file
 from config.settings import Settings
 from services.alerts.engine import routing_warnings
@@ -47,6 +48,7 @@ def check_config(path: Path) -> int:
 
 
 async def serve_until_signalled(opsgate: Opsgate) -> None:
+    await preflight(opsgate.settings)  # each common problem as one line, before any write
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -65,20 +67,18 @@ async def serve_until_signalled(opsgate: Opsgate) -> None:
 
 
 def run(settings: Settings) -> int:
-    configure_logging(settings.log_level, settings.secrets())
-    if not settings.bot_token.get_secret_value():
-        log.error("OPSGATE_BOT_TOKEN is not set: get a token from @BotFather (see README)")
-        return EXIT_BAD_CONFIG
+    configure_logging(settings.log_level, settings.secrets(), settings.log_format)
     try:
-        asyncio.run(serve_until_signalled(Opsgate(settings)))
-    except OpsFileError as exc:
-        log.error("%s", exc)
-        return EXIT_BAD_CONFIG
-    except Exception:
-        # The formatter scrubs secrets from the traceback too (PTB puts the token in
-        # InvalidToken's text).
-        log.exception("opsgate stopped on an error")
-        return EXIT_ERROR
+        check_token_format(settings.bot_token.get_secret_value())  # before any network call
+        ops = load_ops_file(settings.config)
+        asyncio.run(serve_until_signalled(Opsgate(settings, ops)))
+    except Exception as exc:
+        # One line with the fix; the traceback only at DEBUG. The formatter scrubs secrets
+        # from both (PTB puts the token in InvalidToken's text).
+        problem = explain(exc)
+        log.error("%s", problem)
+        log.debug("the error in full", exc_info=exc)
+        return problem.exit_code
     return 0
 
 
@@ -93,11 +93,29 @@ def load_settings() -> Settings:
         raise SystemExit("bad settings:\n  " + "\n  ".join(problems)) from None
 
 
+def settings_help() -> str:
+    """`run -h`'s list of the environment variables it reads, one line each."""
+    lines = ["environment variables (also read from ./.env):"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if isinstance(default, SecretStr) or default in ("", None) else default
+        suffix = f" (default: {shown})" if shown != "" else ""
+        lines.append(f"  OPSGATE_{name.upper():<16} {field.description}{suffix}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="opsgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"opsgate {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the bot (settings from the environment / .env)")
+    sub.add_parser(
+        "run",
+        help="run the bot (settings from the environment / .env)",
+        description="Run the bot until SIGTERM or SIGINT. Exit 2: a configuration problem,"
+        " 1: another start-up problem; either is one line on stderr that says what to fix.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     check = sub.add_parser("check-config", help="validate an ops file")
     check.add_argument("file", nargs="?", type=Path, help="default: $OPSGATE_CONFIG")
     demo = sub.add_parser("demo", help="offline demo: sandbox + bot + terminal chat")

@@ -2,14 +2,17 @@
 
 The bot token is part of every Bot API URL, httpx logs request URLs at INFO, and PTB puts the
 token in the text of InvalidToken. So: httpx and httpcore are held at WARNING, and every line,
-traceback included, is scrubbed of each secret after formatting.
+traceback included, is scrubbed of each secret after formatting. With `json`, each line is one
+JSON object (time, level, logger, message, exc), scrubbed the same way, field by field.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 REDACTED = "[REDACTED]"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -47,6 +50,24 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record), self._secrets)
 
 
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, exc if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage(), self._secrets),
+        }
+        if record.exc_info:
+            line["exc"] = redact(self.formatException(record.exc_info), self._secrets)
+        elif record.exc_text:
+            line["exc"] = redact(record.exc_text, self._secrets)
+        # Scrubbed once more as a whole: a secret cannot hide behind JSON escaping.
+        return redact(json.dumps(line, ensure_ascii=False), self._secrets)
+
+
 def redact_also(secrets: Iterable[str]) -> None:
     """Secrets known only once the ops file is read (webhook secrets from the environment it
     names) join those every configured handler scrubs."""
@@ -56,10 +77,12 @@ def redact_also(secrets: Iterable[str]) -> None:
             handler.formatter.also(values)
 
 
-def configure_logging(level: str, secrets: Iterable[str]) -> None:
-    """One stderr handler on the root logger, scrubbing secrets from every line."""
+def configure_logging(level: str, secrets: Iterable[str], fmt: str = "text") -> None:
+    """One stderr handler on the root logger, scrubbing secrets from every line; `fmt` is
+    "text" or "json"."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(secrets))
+    formatter = JsonFormatter(secrets) if fmt == "json" else RedactingFormatter(secrets)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -68,9 +91,10 @@ def configure_logging(level: str, secrets: Iterable[str]) -> None:
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # A line per scheduler tick (the alert outbox runs every second) or per HTTP request
-    # drowns the lines that matter: shown only when asked for with DEBUG.
+    # drowns the lines that matter: shown only when asked for with DEBUG. PTB's "Application
+    # started" only repeats opsgate's own line.
     chatty = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
-    for name in ("apscheduler", "uvicorn.access"):
+    for name in ("apscheduler", "uvicorn.access", "telegram.ext.Application"):
         logging.getLogger(name).setLevel(chatty)
     # uvicorn brings its own handlers; route its lines through ours instead.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -180,6 +180,8 @@ class Opsgate:
     async def stop(self) -> None:
         """Stop taking updates, let running handlers finish, then close everything."""
         application = self._application
+        if application is None and self._services is None:
+            return  # nothing started (the ops file failed to load): nothing to say either
         updater = application.updater if application is not None else None
         if updater is not None and updater.running:
             await updater.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BOT_API_URL = "https://api.telegram.org/bot"
+# What @BotFather hands out: the bot's id, a colon, the secret half (35 characters today).
+BOT_TOKEN_PATTERN = re.compile(r"^[0-9]{5,16}:[A-Za-z0-9_-]{30,}$")
 
 
 class UpdateMode(StrEnum):
@@ -16,32 +19,56 @@ class UpdateMode(StrEnum):
     WEBHOOK = "webhook"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"  # one JSON object per line, for journald / Loki
+
+
 class Settings(BaseSettings):
     """Everything a running opsgate needs besides the ops file.
 
-    Secrets are SecretStr so a repr or a log line of the settings shows `**********`.
+    Secrets are SecretStr so a repr or a log line of the settings shows `**********`. Each
+    field's description is its line in `opsgate run -h`.
     """
 
     model_config = SettingsConfigDict(
         env_prefix="OPSGATE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    bot_token: SecretStr = Field(default=SecretStr(""))
-    bot_api_url: str = DEFAULT_BOT_API_URL
-    config: Path = Path("config/opsgate.toml")
-    db: Path = Path("opsgate.db")
-    http_addr: str = "127.0.0.1:8080"
-    api_token: SecretStr = Field(default=SecretStr(""))
+    bot_token: SecretStr = Field(
+        default=SecretStr(""), description="the bot's token from @BotFather (required)"
+    )
+    bot_api_url: str = Field(
+        default=DEFAULT_BOT_API_URL,
+        description="the Bot API base URL (or a local Bot API server's)",
+    )
+    config: Path = Field(default=Path("config/opsgate.toml"), description="the ops file (TOML)")
+    db: Path = Field(default=Path("opsgate.db"), description="the SQLite database file")
+    http_addr: str = Field(
+        default="127.0.0.1:8080", description="host:port of the HTTP side (API, alerts, health)"
+    )
+    api_token: SecretStr = Field(
+        default=SecretStr(""), description="bearer token of the HTTP API and OFREP"
+    )
     # The bearer token alert webhooks must send (Alertmanager: http_config.authorization).
-    alerts_token: SecretStr = Field(default=SecretStr(""))
-    mode: UpdateMode = UpdateMode.POLLING
+    alerts_token: SecretStr = Field(
+        default=SecretStr(""), description="bearer token alert webhooks must send"
+    )
+    mode: UpdateMode = Field(
+        default=UpdateMode.POLLING, description="how updates arrive: polling or webhook"
+    )
     # Public URL Telegram posts updates to in webhook mode, e.g. https://ops.example.com/telegram.
-    webhook_url: str = ""
-    webhook_secret: SecretStr = Field(default=SecretStr(""))
-    log_level: str = "INFO"
+    webhook_url: str = Field(default="", description="public URL for webhook mode")
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(""), description="secret Telegram sends with webhook updates"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT, description="text, or json: one JSON object per line"
+    )
     # Crash drills only: a deployment that enters this state (e.g. "switching") waits there
     # until the process is killed, so a drill or a test kills opsgate at exactly that step.
-    hold_at: str = ""
+    hold_at: str = Field(default="", description="crash drills only: stop at this step")
 
     @field_validator("http_addr")
     @classmethod

@@ -58,6 +58,7 @@ async def migrate(
         raise StorageError(
             f"database schema version {current} is newer than this opsgate ({LATEST_VERSION})"
         )
+    start = current
     for migration in migrations:
         if current < migration.version <= target:
             # One transaction per step, so a failed step leaves the previous version intact.
@@ -70,10 +71,12 @@ async def migrate(
             except BaseException:
                 await db.rollback()
                 raise
-            log.info(
+            log.debug(
                 "database migrated to version %d: %s", migration.version, migration.description
             )
             current = migration.version
+    if current != start:  # one line at INFO however many steps it took
+        log.info("database migrated from version %d to %d", start, current)
     return current
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.dev.harness.systemd import SystemdSandbox
     from tests.e2e.canary_stage import Ports, Stage
 
-TOKEN = "7100000001:AAE2E-test-token-never-logged"
+TOKEN = "7100000001:AAE2E-test-token-never-logged-anywhere"
 
 ALICE, BOB, CAROL, STRANGER = 1001, 1002, 1003, 4242
 DEPLOYS, APPROVALS, UNLISTED = -100100, -100200, -100999

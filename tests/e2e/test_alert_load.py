@@ -50,9 +50,15 @@ def check(outcome: Outcome, *, exact: bool) -> None:
 async def test_thousand_alerts_a_minute_with_and_without_a_restart(tmp_path: Path) -> None:
     started = time.monotonic()
     results = await asyncio.gather(
-        run_scenario("plain", "7100000021:AAE2E-load-plain", tmp_path / "plain", seed=9),
         run_scenario(
-            "restart", "7100000022:AAE2E-load-restart", tmp_path / "restart", seed=1, restart=True
+            "plain", "7100000021:AAE2E-load-plain-token-for-the-test", tmp_path / "plain", seed=9
+        ),
+        run_scenario(
+            "restart",
+            "7100000022:AAE2E-load-restart-token-for-the-test",
+            tmp_path / "restart",
+            seed=1,
+            restart=True,
         ),
         return_exceptions=True,
     )
