@@ -1,5 +1,6 @@
-"""config/opsgate.service on the real systemd sandbox: Type=notify, a stalled watchdog, and
-the deploy roots ReadWritePaths opens under the unit's hardening.
+"""config/opsgate.service on the real systemd sandbox: Type=notify, a stalled watchdog,
+the deploy roots ReadWritePaths opens under the unit's hardening, and the polkit rule its
+header documents for privileged commands.
 
 The shipped unit is installed as it is; a drop-in changes only what this machine needs (root
 instead of the opsgate user, the venv's opsgate, paths under the test's directory, a home
@@ -140,4 +141,61 @@ async def test_a_deploy_root_in_read_write_paths_is_writable_and_others_are_not(
         assert not (unlisted / "releases").exists()
         assert "Read-only file system" in result.stderr
     finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def documented_polkit_rule(unit_text: str, user: str, units: list[str]) -> str:
+    """The polkit rule the unit's header gives, for `user` and `units`."""
+    lines = unit_text.split("[Unit]", 1)[0].splitlines()
+    start = next(i for i, line in enumerate(lines) if "polkit.addRule" in line)
+    end = next(i for i, line in enumerate(lines) if i > start and line.strip() == "#   });")
+    rule = "\n".join(line.removeprefix("#   ") for line in lines[start : end + 1]) + "\n"
+    assert '"web.service", "worker.service"' in rule and 'subject.user == "opsgate"' in rule
+    listed = ", ".join(f'"{unit}"' for unit in units)
+    rule = rule.replace('"web.service", "worker.service"', listed)
+    return rule.replace('subject.user == "opsgate"', f'subject.user == "{user}"')
+
+
+async def test_the_documented_polkit_rule_lets_the_hardened_unit_restart_its_units_only(
+    systemd_sandbox: SystemdSandbox,
+) -> None:
+    """Under the unit's hardening (NoNewPrivileges, no capabilities) and not root, systemctl
+    restarts a unit the header's polkit rule names, and is refused any other."""
+    host = systemd_sandbox.host
+    unit_text = (REPO / "config" / "opsgate.service").read_text()
+    work = Path(tempfile.mkdtemp(prefix="polkit_", dir=systemd_sandbox.work_dir))
+    rules = work / "rules.d"
+    rules.mkdir()
+    allowed, other = "pk-allowed.service", "pk-other.service"
+    (rules / "50-opsgate.rules").write_text(documented_polkit_rule(unit_text, "nobody", [allowed]))
+    for path in (work, rules, rules / "50-opsgate.rules"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    for unit in (allowed, other):
+        (systemd_sandbox.unit_dir / unit).write_text("[Service]\nExecStart=/bin/sleep infinity\n")
+    manager = SystemdManager(host)
+    # Only inside the sandbox's own mounts: the machine's /etc/polkit-1 is never touched.
+    mounted = await host.run(["mount", "--bind", str(rules), "/etc/polkit-1/rules.d"])
+    assert mounted.ok, mounted.stderr
+    try:
+        await manager.daemon_reload()
+        started = await host.run(["systemctl", "start", "dbus.socket", "polkit.service"])
+        assert started.ok, started.stderr
+        await manager.start(allowed)
+        await manager.start(other)
+        argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", "--property=User=nobody"]
+        argv += [f"--property={setting}" for setting in hardening(unit_text)]
+        before = await manager.show(allowed, ["MainPID"])
+        ok = await host.run([*argv, "/bin/systemctl", "--no-ask-password", "restart", allowed])
+        assert ok.ok, ok.stderr
+        assert (await manager.show(allowed, ["MainPID"])).main_pid != before.main_pid
+        refused = await host.run([*argv, "/bin/systemctl", "--no-ask-password", "restart", other])
+        assert not refused.ok
+        assert "Access denied" in refused.stderr or "authentication" in refused.stderr, refused
+    finally:
+        for unit in (allowed, other):
+            await host.run(["systemctl", "stop", unit])
+            (systemd_sandbox.unit_dir / unit).unlink()
+        await host.run(["umount", "/etc/polkit-1/rules.d"])
+        await host.run(["systemctl", "stop", "polkit.service"])
+        await manager.daemon_reload()
         shutil.rmtree(work, ignore_errors=True)
