@@ -22,6 +22,7 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot.changes import TelegramChanges
+from bot.long_watch_notices import LongWatchNotices
 from config.settings import Settings, UpdateMode
 from handlers import (
     alerts_chat,
@@ -123,6 +124,7 @@ def build_application(
     application.bot_data.commands = commands
     application.bot_data.buttons = buttons
     services.front_door.listen(TelegramChanges(application))
+    services.long_watches.listener = LongWatchNotices(application)
 
     application.add_handler(TypeHandler(Update, gate), group=GROUP_GATE)
     for command in commands.all():

@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    model_validator,
+)
 
 from config.canary import CanaryConfig, check_canary
 
@@ -38,6 +46,13 @@ FLAG_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}(\.[a-z0-9_-]{1,62}){0,3}$"
 FlagKey = Annotated[str, StringConstraints(pattern=FLAG_KEY_PATTERN, max_length=128)]
 
 
+# The seeds' safety numbers, defaults where the data to check them exists (see where used).
+SEEDS_LATENCY_S = 5.0  # a health URL's answer slower than this is a failed check
+SEEDS_MEMORY_PERCENT = 90.0  # of the host's memory, during the watch, when psutil sees the pid
+SEEDS_ERROR_RATIO = 0.05  # errors over requests, when a metrics source is configured
+OPS_FILE = "ops file"
+
+
 METRIC_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$"
 Metric = Annotated[str, StringConstraints(pattern=METRIC_PATTERN)]
 
@@ -49,8 +64,14 @@ class ErrorRateGate(_Strict):
     errors: Metric  # e.g. http_requests_total, narrowed by errors_match
     total: Metric
     errors_match: dict[str, str] = {}  # label -> regex, e.g. { code = "5.." }
-    max_ratio: float = Field(default=0.05, gt=0, le=1)  # the seeds' 5% error threshold
+    max_ratio: float = Field(default=SEEDS_ERROR_RATIO, gt=0, le=1)  # the seeds' 5%
     timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @property
+    def max_ratio_source(self) -> str:
+        if "max_ratio" in self.model_fields_set:
+            return OPS_FILE
+        return "default: the seeds' 5% error rate"
 
 
 class AlertmanagerConfig(_Strict):
@@ -90,6 +111,20 @@ class HealthConfig(_Strict):
     # answer is enough by default; every extra one is time production stays broken.
     rollback_consecutive: int = Field(default=1, ge=1, le=50)
     within_s: float = Field(default=30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _seeds_latency(self) -> HealthConfig:
+        """A URL probe without a latency limit gets the seeds' 5 s; `model_fields_set` still
+        tells it from one the ops file set (see latency_limit_source)."""
+        if self.url is not None and self.latency_limit_s is None:
+            self.__dict__["latency_limit_s"] = SEEDS_LATENCY_S  # frozen: set once, here
+        return self
+
+    @property
+    def latency_limit_source(self) -> str:
+        if "latency_limit_s" in self.model_fields_set:
+            return OPS_FILE
+        return "default: the seeds' 5 s response time" if self.latency_limit_s else ""
 
     def needed(self, *, rollback: bool) -> int:
         """Healthy answers in a row a restart must give: after a rollback, or a deploy."""
@@ -183,6 +218,19 @@ class PreChecks(_Strict):
     timeout_s: float = Field(default=30, gt=0, le=600)
 
 
+LONGEST_WATCH_S = 72 * 3600  # the seeds' longest watch after a release
+
+
+def memory_percent_limit(deploy: DeployConfig, local: bool) -> tuple[float | None, str]:
+    """The watch's memory limit in % of the host and where it came from: the ops file, else
+    the seeds' 90% when the service runs on this machine (psutil sees its processes)."""
+    if deploy.max_memory_percent is not None:
+        return deploy.max_memory_percent, OPS_FILE
+    if local:
+        return SEEDS_MEMORY_PERCENT, "default: the seeds' 90% memory, on this host"
+    return None, ""
+
+
 class DeployConfig(_Strict):
     """How a service is released: where, from what, how it is built and how it is watched."""
 
@@ -198,13 +246,17 @@ class DeployConfig(_Strict):
     keep: int = Field(default=5, ge=2, le=100)
     config_files: list[FilePath] = []  # copied into every rollback point
     sqlite_db: FilePath | None = None  # backed up (online) into every rollback point
-    watch_s: float = Field(default=60, ge=0, le=3600)  # after verifying: watch this long
+    # After verifying: watch this long (the seeds: 24-72 h after a release). A watch longer
+    # than the long-watch threshold (10 min) goes on after the deploy succeeded, as rows.
+    watch_s: float = Field(default=60, ge=0, le=LONGEST_WATCH_S)
+    background_watch_after_s: float = Field(default=600, gt=0, le=LONGEST_WATCH_S)
     watch_interval_s: float = Field(default=5, gt=0, le=300)
     max_failed_checks: int = Field(default=3, ge=1, le=100)  # in a row, during the watch
     max_restarts: int = Field(default=0, ge=0, le=100)  # NRestarts growth allowed in the watch
     # During the watch (the seeds: 90% memory, 5% errors; 5 s responses: health latency_limit_s)
     max_memory_mib: int | None = Field(default=None, ge=1)  # RSS of the main process + children
-    max_memory_percent: float | None = Field(default=None, gt=0, le=100)  # of the host's memory
+    # Of the host's memory; unset, the seeds' 90% where psutil can see the process (this host).
+    max_memory_percent: float | None = Field(default=None, gt=0, le=100)
     error_rate: ErrorRateGate | None = None  # read from a Prometheus-format endpoint
     strategy: Literal["restart", "blue-green", "canary"] = "restart"
     blue_green: BlueGreenConfig | None = None  # blue-green's slots; a canary uses them too

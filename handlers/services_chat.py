@@ -18,6 +18,7 @@ from handlers.render import code, esc, service_name_problem
 from handlers.services_render import (
     render_details,
     render_fleet_details,
+    render_limits,
     render_overview,
     restart_footer,
 )
@@ -58,10 +59,11 @@ async def service_details(update: Update, context: OpsContext) -> None:
             f"⛔ {esc(name)} has no environment “{esc(environment[:40])}” (it has: {esc(known)})."
         )
         return
+    limits = render_limits(service, environment)
     if len(service.hosts_in(environment)) == 1:
         host = service.hosts_in(environment)[0]
         details = await context.services.controller().details(name, host=host)
-        await message.reply_text(render_details(details))
+        await message.reply_text(render_details(details, limits))
         return
     (placement,) = [
         p for p in await context.services.placements(name) if p.environment == environment
@@ -70,7 +72,7 @@ async def service_details(update: Update, context: OpsContext) -> None:
     unwell = [h for h in placement.hosts if h not in placement.healthy]
     host = (unwell or placement.hosts)[0]
     details = await context.services.controller().details(name, host=host)
-    await message.reply_text(render_fleet_details(placement, details))
+    await message.reply_text(render_fleet_details(placement, details, limits))
 
 
 async def restart_request(update: Update, context: OpsContext) -> None:

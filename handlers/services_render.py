@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from config.inventory import LOCAL_HOST, Service, memory_percent_limit
 from handlers.deploy_render import render_versions
 from handlers.render import MESSAGE_LIMIT, code, duration, esc, join_lines
 from services.control.controller import RestartOutcome, ServiceDetails, ServiceState
@@ -77,7 +78,36 @@ def render_placement(placement: Placement) -> list[str]:
     return lines
 
 
-def render_details(details: ServiceDetails) -> str:
+def _from(source: str) -> str:
+    return f" ({esc(source)})" if source else ""
+
+
+def render_limits(service: Service, environment: str) -> list[str]:
+    """The safety limits a deploy is watched by, each with where it came from: the ops file
+    or the seeds' numbers (applied where the data to check them exists)."""
+    lines = []
+    if service.health is not None and service.health.latency_limit_s is not None:
+        limit, source = service.health.latency_limit_s, service.health.latency_limit_source
+        lines.append(f"Response time: at most {limit:g} s{_from(source)}")
+    deploy = service.deploy
+    if deploy is None:
+        return lines
+    local = all(h == LOCAL_HOST for h in service.hosts_in(environment))
+    percent, source = memory_percent_limit(deploy, local)
+    memory = [f"{deploy.max_memory_mib} MiB (ops file)"] if deploy.max_memory_mib else []
+    memory += [f"{percent:g}%{_from(source)}"] if percent is not None else []
+    if memory:
+        lines.append(f"Memory while watched: at most {' and '.join(memory)}")
+    if deploy.error_rate is not None:
+        gate = deploy.error_rate
+        lines.append(
+            f"Errors while watched: at most {gate.max_ratio:.0%}{_from(gate.max_ratio_source)}"
+        )
+    lines.append(f"Watch after a deploy: {duration(deploy.watch_s)}")
+    return lines
+
+
+def render_details(details: ServiceDetails, limits: Sequence[str] = ()) -> str:
     state = details.state
     lines = [
         f"{_icon(state)} <b>{esc(state.name)}</b> ({esc(state.environment)}) — "
@@ -97,6 +127,7 @@ def render_details(details: ServiceDetails) -> str:
         lines.append(" · ".join(facts))
     health = state.health
     lines.append(f"Health: {_health(health)}" + (f" ({esc(health.target)})" if health else ""))
+    lines += limits
     log = details.log_tail.strip() or "(empty)"
     while len(esc(log)) > LOG_CHARS:  # measured escaped: `&` alone grows fivefold
         log = "…" + log[len(log) // 4 :]
@@ -104,7 +135,9 @@ def render_details(details: ServiceDetails) -> str:
     return join_lines(lines, limit=MESSAGE_LIMIT)
 
 
-def render_fleet_details(placement: Placement, details: ServiceDetails) -> str:
+def render_fleet_details(
+    placement: Placement, details: ServiceDetails, limits: Sequence[str] = ()
+) -> str:
     """A fleet: every host's state, then the log of the host `details` is about."""
     lines = render_placement(placement)
     lines += [
@@ -113,6 +146,7 @@ def render_fleet_details(placement: Placement, details: ServiceDetails) -> str:
         for s in placement.states
         if s.host in placement.healthy
     ]
+    lines += limits
     log = details.log_tail.strip() or "(empty)"
     while len(esc(log)) > LOG_CHARS // 2:
         log = "…" + log[len(log) // 4 :]

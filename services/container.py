@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from config.integrations import Webhook
+from config.inventory import DeployConfig
 from config.opsfile import OpsConfig
 from services.alerts.changes import RecentChanges
 from services.alerts.engine import AlertEngine
@@ -25,8 +26,9 @@ from services.control.controller import ServiceController
 from services.control.metrics import MetricsSampler
 from services.deploy.confirmations import Confirmations
 from services.deploy.deployments import Deployments
-from services.deploy.front_door import FrontDoor
+from services.deploy.front_door import FrontDoor, Origin
 from services.deploy.locks import EnvironmentLocks
+from services.deploy.long_watch import LongWatch, LongWatches
 from services.deploy.pipeline import DeployPipeline
 from services.deploy.placements import Placement, placements
 from services.flags.gates import FlagGate
@@ -44,6 +46,11 @@ from services.webhooks.delivery import WebhookSender
 from services.webhooks.queue import WebhookQueue
 
 VERSION = "0.1.0"
+
+
+def _deploy_of(ops: OpsConfig, name: str) -> DeployConfig | None:
+    service = ops.services.get(name)
+    return service.deploy if service is not None else None
 
 
 @dataclass
@@ -78,6 +85,7 @@ class Services:
     retention: Retention
     webhooks: WebhookQueue  # outgoing events, written with the audit rows they carry
     webhook_sender: WebhookSender  # its own task: start_background() / aclose()
+    long_watches: LongWatches  # watches of hours to days, read by their own task too
     runtime: RuntimeStatus = field(default_factory=RuntimeStatus)
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
@@ -134,6 +142,22 @@ class Services:
             audit,
             clock,
         )
+        long_watches = LongWatches(
+            storage, deployments, audit, lambda name: _deploy_of(services.ops, name)
+        )
+        pipeline.long_watches = long_watches
+        long_watches.watcher = pipeline.watcher
+
+        async def roll_back(watch: LongWatch, why: str) -> int:
+            """A breached long watch: the release is bad; back through the front door."""
+            await releases.mark_bad(watch.service, watch.version, why, watch.environment)
+            origin = Origin("watch")  # the card goes to the deploys chat
+            requested = await front_door.rollback(
+                watch.service, watch.previous_version, "opsgate", origin, watch.environment
+            )
+            return requested.deployment.id
+
+        long_watches.roll_back = roll_back
         alert_engine = AlertEngine(storage, audit, current_ops, clock)
         sampler = MetricsSampler()
         recent_changes = RecentChanges(deployments, flags, current_ops, clock)
@@ -168,6 +192,7 @@ class Services:
             retention=Retention(storage, Path(str(storage.path)), current_ops, clock),
             webhooks=webhooks,
             webhook_sender=WebhookSender(webhooks, current_webhooks, audit),
+            long_watches=long_watches,
             clock=clock,
         )
         return services
@@ -177,8 +202,10 @@ class Services:
         await self.sync_declared_flags()
 
     def start_background(self) -> None:
-        """Tasks of the services' own (on the running loop): the webhook sender."""
+        """Tasks of the services' own (on the running loop): the webhook sender, the long
+        watches (resumed from their rows)."""
         self.webhook_sender.start()
+        self.long_watches.start()
 
     async def sync_declared_flags(self) -> None:
         """Create flags the ops file declares and the database does not know yet (off, 0%)."""
@@ -207,6 +234,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.webhook_sender.stop()  # undelivered rows stay queued for the next run
+        await self.long_watches.stop()  # their rows stay `watching`: the next run resumes them
         await self.hosts.aclose()
         await self.http.aclose()
         await self.storage.close()

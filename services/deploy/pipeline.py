@@ -56,6 +56,7 @@ from services.deploy.drain import Drainer
 from services.deploy.drills import resume_drill, run_drill
 from services.deploy.errors import NotTheReleasesFault, StepFailed, is_the_releases_fault
 from services.deploy.hooks import HookFailed
+from services.deploy.long_watch import LongWatches
 from services.deploy.model import BEFORE_SWITCH
 from services.deploy.prechecks import check_current_health, check_window, run_prechecks
 from services.deploy.rollback_points import RollbackPoints
@@ -71,6 +72,7 @@ from services.deploy.steps import (
     describe,
 )
 from services.deploy.strategies import BlueGreenStrategy, RestartStrategy, SwitchStrategy
+from services.deploy.watch import Watch
 from services.hosts.registry import Hosts
 from services.progress import Progress
 from services.releases.layout import ReleaseLayout, validate_version
@@ -104,6 +106,7 @@ class DeployPipeline:
         self._clock = clock
         self._running: dict[int, Run] = {}
         self._steps = PipelineSteps(deployments, http, start_timeout_s)
+        self.long_watches: LongWatches | None = None  # set by the composition root
 
     async def run(
         self, deployment_id: int, progress: Progress, actor: str = "opsgate"
@@ -137,7 +140,9 @@ class DeployPipeline:
             await self._unless_aborted(
                 run, self._steps.hooks(run, target, "post_deploy", run.version, run.previous)
             )
-            if deploy.watch_s > 0:
+            if deploy.watch_s > 0 and self.long_watches and LongWatches.is_long(deploy):
+                await self._watch_later(run, target, restarts)
+            elif deploy.watch_s > 0:
                 await self._steps.advance(run, S.WATCHING)
                 await self._unless_aborted(run, self._steps.watch(target, progress, restarts))
             await self._steps.advance(run, S.SUCCEEDED)
@@ -148,6 +153,26 @@ class DeployPipeline:
             run.stopped.set()
         await self._steps.prune(run, target)
         return DeployOutcome(True, S.SUCCEEDED, run.version, run.previous, None)
+
+    async def _watch_later(self, run: Run, target: Target, restarts: int | None) -> None:
+        """A long watch goes on in the background (services/deploy/long_watch.py)."""
+        assert self.long_watches is not None
+        watch_s = target.deploy.watch_s
+        async with run.progress.step(f"watch {watch_s:g} s in the background") as step:
+            ends = await self.long_watches.begin(
+                run.deployment, target.host, watch_s, restarts, run.previous
+            )
+            step.detail = f"until {ends:%Y-%m-%d %H:%M:%S} UTC; the end is told here"
+
+    async def watcher(self, name: str, host: str, restarts: int | None) -> Watch | None:
+        """The watch window's checks for `name` on `host` (a long watch reads them)."""
+        try:
+            target = self._resolve(name, host)
+        except (UnknownService, StepFailed):
+            return None
+        check = target.controller.health_check(name, target.host)
+        backend = await target.strategy.backend()
+        return Watch(name, target.deploy, backend, check, target.layout.host, self._http, restarts)
 
     async def _prepare(self, run: Run, target: Target) -> None:
         """pre_checks and building: up to the moment before the switch."""

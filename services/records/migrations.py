@@ -396,6 +396,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        14,
+        "long watches: a watch of hours to days after a deploy, checked in the background",
+        """
+        CREATE TABLE long_watches (
+            deployment_id    INTEGER PRIMARY KEY REFERENCES deployments (id),
+            service          TEXT    NOT NULL,
+            environment      TEXT    NOT NULL,
+            host             TEXT    NOT NULL,
+            version          TEXT    NOT NULL,
+            previous_version TEXT,
+            restarts_before  INTEGER,
+            started_at       TEXT    NOT NULL,
+            ends_at          TEXT    NOT NULL,
+            state            TEXT    NOT NULL DEFAULT 'watching',
+            readings         INTEGER NOT NULL DEFAULT 0,
+            streaks          TEXT    NOT NULL DEFAULT '{}',
+            last_seen        TEXT    NOT NULL DEFAULT '',
+            note             TEXT    NOT NULL DEFAULT '',
+            rollback_id      INTEGER,
+            updated_at       TEXT    NOT NULL
+        );
+        CREATE INDEX long_watches_watching ON long_watches (service) WHERE state = 'watching';
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
