@@ -1,13 +1,14 @@
-"""`opsgate deploy|rollback|promote|flag|halt|lock|unlock|silence|unsilence|status`: a running
-opsgate, through its HTTP API, so a pipeline can do what the chat does, under the same roles.
+"""`opsgate deploy|rollback|promote|restore|flag|halt|lock|unlock|silence|unsilence|status`: a
+running opsgate, through its HTTP API, so a pipeline can do what the chat does, under the same
+roles.
 
     OPSGATE_API_TOKEN    the bearer token: one of the ops file's [api_tokens] (it says who
                          asks), or the process-wide token (then say who: --as / the next line)
     OPSGATE_REQUESTED_BY the Telegram user id a request is made as (or --as ID)
     OPSGATE_HTTP_ADDR    where opsgate listens (or --url http://host:port)
 
-`deploy|rollback|promote ... --wait` follows the deployment to its end; the exit code says how
-it ended (EXIT_* below): 0 succeeded, 3 failed, 4 rolled back, 5 cancelled, 6 still running
+`deploy|rollback|promote|restore ... --wait` follows the deployment to its end; the exit code
+says how it ended (EXIT_* below): 0 succeeded, 3 failed, 4 rolled back, 5 cancelled, 6 still running
 when --timeout ran out; 1 refused or unreachable, 2 a usage error.
 """
 
@@ -19,7 +20,7 @@ import os
 import sys
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -40,7 +41,7 @@ EXIT_OF_STATE = {
     "cancelled": EXIT_CANCELLED,
 }
 ENDED = frozenset(EXIT_OF_STATE) - {"failed"}  # "failed" may yet roll back: see finished_at
-FOLLOWED = ("deploy", "rollback", "promote")
+FOLLOWED = ("deploy", "rollback", "promote", "restore")
 COMMANDS = (*FOLLOWED, "flag", "halt", "lock", "unlock", "silence", "unsilence", "status")
 FLAG_VERBS = ("on", "off", "kill", "unkill", "exclude", "include")
 
@@ -51,6 +52,7 @@ def add_commands(sub: Any) -> None:
         ("deploy", "request a deploy: SERVICE VERSION [--to ENVIRONMENT] [--emergency] [--wait]"),
         ("rollback", "request a rollback: SERVICE [VERSION] [--in ENVIRONMENT] [--wait]"),
         ("promote", "deploy what runs in one environment to the next: SERVICE [--from ENV]"),
+        ("restore", "restore a database from a rollback point: SERVICE [POINT] (none: list)"),
         ("flag", "change a flag: KEY PERCENT | on | off | kill | unkill | exclude|include KIND ID"),
         ("halt", "emergency stop: REASON (everything stops until unlocked)"),
         ("lock", "lock an environment against deploys: ENVIRONMENT REASON"),
@@ -80,6 +82,10 @@ def _add_arguments(name: str, command: argparse.ArgumentParser) -> None:
     elif name == "rollback":
         command.add_argument("service")
         command.add_argument("version", nargs="?")
+        command.add_argument("--in", dest="environment", help="the environment")
+    elif name == "restore":
+        command.add_argument("service")
+        command.add_argument("point", nargs="?", help="a rollback point's id (none: list them)")
         command.add_argument("--in", dest="environment", help="the environment")
     elif name == "promote":
         command.add_argument("service")
@@ -117,7 +123,7 @@ def run_client(args: argparse.Namespace, settings: Settings) -> int:
             asked = _requester(args)
             if asked is not None:  # a token of [api_tokens] says who asks by itself
                 body["requested_by"] = asked
-            response = http.request(verb, path, json=body)
+            response = http.request(verb, path, json=body) if verb != "GET" else http.get(path)
             if args.command in FOLLOWED and args.wait and response.is_success:
                 return follow(http, response.json(), args)
             return _show(response, args.json)
@@ -145,6 +151,11 @@ def request_of(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
         body |= {"version": args.version} if args.version else {}
         body |= {"environment": args.environment} if args.environment else {}
         return "POST", "/api/rollbacks", body
+    if args.command == "restore":
+        where = {"environment": args.environment} if args.environment else {}
+        if args.point is None:
+            return "GET", "/api/restores?" + urlencode({"service": args.service} | where), {}
+        return "POST", "/api/restores", {"service": args.service, "point": args.point} | where
     if args.command == "promote":
         body = {"service": args.service} | ({"from": args.source} if args.source else {})
         return "POST", "/api/promotions", body

@@ -35,6 +35,7 @@ from handlers import (
     flags_chat,
     locks_chat,
     report_chat,
+    restore_chat,
     services_chat,
 )
 from handlers.access import gate
@@ -81,6 +82,7 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
         deploy_chat,
         deploy_control_chat,
         drill_chat,
+        restore_chat,
         approvals_chat,
         audit_chat,
         alerts_chat,

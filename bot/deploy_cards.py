@@ -45,6 +45,11 @@ def card_title(deployment: Deployment) -> str:
         return (
             f"🧯 #{deployment.id} Rollback drill: {name} {version} → {back} → {version} in {where}"
         )
+    if deployment.kind is DeploymentKind.RESTORE:
+        point = code(deployment.version)
+        return (
+            f"🗄 #{deployment.id} Restoring {name}'s database from rollback point {point} in {where}"
+        )
     verb = "Rolling back" if deployment.kind is DeploymentKind.ROLLBACK else "Deploying"
     return f"🚀 #{deployment.id} {verb} {name} {version} to {where}"
 
@@ -192,4 +197,6 @@ async def _pipeline_run(services: Services, deployment: Deployment, steps: Progr
         return await pipeline.rollback(deployment.id, steps)
     if deployment.kind is DeploymentKind.DRILL:
         return await pipeline.drill(deployment.id, steps)
+    if deployment.kind is DeploymentKind.RESTORE:
+        return await pipeline.restore(deployment.id, steps)
     return await pipeline.run(deployment.id, steps)

@@ -75,10 +75,13 @@ def _status(request: ApprovalRequest, ops: OpsConfig) -> str:
 
 
 def render_request(request: ApprovalRequest, deployment: Deployment, ops: OpsConfig) -> str:
-    kind = "Rollback" if deployment.kind.value == "rollback" else "Deploy"
+    kind = {"rollback": "Rollback", "restore": "Database restore"}.get(deployment.kind, "Deploy")
     lines = [
         f"📝 Sign-off #{request.id}: {kind} #{deployment.id} <b>{esc(deployment.service)}</b>"
-        f" {code(deployment.version)} to {esc(deployment.environment)},"
+        + (" from rollback point" * (deployment.kind == "restore"))
+        + f" {code(deployment.version)}"
+        + (" in " if deployment.kind == "restore" else " to ")
+        + f"{esc(deployment.environment)},"
         f" asked by {who(ops, request.requester)}",
     ]
     for role in request.roles:

@@ -117,6 +117,8 @@ def render_outcome(deployment: Deployment, outcome: Outcome) -> tuple[str, bool]
     name, icon = esc(deployment.service), _ICONS.get(outcome.state, "•")
     if deployment.kind is DeploymentKind.DRILL:
         return _drill_outcome(name, outcome), False
+    if deployment.kind is DeploymentKind.RESTORE:
+        return _restore_outcome(name, outcome), False
     if outcome.ok:
         was = f" (was {code(outcome.previous_version)})" if outcome.previous_version else ""
         text = f"{icon} <b>{name}</b> runs {code(outcome.version)}{was}."
@@ -133,6 +135,21 @@ def render_outcome(deployment: Deployment, outcome: Outcome) -> tuple[str, bool]
     if outcome.state is DeploymentState.ROLLBACK_FAILED:
         return f"{icon} {code(outcome.version)} failed and so did the rollback: {reason}", False
     return f"{icon} Nothing was switched: {reason}", False
+
+
+def _restore_outcome(name: str, outcome: Outcome) -> str:
+    point, icon = code(outcome.version), _ICONS.get(outcome.state, "•")
+    if outcome.ok:
+        return f"{icon} <b>{name}</b>'s database is restored from rollback point {point}; healthy."
+    reason = esc(outcome.error or "unknown")
+    if outcome.state is DeploymentState.ROLLED_BACK:
+        return (
+            f"{icon} The restore from {point} failed: {reason}\n"
+            f"The database is as it was before (rollback point {code(outcome.rolled_back_to)})."
+        )
+    if outcome.state is DeploymentState.ROLLBACK_FAILED:
+        return f"{icon} The restore from {point} failed, and so did putting it back: {reason}"
+    return f"{icon} Nothing was restored: {reason}"
 
 
 def _drill_outcome(name: str, outcome: Outcome) -> str:
@@ -241,7 +258,9 @@ def render_waiting_signoff(
     roles = ", ".join(f"{r.role} ×{r.needed}" for r in request.roles)
     where = "below" if request.chat_id == asked_in else "in the approvals chat"
     return (
-        f"🕐 #{deployment.id} <b>{esc(deployment.service)}</b> {code(deployment.version)} waits"
+        f"🕐 #{deployment.id} <b>{esc(deployment.service)}</b> "
+        + ("database restore from point " * (deployment.kind is DeploymentKind.RESTORE))
+        + f"{code(deployment.version)} waits"
         f" for sign-off {where}: {esc(roles)}."
     )
 

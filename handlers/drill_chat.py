@@ -1,4 +1,5 @@
-"""/drill SERVICE: a rollback drill outside production, timed, on one live card."""
+"""/drill SERVICE: a rollback drill outside production, timed, on one live card; /drill
+SERVICE database [POINT]: a database backup restored into a scratch copy and checked."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from config.permissions import Action
 from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.render import deploy_problem, esc
+from handlers.restore_chat import database_drill
 from services.deploy.front_door import Origin, ProductionDrill
 from services.errors import OpsgateError
 
@@ -18,8 +20,13 @@ async def drill(update: Update, context: OpsContext) -> None:
     if message is None or user is None:
         return
     args = context.args or []
+    if len(args) in (2, 3) and args[1] == "database":
+        await database_drill(message, args, str(user.id), context)
+        return
     if len(args) != 1:
-        await message.reply_text("Usage: /drill SERVICE (outside production)")
+        await message.reply_text(
+            "Usage: /drill SERVICE (outside production) | /drill SERVICE database [POINT]"
+        )
         return
     name = args[0]
     problem = deploy_problem(name, context.services.ops)
@@ -36,5 +43,10 @@ async def drill(update: Update, context: OpsContext) -> None:
 
 
 COMMANDS = [
-    Command("drill", "rollback drill outside production: SERVICE", drill, action=Action.DRILL),
+    Command(
+        "drill",
+        "rollback drill outside production: SERVICE, or a database drill: SERVICE database",
+        drill,
+        action=Action.DRILL,
+    ),
 ]

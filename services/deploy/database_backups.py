@@ -86,6 +86,34 @@ async def restore_database(host: Host, database: DatabaseSpec, src: str) -> None
         await run_checked(host, argv, timeout=SQLITE_TIMEOUT_S)
 
 
+async def check_sqlite(host: Host, path: str, query: str | None = None) -> list[str]:
+    """Open the SQLite file at `path` read-only and run `PRAGMA integrity_check` (then
+    `query`, if given); the answer's lines, ["ok", ...] when the file is sound."""
+    validate_path(path)
+    statements = ["PRAGMA integrity_check", *([query] if query else [])]
+    if isinstance(host, LocalHost):
+        return await asyncio.to_thread(_sqlite_check, path, statements)
+    lines: list[str] = []
+    for statement in statements:
+        argv = ["sqlite3", "-readonly", path, statement]
+        lines += (await run_checked(host, argv, timeout=SQLITE_TIMEOUT_S)).stdout.splitlines()
+    return lines
+
+
+def _sqlite_check(path: str, statements: list[str]) -> list[str]:
+    """Blocking: run it in a thread."""
+    try:
+        uri = Path(path).as_uri() + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            return [
+                "|".join(str(value) for value in row)
+                for statement in statements
+                for row in db.execute(statement).fetchall()
+            ]
+    except sqlite3.Error as exc:
+        raise DatabaseBackupError(f"SQLite cannot read {path}: {exc}") from exc
+
+
 def _sqlite_copy(source: str, destination: str, *, check: bool) -> None:
     """Blocking: run it in a thread. mode=ro makes a missing source an error, not a new file."""
     try:

@@ -166,7 +166,8 @@ class Deployments:
         """The newest finished deploy or rollback of `version` there: promotion asks it."""
         rows = await self._storage.db.execute_fetchall(
             "SELECT * FROM deployments WHERE service = ? AND environment = ? AND version = ?"
-            " AND finished_at IS NOT NULL AND kind != 'drill' AND dry_run = 0"
+            " AND finished_at IS NOT NULL AND kind NOT IN ('drill', 'restore')"
+            " AND dry_run = 0"
             " AND state != 'cancelled' ORDER BY id DESC LIMIT 1",
             (service, environment, version),
         )

@@ -7,14 +7,22 @@ A drill that cannot get healthy on the older release has found what it exists to
 release is marked bad (no /rollback will land on it) and the service goes back to where it
 was. If the forward leg fails, the older release (verified a moment ago) keeps serving.
 Nothing is marked bad for a failure that is not the release's (NotTheReleasesFault).
+
+A database drill (`run_database_drill`) changes nothing anywhere: it restores a rollback
+point's database backup into a scratch file beside the backup, runs SQLite's
+`PRAGMA integrity_check` on it, counts its tables, and removes it.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
+from dataclasses import dataclass
 
+from services.deploy.database_backups import SqliteDatabase, check_sqlite
 from services.deploy.deployments import DeploymentState
 from services.deploy.errors import StepFailed, is_the_releases_fault
+from services.deploy.rollback_points import RollbackPoint, RollbackPointNotFound, RollbackPoints
 from services.deploy.steps import DeployOutcome, PipelineSteps, Run, Target, describe
 from services.releases.layout import validate_version
 
@@ -102,3 +110,61 @@ async def _go_back(
         return DeployOutcome(False, S.ROLLBACK_FAILED, run.version, release, text)
     await steps.advance(run, S.ROLLED_BACK, f"{release} runs again")
     return DeployOutcome(False, S.ROLLED_BACK, run.version, release, error, rolled_back_to=release)
+
+
+@dataclass(frozen=True)
+class DatabaseDrillReport:
+    """A database drill's findings: the backup restored into a scratch copy and checked."""
+
+    point: str
+    created_at: str
+    source: str
+    ok: bool
+    integrity: tuple[str, ...]  # PRAGMA integrity_check's lines ("ok" when sound)
+    tables: int
+    seconds: float
+
+
+async def run_database_drill(
+    points: RollbackPoints,
+    database: SqliteDatabase,
+    point_id: str | None = None,
+    query: str | None = None,
+) -> DatabaseDrillReport:
+    """Restore a point's database backup (the newest with one, or `point_id`) into a scratch
+    file next to it, open that with SQLite and check it; the live database is never opened.
+    The scratch file is removed afterwards. `query`: a check of the team's own, run after
+    the integrity check; its answer lines are reported with it."""
+    point = await _drill_point(points, point_id)
+    started = time.monotonic()
+    saved = await points.checked_database(point, database)
+    scratch = SqliteDatabase(f"{point.directory}/drill-{secrets.token_hex(6)}.sqlite")
+    try:
+        await points.restore_database(point, database, into=scratch)
+        lines = await check_sqlite(points.host, scratch.path, query)
+        counted = await check_sqlite(points.host, scratch.path, TABLE_COUNT)
+    finally:
+        await points.host.run(["rm", "-f", "--", scratch.path], timeout=60.0)
+    integrity = tuple(lines)  # "ok", then the query's own lines, if any
+    tables = int(counted[-1]) if counted and counted[-1].isdigit() else 0
+    return DatabaseDrillReport(
+        point.deployment_id,
+        point.created_at,
+        saved.source,
+        bool(integrity) and integrity[0] == "ok",
+        integrity,
+        tables,
+        time.monotonic() - started,
+    )
+
+
+TABLE_COUNT = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+
+
+async def _drill_point(points: RollbackPoints, point_id: str | None) -> RollbackPoint:
+    if point_id is not None:
+        return await points.load(point_id)
+    for point in await points.all():
+        if point.database is not None:
+            return point
+    raise RollbackPointNotFound("No rollback point holds a database backup yet.")

@@ -1,6 +1,7 @@
 """The one front door for every request that changes production.
 
-Deploy, emergency deploy, rollback, drill, restart, cancel and halt come through here,
+Deploy, emergency deploy, rollback, drill, database restore and drill, restart, cancel and
+halt come through here,
 whichever surface asked (a chat command, a button, the HTTP API, the CLI): the checks
 (known service, valid version, window, lock, policy) and what follows (sign-off, the
 after-the-fact notice of an emergency, the run itself) are written once. What a surface shows
@@ -20,7 +21,9 @@ from config.opsfile import OpsConfig
 from services.approvals.model import ApprovalRequest, Policy, deploy_policy, rollback_rule
 from services.approvals.signoff import Approvals
 from services.control.controller import RestartOutcome, ServiceController, UnknownService
+from services.deploy.database_backups import SqliteDatabase
 from services.deploy.deployments import Deployments
+from services.deploy.drills import DatabaseDrillReport, run_database_drill
 from services.deploy.errors import DeployError
 from services.deploy.halt import HaltReport, halt
 from services.deploy.locks import EnvironmentLocked, EnvironmentLocks
@@ -28,6 +31,12 @@ from services.deploy.model import Deployment, DeploymentKind
 from services.deploy.model import DeploymentState as S
 from services.deploy.pipeline import DeployPipeline
 from services.deploy.promotion import promotion_refusal
+from services.deploy.rollback_points import (
+    RollbackPoint,
+    RollbackPointNotFound,
+    RollbackPoints,
+    validate_deployment_id,
+)
 from services.deploy.windows import deploy_refusal, is_production
 from services.flags.plans import PlanService
 from services.progress import Progress
@@ -62,6 +71,13 @@ class NotPromoted(DeployError):
     """An environment that takes only versions proven in another one first."""
 
     kind = "conflict"
+
+
+class NoDatabase(DeployError):
+    kind = "invalid"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} has no sqlite_db in its deploy section: no database to restore.")
 
 
 class ProductionDrill(DeployError):
@@ -304,6 +320,57 @@ class FrontDoor:
         await self.listener.go(deployment, origin)
         return Requested(deployment)
 
+    async def restore(
+        self, name: str, point: str, actor: str, origin: Origin, environment: str | None = None
+    ) -> Requested:
+        """Put back the database backup of rollback point `point` (services/deploy/restores.py):
+        checked first (the point exists and its backup is intact), then signed off wherever a
+        deploy would be; no window holds it back, as none holds back a rollback."""
+        service = self.deployable(name)
+        env = self.environment_of(service, name, environment)
+        points, database = self._points(name, service, env)
+        point_id = _point_id(name, point)
+        await points.checked_database(await points.load(point_id), database)
+        deployment = await self._request(name, env, point_id, actor, kind=DeploymentKind.RESTORE)
+        policy = deploy_policy(self._ops(), env)
+        if policy is not None:
+            return await self._ask(deployment, policy, origin)
+        note = "no approval needed" + (f" (through the {origin.door})" * (origin.door != "chat"))
+        deployment = await self._deployments.advance(deployment.id, S.APPROVED, actor, note)
+        await self.listener.go(deployment, origin)
+        return Requested(deployment)
+
+    async def restore_points(
+        self, name: str, environment: str | None = None
+    ) -> list[RollbackPoint]:
+        """The rollback points of `name` that hold a database backup, newest first."""
+        service = self.deployable(name)
+        points, _ = self._points(name, service, self.environment_of(service, name, environment))
+        return [point for point in await points.all() if point.database is not None]
+
+    async def database_drill(
+        self, name: str, actor: str, point: str | None = None, environment: str | None = None
+    ) -> DatabaseDrillReport:
+        """Restore a backup (the newest, or `point`'s) into a scratch copy and check it; the
+        live database is never touched, so it runs in any environment, production too."""
+        service = self.deployable(name)
+        env = self.environment_of(service, name, environment)
+        points, database = self._points(name, service, env)
+        point_id = None if point is None else _point_id(name, point)
+        report = await run_database_drill(points, database, point_id)
+        data = {"environment": env, "point": report.point, "ok": report.ok}
+        await self._audit.record("drill.database", actor, name, data | {"tables": report.tables})
+        return report
+
+    def _points(
+        self, name: str, service: Service, env: str
+    ) -> tuple[RollbackPoints, SqliteDatabase]:
+        assert service.deploy is not None  # deployable
+        if not service.deploy.sqlite_db:
+            raise NoDatabase(name)
+        points = self._pipeline.rollback_points(name, env)
+        return points, SqliteDatabase(service.deploy.sqlite_db)
+
     async def signed_off(self, request: ApprovalRequest) -> None:
         """Sign-off complete: the deployment runs, its card under the request that asked."""
         deployment = await self._deployments.get(request.deployment_id)
@@ -376,3 +443,10 @@ class FrontDoor:
         request = await self._approvals.for_deployment(deployment_id)
         if request is not None:
             await self.listener.signoff_ended(request)
+
+
+def _point_id(name: str, point: str) -> str:
+    try:
+        return validate_deployment_id(point)
+    except ValueError:
+        raise RollbackPointNotFound(f"{point[:40]!r} is not a rollback point of {name}.") from None

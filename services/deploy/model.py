@@ -7,6 +7,8 @@
     before switching -> cancelled
 
 A succeeded deployment is never reopened: undoing it is a new deployment of kind rollback.
+A restore (kind restore) goes requested -> ... -> pre_checks -> switching (stop, restore the
+database, start) -> verifying -> succeeded; its `version` is the rollback point it restores.
 
 Errors (text fit for chat):
     DeploymentError
@@ -70,6 +72,7 @@ class DeploymentKind(StrEnum):
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
     DRILL = "drill"
+    RESTORE = "restore"  # a database put back from a rollback point; `version` is the point
 
 
 S = DeploymentState
@@ -104,6 +107,11 @@ _BY_KIND: dict[DeploymentKind, dict[S, frozenset[S]]] = {
     DeploymentKind.DRILL: {
         S.PRE_CHECKS: frozenset({S.SWITCHING}),
         S.VERIFYING: frozenset({S.SWITCHING}),
+    },
+    # A restore (services/deploy/restores.py): its "switch" stops the service, puts the
+    # database back and starts it; failing after that, rolling back restores the safety copy.
+    DeploymentKind.RESTORE: {
+        S.PRE_CHECKS: frozenset({S.SWITCHING}),
     },
 }
 

@@ -59,6 +59,7 @@ from services.deploy.hooks import HookFailed
 from services.deploy.long_watch import LongWatches
 from services.deploy.model import BEFORE_SWITCH
 from services.deploy.prechecks import check_current_health, check_window, run_prechecks
+from services.deploy.restores import resume_restore, run_restore
 from services.deploy.rollback_points import RollbackPoints
 from services.deploy.rolling import Fleet, FleetRun
 from services.deploy.steps import (
@@ -290,6 +291,8 @@ class DeployPipeline:
             self._bind_canary(run, target)
             if deployment.kind is DeploymentKind.DRILL:
                 return await resume_drill(self._steps, run, target)
+            if deployment.kind is DeploymentKind.RESTORE:
+                return await resume_restore(self._steps, run, target)
             if deployment.state in (S.FAILED, S.ROLLING_BACK):
                 # Marked bad already, if it was to blame: see FleetRun.resume.
                 raise NotTheReleasesFault(
@@ -375,6 +378,25 @@ class DeployPipeline:
         except Exception as exc:
             return await self._after_failure(run, exc)
         return await run_drill(self._steps, run, target)
+
+    async def restore(
+        self, deployment_id: int, progress: Progress, actor: str = "opsgate"
+    ) -> DeployOutcome:
+        """A database restore from a rollback point (services/deploy/restores.py)."""
+        run = Run(await self._approved(deployment_id, DeploymentKind.RESTORE), progress, actor)
+        try:
+            if len(self._hosts_of(run.deployment)) > 1:
+                raise StepFailed("Restores run where the service has one host.")
+            target = run.target = self._resolve(run.deployment.service, self._host_of(run))
+        except Exception as exc:
+            return await self._after_failure(run, exc)
+        return await run_restore(self._steps, run, target)
+
+    def rollback_points(self, name: str, environment: str) -> RollbackPoints:
+        """The rollback points of `name` on its host in `environment` (its first host)."""
+        service = self._ops().services.get(name)
+        hosts = service.hosts_in(environment) if service is not None else []
+        return self._resolve(name, hosts[0] if hosts else None).points
 
     async def cancel(self, deployment_id: int, actor: str, note: str) -> Deployment:
         """End a deployment that has not switched: one this process is running stops first

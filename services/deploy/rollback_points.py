@@ -5,7 +5,8 @@ copies of the configured config files under `files/`, optionally a database back
 (services.deploy.database_backups), and `manifest.json`, written last, so a directory without one is
 an interrupted recording. Every copy carries a SHA-256 computed on the host with sha256sum; a
 copy that no longer matches is reported and never restored. Config files come back with
-`restore`; a database only through the separate, explicit `restore_database`.
+`restore`; a database only through the separate, explicit `restore_database` (a restore
+through the front door, services/deploy/restores.py, or a drill into a scratch copy).
 
     RollbackPointError       str() is a sentence fit for a chat reply
      +-- RollbackPointNotFound
@@ -47,6 +48,8 @@ class RollbackPointError(DeployError):
 
 class RollbackPointNotFound(RollbackPointError):
     """No (complete) rollback point, or no database backup in it."""
+
+    kind = "not_found"
 
 
 class BackupFailed(RollbackPointError):
@@ -255,8 +258,17 @@ class RollbackPoints:
             restored.append(item.source)
         return RestoreReport(tuple(restored), tuple(unchanged), tuple(corrupted))
 
-    async def restore_database(self, point: RollbackPoint, database: DatabaseSpec) -> SavedFile:
-        """Restore the database backup (never automatic); refuses a copy failing its checksum."""
+    async def restore_database(
+        self, point: RollbackPoint, database: DatabaseSpec, *, into: DatabaseSpec | None = None
+    ) -> SavedFile:
+        """Restore the database backup (never automatic); refuses a copy failing its checksum.
+        `into`: restore into another database (a drill's scratch copy), not the live one."""
+        saved = await self.checked_database(point, database)
+        await restore_database(self.host, into or database, saved.copy)
+        return saved
+
+    async def checked_database(self, point: RollbackPoint, database: DatabaseSpec) -> SavedFile:
+        """The point's database backup, if it is of `database` and matches its checksum."""
         saved = point.database
         if saved is None:
             raise RollbackPointNotFound(f"Deployment {point.deployment_id} has no database backup.")
@@ -268,8 +280,20 @@ class RollbackPoints:
                 f"The database backup of deployment {point.deployment_id} is corrupted "
                 "(checksum mismatch); nothing was restored."
             )
-        await restore_database(self.host, database, saved.copy)
         return saved
+
+    async def all(self) -> list[RollbackPoint]:
+        """Every complete point (one with a manifest), newest first."""
+        argv = ["find", self.base, "-mindepth", "2", "-maxdepth", "2", "-name", MANIFEST]
+        result = await self.host.run([*argv, "-printf", r"%T@\t%h\0"], timeout=self.timeout_s)
+        if not result.ok:
+            exists = await self.host.run(["test", "-d", self.base], timeout=self.timeout_s)
+            if exists.exit_status == 1 and not exists.connection_failed:
+                return []  # nothing recorded yet
+            raise HostCommandFailed(result)
+        entries = [entry.split("\t", 1) for entry in result.stdout.split("\0") if "\t" in entry]
+        names = [PurePosixPath(d).name for _, d in sorted(entries, key=lambda e: -float(e[0]))]
+        return [await self.load(n) for n in names if DEPLOYMENT_ID_PATTERN.fullmatch(n)]
 
     async def prune(self, keep: int, *, protect: Iterable[object] = ()) -> list[str]:
         """Delete all but the `keep` newest points and those in `protect`; returns their ids."""

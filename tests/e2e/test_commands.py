@@ -40,7 +40,7 @@ async def test_start_and_help_depend_on_roles(opsgate: Opsgate, client: SandboxC
     bob_help = await client.reply_after(BOB, BOB, "/help")
     assert "/reload" not in bob_help.text
     assert "/whoami" in bob_help.text
-    assert "14 more command(s) need a role you do not have" in bob_help.text
+    assert "15 more command(s) need a role you do not have" in bob_help.text
 
 
 async def test_commands_menu_is_set_at_start(opsgate: Opsgate, client: SandboxClient) -> None:
@@ -65,6 +65,7 @@ async def test_commands_menu_is_set_at_start(opsgate: Opsgate, client: SandboxCl
         "unbad",
         "halt",
         "drill",
+        "restore",
         "approvals",
         "audit",
         "alerts",

@@ -1,6 +1,7 @@
 """The JSON API: read services, deployments, flags, alerts and locks; do what the chat does
-(deploy, rollback, promote, halt, lock, unlock, silence, unsilence, flag changes). Writes go
-through the services' front door, with the same checks, sign-off and audit as the chat.
+(deploy, rollback, promote, restore, halt, lock, unlock, silence, unsilence, flag changes).
+Writes go through the services' front door, with the same checks, sign-off and audit as the
+chat.
 
 Who asks: a token of the ops file's [api_tokens] names its caller (a person, or a role); with
 OPSGATE_API_TOKEN, `requested_by` in the body is a person from [people]. Either must hold the
@@ -11,6 +12,8 @@ role the chat command needs, or the answer is 403 and nothing changes.
     POST   /api/deployments         {"service", "version", "emergency"?, "environment"?}
     POST   /api/rollbacks           {"service", "version"?, "environment"?}
     POST   /api/promotions          {"service", "from"?}
+    GET    /api/restores?service=   the rollback points that hold a database backup
+    POST   /api/restores            {"service", "point", "environment"?}
     POST   /api/flags/{key}         {"percent"} | {"action": "on"|"off"|"kill"|..., ...}
     POST   /api/halt                {"reason"}
     POST   /api/locks/{env}         {"reason"}
@@ -39,6 +42,8 @@ TABLE: list[tuple[str, str, Handler]] = [
     ("POST", "/api/deployments", changes.request_deploy),
     ("POST", "/api/rollbacks", changes.request_rollback),
     ("POST", "/api/promotions", changes.request_promotion),
+    ("GET", "/api/restores", changes.list_restore_points),
+    ("POST", "/api/restores", changes.request_restore),
     ("POST", "/api/flags/{key}", changes.change_flag),
     ("POST", "/api/halt", controls.halt),
     ("GET", "/api/locks", controls.list_locks),

@@ -1,4 +1,5 @@
-"""API writes: deploys, rollbacks, promotions and flag changes, through the services' front door.
+"""API writes: deploys, rollbacks, promotions, database restores and flag changes, through the
+services' front door.
 
 Parse the body, check who asks, call one service, answer 202 with the deployment; refusals
 are the services' own errors, mapped to status codes in bot/http/api/common.py.
@@ -49,6 +50,44 @@ async def request_rollback(request: Request) -> Response:
     )
     deployment = await services.deployments.get(requested.deployment.id)
     return JSONResponse(deployment_json(deployment), status_code=202)
+
+
+async def request_restore(request: Request) -> Response:
+    """`{"service", "point", "environment"?}`: the database backup of rollback point `point`
+    put back (the service stopped, restored, started, verified), signed off like a deploy."""
+    services, body = services_of(request), await body_of(request)
+    who = actor(request, body, Action.ROLLBACK)
+    point = body.get("point")
+    point = str(point) if isinstance(point, int) and not isinstance(point, bool) else point
+    requested = await services.front_door.restore(
+        text(body, "service"),
+        point if isinstance(point, str) else "",
+        who,
+        API,
+        optional_text(body, "environment"),
+    )
+    deployment = await services.deployments.get(requested.deployment.id)
+    return JSONResponse(deployment_json(deployment), status_code=202)
+
+
+async def list_restore_points(request: Request) -> Response:
+    """`?service=NAME[&environment=ENV]`: the rollback points holding a database backup."""
+    services = services_of(request)
+    name = request.query_params.get("service", "")
+    environment = request.query_params.get("environment")
+    points = await services.front_door.restore_points(name, environment)
+    return JSONResponse(
+        [
+            {
+                "point": p.deployment_id,
+                "created_at": p.created_at,
+                "previous_version": p.previous_version,
+                "database": p.database.source if p.database else None,
+                "sha256": p.database.sha256 if p.database else None,
+            }
+            for p in points
+        ]
+    )
 
 
 async def request_promotion(request: Request) -> Response:

@@ -161,6 +161,35 @@ OPENAPI: dict[str, Any] = {
                 "responses": _ok(_DEPLOYMENT, "202"),
             }
         },
+        "/api/restores": {
+            "get": {
+                "summary": "the rollback points of a service that hold a database backup",
+                "parameters": [
+                    {
+                        "name": "service",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {"name": "environment", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": _ok({"type": "array", "items": {"type": "object"}}),
+            },
+            "post": {
+                "summary": "restore a service's database from a rollback point (stop, restore,"
+                " start, verify; sign-off like a deploy)",
+                "requestBody": _body(
+                    {
+                        "service": {"type": "string"},
+                        "point": {"type": ["string", "integer"]},
+                        "requested_by": _REQUESTER,
+                        "environment": {"type": "string"},
+                    },
+                    ["service", "point"],
+                ),
+                "responses": _ok(_DEPLOYMENT, "202"),
+            },
+        },
         "/api/promotions": {
             "post": {
                 "summary": "deploy what runs in one environment to the next one",

@@ -210,3 +210,15 @@ async def test_hostile_ids_and_paths_are_refused_before_any_command(deployment_i
     with pytest.raises(ValueError):
         await points.record(1, previous_version="v1..v2")
     assert host.calls == []
+
+
+async def test_all_lists_complete_points_newest_first(service: Path) -> None:
+    points = RollbackPoints(LocalHost(), str(service / "srv"))
+    assert await points.all() == []  # nothing recorded yet: no rollback directory at all
+    database = SqliteDatabase(str(service / "app.db"))
+    await points.record(3, previous_version="v1", database=database)
+    await points.record(5, previous_version="v2", config_files=configs(service)[:1])
+    (service / "srv" / "rollback" / "9").mkdir()  # an interrupted recording: no manifest
+    listed = await points.all()
+    assert [p.deployment_id for p in listed] == ["5", "3"]
+    assert listed[1].database is not None and listed[0].database is None
