@@ -3,7 +3,9 @@
 Baseline, measured in the same run: a bare PTB Application with one CommandHandler (no
 storage, no HTTP side, no ops file) answering the same command. Run by hand:
 
-    .venv/bin/python bench/startup.py [--runs 5] [--idle 10]
+    .venv/bin/python bench/startup.py [--runs 5] [--idle 30] [--ops config/opsgate.example.toml]
+
+Idle memory is read as RSS and USS (pages only this process holds, what it would give back).
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from pathlib import Path
 
 import psutil
 
-from bot.dev.demo import demo_ops_path, seed_sandbox
+from bot.dev.demo import seed_sandbox
 from bot.dev.sandbox import SandboxClient, SandboxThread
 from config.opsfile import load_ops_file
 
 REPO = Path(__file__).resolve().parents[1]
 
-TOKEN = "7300000001:BENCH-startup-token"
-ALICE, DEPLOYS = 1001, -100100
+TOKEN = "7300000001:BENCH-startup-token-shaped-like-botfathers"
 
 BASELINE = """
 import os
@@ -48,14 +49,19 @@ def baseline_argv() -> list[str]:
 
 
 async def one_run(
-    client: SandboxClient, sandbox: SandboxThread, argv: list[str], workdir: Path, idle: float
-) -> tuple[float, int]:
-    """Seconds from spawn to the bot's answer, and RSS after `idle` seconds of idling."""
+    client: SandboxClient,
+    sandbox: SandboxThread,
+    argv: list[str],
+    workdir: Path,
+    idle: float,
+    ops_path: Path,
+) -> tuple[float, int, int]:
+    """Seconds from spawn to the bot's answer, and RSS and USS after `idle` s of idling."""
     env = dict(os.environ)
     env.update(
         OPSGATE_BOT_TOKEN=TOKEN,
         OPSGATE_BOT_API_URL=sandbox.base_url,
-        OPSGATE_CONFIG=str(demo_ops_path()),
+        OPSGATE_CONFIG=str(ops_path),
         OPSGATE_DB=str(workdir / f"bench-{time.monotonic_ns()}.db"),
         OPSGATE_HTTP_ADDR="127.0.0.1:0",
         OPSGATE_LOG_LEVEL="WARNING",
@@ -64,22 +70,25 @@ async def one_run(
         U=sandbox.base_url,
     )
     await client.reset()
-    await seed_sandbox(client, load_ops_file(demo_ops_path()))
+    ops = load_ops_file(ops_path)
+    await seed_sandbox(client, ops)
+    person, deploys = next(iter(ops.people)), ops.chats.deploys
+    assert deploys is not None, "the ops file names no deploys chat"
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, cwd=workdir, stdout=asyncio.subprocess.DEVNULL
     )
     # Sent at once: it waits in the sandbox until the bot's first getUpdates takes it.
-    sent = await client.send(ALICE, DEPLOYS, "/status")
+    sent = await client.send(person, deploys, "/status")
     await client.wait_for(
-        DEPLOYS, lambda ms: any(m.from_bot and m.message_id > sent for m in ms), timeout=60
+        deploys, lambda ms: any(m.from_bot and m.message_id > sent for m in ms), timeout=60
     )
     cold_start = time.perf_counter() - started
     await asyncio.sleep(idle)
-    rss = psutil.Process(process.pid).memory_info().rss
+    memory = psutil.Process(process.pid).memory_full_info()
     process.terminate()
     await process.wait()
-    return cold_start, rss
+    return cold_start, memory.rss, memory.uss
 
 
 def summary(label: str, values: list[float], unit: str) -> str:
@@ -89,21 +98,26 @@ def summary(label: str, values: list[float], unit: str) -> str:
     )
 
 
-async def main(runs: int, idle: float) -> None:
+async def main(runs: int, idle: float, ops_path: Path) -> None:
     before = psutil.Process().memory_info().rss
     with SandboxThread(TOKEN) as sandbox, tempfile.TemporaryDirectory() as tmp:
         sandbox_rss = psutil.Process().memory_info().rss - before
         async with SandboxClient(sandbox.control_url) as client:
-            results: dict[str, list[tuple[float, int]]] = {"opsgate": [], "baseline": []}
+            results: dict[str, list[tuple[float, int, int]]] = {"opsgate": [], "baseline": []}
             for _ in range(runs):  # interleaved, so machine noise hits both alike
                 for name, argv in (("opsgate", opsgate_argv()), ("baseline", baseline_argv())):
-                    results[name].append(await one_run(client, sandbox, argv, Path(tmp), idle))
+                    results[name].append(
+                        await one_run(client, sandbox, argv, Path(tmp), idle, ops_path)
+                    )
     mib = 1024 * 1024
     ops_start = [r[0] for r in results["opsgate"]]
     base_start = [r[0] for r in results["baseline"]]
     ops_rss = [r[1] / mib for r in results["opsgate"]]
     base_rss = [r[1] / mib for r in results["baseline"]]
-    print(f"runs: {runs}, idle before RSS reading: {idle} s, cores: {os.cpu_count()}")
+    ops_uss = [r[2] / mib for r in results["opsgate"]]
+    base_uss = [r[2] / mib for r in results["baseline"]]
+    print(f"ops file: {ops_path}")
+    print(f"runs: {runs}, idle before memory reading: {idle} s, cores: {os.cpu_count()}")
     print(summary("opsgate cold start", ops_start, "s"))
     print(summary("baseline cold start", base_start, "s"))
     ratio = statistics.median(ops_start) / statistics.median(base_start)
@@ -112,12 +126,15 @@ async def main(runs: int, idle: float) -> None:
     print(summary("baseline idle RSS", base_rss, "MiB"))
     ratio = statistics.median(ops_rss) / statistics.median(base_rss)
     print(f"{'ratio (median)':<28} {ratio:.2f}")
+    print(summary("opsgate idle USS", ops_uss, "MiB"))
+    print(summary("baseline idle USS", base_uss, "MiB"))
     print(f"{'sandbox thread RSS added':<28} {sandbox_rss / mib:7.1f} MiB (bench process)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument("--ops", type=Path, default=REPO / "config" / "opsgate.example.toml")
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.idle))
+    asyncio.run(main(args.runs, args.idle, args.ops))
