@@ -93,9 +93,12 @@ def configure_logging(level: str, secrets: Iterable[str], fmt: str = "text") -> 
     # A line per scheduler tick (the alert outbox runs every second) or per HTTP request
     # drowns the lines that matter: shown only when asked for with DEBUG. PTB's "Application
     # started" only repeats opsgate's own line.
-    chatty = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
-    for name in ("apscheduler", "uvicorn.access", "telegram.ext.Application"):
-        logging.getLogger(name).setLevel(chatty)
+    debug = level.upper() == "DEBUG"
+    for name in ("uvicorn.access", "telegram.ext.Application"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # On a busy machine APScheduler warns of every skipped or late run of the one-second tick;
+    # the next run comes a second later, so only its errors are worth a line.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if debug else logging.ERROR)
     # uvicorn brings its own handlers; route its lines through ours instead.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from telegram import Bot
-from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
 from config.opsfile import OpsFileError
@@ -141,7 +141,7 @@ async def check_bot_api(settings: Settings, wait_s: float = UNREACHABLE_WAIT_S) 
                 raise token_rejected() from None
             except BadRequest as exc:
                 raise StartupError(f"the Bot API at {url} refused getMe: {exc.message}") from None
-            except NetworkError as exc:  # refused, timed out, DNS, 5xx: perhaps not yet up
+            except (NetworkError, RetryAfter) as exc:  # refused, timed out, DNS, 5xx, 429
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise unreachable(url, exc) from None

@@ -62,6 +62,8 @@ def test_scheduler_ticks_and_access_lines_only_at_debug() -> None:
         configure_logging("INFO", [])
         assert not logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
         assert not logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("apscheduler.scheduler").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.ERROR)
         assert logging.getLogger("bot.runner").isEnabledFor(logging.INFO)
         configure_logging("DEBUG", [])
         assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.DEBUG)
