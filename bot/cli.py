@@ -90,7 +90,12 @@ def load_settings() -> Settings:
         problems = [
             f"OPSGATE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         ]
-        raise SystemExit("bad settings:\n  " + "\n  ".join(problems)) from None
+        print(
+            f"bad settings: {'; '.join(problems)} (fix them in the environment or .env;"
+            " `opsgate run -h` lists them)",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_BAD_CONFIG) from None
 
 
 def settings_help() -> str:

@@ -115,6 +115,17 @@ async def test_an_invalid_ops_file_is_one_line_with_its_problems(
     assert "opsgate check-config" in line
 
 
+async def test_settings_that_do_not_parse_are_one_line(
+    sandbox: SandboxThread, ops_file: Path, tmp_path: Path
+) -> None:
+    env = run_env(sandbox, ops_file, tmp_path, http_addr="nonsense", log_format="xml")
+    code, _, line = await run_to_exit(env, tmp_path)
+    assert code == 2
+    assert line.startswith("bad settings: OPSGATE_HTTP_ADDR: ")
+    assert "OPSGATE_LOG_FORMAT: Input should be 'text' or 'json'" in line
+    assert no_secret_in(line)
+
+
 def read_only_place(tmp_path: Path) -> Path:
     """A directory this process cannot create files in (root passes chmod; /sys stops it)."""
     if os.geteuid() == 0:
