@@ -12,6 +12,9 @@ from services.deploy.model import DeploymentError, DeploymentKind, DeploymentSta
 from services.flags.store import FlagStore
 
 RECENT = timedelta(hours=1)
+# A drill ends where it began and a database restore changes no release: neither is a change
+# an alert's Roll back could undo, nor one that hides the deploy before it.
+_NO_RELEASE_CHANGE = frozenset({DeploymentKind.DRILL, DeploymentKind.RESTORE})
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class RecentChanges:
             return None
         since = self._clock() - RECENT
         for d in await self._deployments.history(service, 5):
-            if d.state is not DeploymentState.SUCCEEDED or d.kind is DeploymentKind.DRILL:
+            if d.state is not DeploymentState.SUCCEEDED or d.kind in _NO_RELEASE_CHANGE:
                 continue
             # The newest change that took: a deploy of the last hour is the one to undo; a
             # rollback (or an older deploy) means there is nothing recent to undo.

@@ -1,7 +1,7 @@
 """Database restores: a rollback point's database backup put back, with the service stopped.
 
-    pre_checks (the point, its backup's checksum; a safety copy of the live database, itself
-    a rollback point under the restore's id) -> switching (stop the unit, restore, start)
+    pre_checks (the point, its backup's checksum) -> switching (stop the unit; a safety
+    copy of the database, itself a rollback point under the restore's id; restore; start)
     -> verifying (running, healthy) -> succeeded
 
 SQLite's backup API is consistent while the service writes, but a restore under a running
@@ -21,7 +21,7 @@ from services.control.systemd import SystemdManager
 from services.deploy.database_backups import SqliteDatabase
 from services.deploy.deployments import DeploymentState
 from services.deploy.errors import StepFailed
-from services.deploy.rollback_points import RollbackPoint
+from services.deploy.rollback_points import RollbackPoint, RollbackPointNotFound
 from services.deploy.steps import DeployOutcome, PipelineSteps, Run, Target, describe
 
 S = DeploymentState
@@ -49,13 +49,10 @@ async def run_restore(steps: PipelineSteps, run: Run, target: Target) -> DeployO
             point = await target.points.load(point_id)
             saved = await target.points.checked_database(point, database)
             step.detail = f"backup of {saved.source} from {point.created_at}, checksum ok"
-        async with progress.step("safety copy of the live database") as step:
-            current = await target.layout.current()
-            safety = await target.points.record(run.id, previous_version=current, database=database)
-            step.detail = f"rollback point {safety.deployment_id}"
+        current = await target.layout.current()
         await steps.advance(run, S.SWITCHING, f"restore the database from point {point_id}")
         run.switched = True
-        await _put_back(target, point, database, run)
+        await _put_back(target, point, database, run, safety_of=current)
         await steps.advance(run, S.VERIFYING)
         await steps.verify(target, progress, rollback=True)
         await steps.advance(run, S.SUCCEEDED, f"database restored from point {point_id}")
@@ -65,12 +62,24 @@ async def run_restore(steps: PipelineSteps, run: Run, target: Target) -> DeployO
 
 
 async def _put_back(
-    target: Target, point: RollbackPoint, database: SqliteDatabase, run: Run
+    target: Target,
+    point: RollbackPoint,
+    database: SqliteDatabase,
+    run: Run,
+    *,
+    safety_of: str | None = None,
 ) -> None:
+    """Stop, [keep a safety copy,] restore, start. The safety copy (for a restore, not for
+    putting that copy back) is taken once nothing writes, as the rollback point `run.id`."""
     service = target.controller.service(target.name)
     stop, start = _control(service, target)
     async with run.progress.step(f"stop {_unit_name(service)}"):
         await stop()
+    if point.deployment_id != str(run.id):
+        async with run.progress.step("safety copy of the database") as step:
+            points = target.points
+            safety = await points.record(run.id, previous_version=safety_of, database=database)
+            step.detail = f"rollback point {safety.deployment_id}"
     async with run.progress.step(f"restore {database.path}") as step:
         saved = await target.points.restore_database(point, database)
         step.detail = f"from point {point.deployment_id} ({saved.sha256[:12]})"
@@ -92,8 +101,14 @@ async def _failed(
         await steps.advance(run, S.ROLLING_BACK, note)
     try:
         database = database_of(target)
-        point = await target.points.load(safety)
-        await _put_back(target, point, database, run)
+        try:
+            point = await target.points.load(safety)
+        except RollbackPointNotFound:  # stopped before the safety copy: nothing was restored
+            service = target.controller.service(target.name)
+            async with run.progress.step(f"start {_unit_name(service)}"):
+                await _control(service, target)[1]()
+        else:
+            await _put_back(target, point, database, run)
         await steps.verify(target, run.progress, rollback=True)
     except Exception as again:
         why = describe(again)

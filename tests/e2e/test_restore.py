@@ -17,6 +17,9 @@ from bot.dev.harness.systemd import SystemdSandbox
 from bot.dev.sandbox import SandboxClient, SandboxMessage
 from bot.runner import Opsgate
 from services.control.systemd import SystemdManager
+from services.deploy.database_backups import SqliteDatabase
+from services.deploy.model import DeploymentKind
+from services.deploy.model import DeploymentState as S
 from tests.e2e.conftest import (
     ALICE,
     APPROVALS,
@@ -191,3 +194,39 @@ async def test_a_restore_through_the_api_and_the_cli(
     assert restored.returncode == 0, (restored.stdout, restored.stderr)
     assert restored.stdout.splitlines()[-1] == "#2 restore app 1: succeeded"
     assert read_rows(db) == ["tea", "cake"]
+
+
+async def test_a_restore_interrupted_by_a_restart_puts_the_safety_copy_back(
+    app: DeployApp,
+    start_opsgate: StartOpsgate,
+    client: SandboxClient,
+    systemd_sandbox: SystemdSandbox,
+) -> None:
+    """opsgate died half-way through restoring: at start-up the restore ends rolled_back, the
+    database as the safety copy kept it, the unit running again."""
+    opsgate = await start_opsgate()
+    db = database_of(app)
+    await deploy_and_wait(client, CAROL, "/deploy app v1", approver=ALICE)
+    write_rows(db, ["today's", "orders"])
+    services = opsgate.services
+    deployments = services.deployments
+    restore = await deployments.request(
+        "app", "staging", "1", str(CAROL), kind=DeploymentKind.RESTORE
+    )
+    for state in (S.APPROVED, S.PRE_CHECKS, S.SWITCHING):
+        await deployments.advance(restore.id, state, "opsgate")
+    manager = SystemdManager(systemd_sandbox.host)
+    await manager.stop(UNIT)  # what the run did before it died: stopped, safety copy, ...
+    points = services.pipeline.rollback_points("app", "staging")
+    await points.record(restore.id, previous_version="v1", database=SqliteDatabase(str(db)))
+    write_rows(db, ["half", "restored"])  # ... and part of the restore
+    await opsgate.stop()
+
+    opsgate = await start_opsgate()
+    done = await client.wait_for(DEPLOYS, lambda ms: card(ms, "The restore from 1 failed"), 90)
+    assert f"#{restore.id} Resuming app 1" in done.text
+    assert "interrupted by a restart of opsgate" in done.text
+    assert f"The database is as it was before (rollback point {restore.id})." in done.text
+    assert read_rows(db) == ["today's", "orders"]
+    assert await manager.is_active(UNIT)
+    assert (await opsgate.services.deployments.get(restore.id)).state is S.ROLLED_BACK

@@ -46,6 +46,7 @@ def test_what_each_kind_can_reach() -> None:
     # A rollback has a release already; it never builds one.
     assert reachable(DeploymentKind.ROLLBACK) == set(S) - {S.BUILDING}
     assert reachable(DeploymentKind.DRILL) == set(S) - {S.BUILDING}
+    assert reachable(DeploymentKind.RESTORE) == set(S) - {S.BUILDING}
     # A dry run changes nothing: no build, no switch, so nothing to roll back either.
     for kind in DeploymentKind:
         assert reachable(kind, dry_run=True) == set(S) - {
@@ -65,6 +66,10 @@ def test_kind_specific_edges() -> None:
     assert S.SWITCHING in next_states(S.VERIFYING, DeploymentKind.DRILL)  # roll forward
     assert S.SWITCHING not in next_states(S.VERIFYING, DeploymentKind.DEPLOY)
     assert S.SUCCEEDED not in next_states(S.PRE_CHECKS, DeploymentKind.DEPLOY)
+    # A restore always checks its point first, and never switches twice.
+    assert S.SWITCHING not in next_states(S.APPROVED, DeploymentKind.RESTORE)
+    assert S.SWITCHING in next_states(S.PRE_CHECKS, DeploymentKind.RESTORE)
+    assert S.SWITCHING not in next_states(S.VERIFYING, DeploymentKind.RESTORE)
     assert S.SUCCEEDED in next_states(S.PRE_CHECKS, DeploymentKind.DEPLOY, dry_run=True)
 
 
