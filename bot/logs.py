@@ -92,9 +92,9 @@ def configure_logging(level: str, secrets: Iterable[str], fmt: str = "text") -> 
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # A line per scheduler tick (the alert outbox runs every second) or per HTTP request
     # drowns the lines that matter: shown only when asked for with DEBUG. PTB's "Application
-    # started" only repeats opsgate's own line.
+    # started" and uvicorn's "running on" only repeat opsgate's own line.
     debug = level.upper() == "DEBUG"
-    for name in ("uvicorn.access", "telegram.ext.Application"):
+    for name in ("uvicorn.access", "uvicorn.error", "telegram.ext.Application"):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
     # On a busy machine APScheduler warns of every skipped or late run of the one-second tick;
     # the next run comes a second later, so only its errors are worth a line.

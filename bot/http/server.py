@@ -35,8 +35,10 @@ class BackgroundHTTPServer:
         self._config = uvicorn.Config(
             app,
             log_config=None,  # leave the embedding program's logging alone
-            log_level="warning",
-            access_log=False,  # access lines would carry Bot API tokens in URLs
+            # Levels are the embedding program's too (bot/logs.py: access lines and uvicorn's
+            # start notes only at DEBUG; its formatter scrubs the Bot API token from URLs).
+            log_level=None,
+            access_log=True,
             lifespan=lifespan,
             timeout_graceful_shutdown=5,
         )

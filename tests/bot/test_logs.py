@@ -70,7 +70,7 @@ def test_scheduler_ticks_and_access_lines_only_at_debug() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-        for name in ("apscheduler", "uvicorn.access", "telegram.ext.Application"):
+        for name in ("apscheduler", "uvicorn.access", "uvicorn.error", "telegram.ext.Application"):
             logging.getLogger(name).setLevel(logging.NOTSET)
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.cli import main
@@ -190,7 +191,15 @@ async def test_idle_at_info_for_a_minute_it_writes_fewer_than_5_lines(
     """The issue's goal: the alert tick runs every second, and no line of it may show."""
     log = tmp_path / "opsgate.log"
     # Set up as the README says (without these tokens, two warnings say the doors are shut).
-    configured = run_env(sandbox, ops_file, tmp_path, api_token="a" * 32, alerts_token="b" * 32)
+    port = free_port()
+    configured = run_env(
+        sandbox,
+        ops_file,
+        tmp_path,
+        api_token="a" * 32,
+        alerts_token="b" * 32,
+        http_addr=f"127.0.0.1:{port}",
+    )
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.cli", "run", env=configured, cwd=tmp_path,
@@ -198,6 +207,8 @@ async def test_idle_at_info_for_a_minute_it_writes_fewer_than_5_lines(
         )  # fmt: skip
         try:
             await wait_for_line(log, "started as @")
+            async with httpx.AsyncClient() as http:  # an access line is for DEBUG only
+                assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
             await asyncio.sleep(60)  # the measurement itself: a minute of idling
             lines = [line for line in log.read_text().splitlines() if line.strip()]
         finally:
@@ -211,11 +222,21 @@ async def test_idle_at_info_for_a_minute_it_writes_fewer_than_5_lines(
 async def test_json_lines_carry_time_level_logger_message_and_exc_without_secrets(
     sandbox: SandboxThread, client: SandboxClient, ops_file: Path, tmp_path: Path
 ) -> None:
-    env = run_env(sandbox, ops_file, tmp_path, log_format="json", log_level="DEBUG")
+    port = free_port()
+    env = run_env(
+        sandbox,
+        ops_file,
+        tmp_path,
+        log_format="json",
+        log_level="DEBUG",
+        http_addr=f"127.0.0.1:{port}",
+    )
     process = await start(env, tmp_path)
     try:
         reply = await client.reply_after(ALICE, DEPLOYS, "/status", timeout=30)
         assert "Services known" in reply.text
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
         await client.set_outage(True)  # a failing send is logged with its traceback
         await client.send(ALICE, DEPLOYS, "/help")
         await asyncio.sleep(1.0)
@@ -230,6 +251,10 @@ async def test_json_lines_carry_time_level_logger_message_and_exc_without_secret
     assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
     assert any("started as @" in record["message"] for record in records)
     assert any(record["level"] == "DEBUG" for record in records)
+    assert any(
+        record["logger"] == "uvicorn.access" and "GET /health" in record["message"]
+        for record in records
+    )
     failed = [record for record in records if "exc" in record]
     assert failed and "Traceback" in failed[0]["exc"]
 
