@@ -56,6 +56,8 @@ LONG_FIRST = (
     "tests/e2e/test_crash.py",
     "tests/e2e/test_fleet_crash.py",
     "tests/e2e/test_alert_delivery.py",
+    "tests/e2e/test_startup.py",  # a minute of idle, on purpose (the log-volume test)
+    "tests/e2e/test_outgoing_webhooks.py",  # a receiver down for 30 s
 )
 
 
