@@ -141,7 +141,7 @@ green_port = {self.ports.green}
 health_url = "http://127.0.0.1:{{port}}/health"
 upstream_file = "{self.nginx_prefix}/upstream.conf"
 reload = {reload}
-drain_s = 0.3
+drain_s = 1  # longer than the slowest test request (a 0.4 s slow- marker)
 [services.app.deploy.canary]
 steps = [5, 25, 50, 100]
 step_s = {step_s:g}

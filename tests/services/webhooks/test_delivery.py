@@ -84,6 +84,9 @@ async def test_a_missing_secret_is_a_visible_failure_never_a_post(tmp_path: Path
         sender.start()
         try:
             await run_until(queue, 1)
+            async with asyncio.timeout(5):  # the give-up is audited just after it is counted
+                while not await audit.events(kind="webhook.gave_up"):
+                    await asyncio.sleep(0.01)
         finally:
             await sender.stop()
         (status,) = await queue.status()
