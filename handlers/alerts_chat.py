@@ -33,7 +33,7 @@ from services.alerts.listing import apply as apply_filter
 from services.alerts.listing import page_of, parse_filter
 from services.alerts.messages import service_of
 from services.alerts.model import AlertError, AlertGroup, Matcher, MatcherError, parse_matchers
-from services.alerts.silences import AM_ID, SilenceBook
+from services.alerts.silences import AM_ID, SILENCE_DURATION, SilenceBook, silence_duration
 from services.flags.plans import PlanError
 from services.records.audit import Event
 
@@ -46,9 +46,6 @@ BUTTON_ACTIONS = {
     "rb": Action.ROLLBACK,
     "f0": Action.FLAGS,
 }
-DURATION = re.compile(r"([0-9]{1,4})([smhd])")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_SILENCE = timedelta(days=30)
 MAX_COMMENT = 200
 PAGE_SIZE = 10  # groups per /alerts page
 PAGE_TTL = timedelta(hours=1)  # a page button older than this is no longer valid
@@ -250,7 +247,7 @@ async def silence_command(update: Update, context: OpsContext) -> None:
     if message is None or user is None:
         return
     args = context.args or []
-    durations = [i for i, a in enumerate(args) if DURATION.fullmatch(a)]
+    durations = [i for i, a in enumerate(args) if SILENCE_DURATION.fullmatch(a)]
     if not durations or durations[0] == 0:
         await message.reply_text(
             "Usage: /silence label=value [label=~regex ...] DURATION [comment]"
@@ -263,8 +260,8 @@ async def silence_command(update: Update, context: OpsContext) -> None:
     except MatcherError as exc:
         await message.reply_text(f"⛔ {esc(exc)}. Nothing was silenced.")
         return
-    duration = parse_duration(args[at])
-    if not timedelta(0) < duration <= MAX_SILENCE:
+    duration = silence_duration(args[at])
+    if duration is None:
         await message.reply_text("⛔ A silence lasts 1 s to 30 days. Nothing was silenced.")
         return
     comment = " ".join(args[at + 1 :])
@@ -283,14 +280,6 @@ async def silence_command(update: Update, context: OpsContext) -> None:
     if made.unreachable:
         text = "⚠️ Alertmanager is unreachable: silenced in opsgate only.\n" + text
     await message.reply_text(text)
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90s`, `30m`, `2h`, `1d` (checked by DURATION before)."""
-    match = DURATION.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a duration: {text!r}")
-    return timedelta(seconds=int(match.group(1)) * UNITS[match.group(2)])
 
 
 async def unsilence_command(update: Update, context: OpsContext) -> None:

@@ -42,6 +42,19 @@ log = logging.getLogger(__name__)
 MIRROR = "alertmanager:"  # comment of a local row that mirrors an Alertmanager silence
 FALLBACK = "local: Alertmanager unreachable"
 AM_ID = re.compile(r"[0-9a-f][0-9a-f-]{7,35}")
+SILENCE_DURATION = re.compile(r"([0-9]{1,4})([smhd])")  # 90s, 30m, 2h, 1d
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_SILENCE = timedelta(days=30)
+
+
+def silence_duration(text: str) -> timedelta | None:
+    """How long `text` (like 30m, 2h, 1d) silences for; None unless it is 1 s to 30 days.
+    The chat and the API read a silence's length the same way."""
+    match = SILENCE_DURATION.fullmatch(text)
+    if match is None:
+        return None
+    duration = timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
+    return duration if timedelta(0) < duration <= MAX_SILENCE else None
 
 
 class SilenceNotFound(AlertError):

@@ -7,7 +7,6 @@ alert engine's own silence/unsilence. Each is audited under the caller (common.a
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -17,12 +16,8 @@ from bot.http.api.changes import text
 from bot.http.api.common import ApiRefused, actor, body_of, services_of
 from config.permissions import Action
 from services.alerts.model import MatcherError, parse_matchers
-from services.alerts.silences import SilenceEntry
+from services.alerts.silences import SilenceEntry, silence_duration
 from services.deploy.locks import EnvLock
-
-DURATION = re.compile(r"([0-9]{1,4})([smhd])")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_SILENCE = timedelta(days=30)
 
 
 async def halt(request: Request) -> Response:
@@ -73,9 +68,8 @@ async def silence(request: Request) -> Response:
         matchers = parse_matchers(text(body, "matchers"))
     except MatcherError as exc:
         raise ApiRefused(422, f"matchers: {exc}") from None
-    match = DURATION.fullmatch(text(body, "duration"))
-    duration = timedelta(seconds=int(match[1]) * UNITS[match[2]]) if match else timedelta(0)
-    if not timedelta(0) < duration <= MAX_SILENCE:
+    duration = silence_duration(text(body, "duration"))
+    if duration is None:
         raise ApiRefused(422, "duration: 1s to 30d, like 30m, 2h, 1d")
     made = await services.silences.create(matchers, duration, who, text(body, "comment"))
     answer = silence_json(made.entry)
