@@ -24,14 +24,12 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 
-REQUEST_TIMEOUT_S = 5.0
+from bot.dev.harness.load import REQUEST_TIMEOUT_S, ThreadedLoad
+
 SERVED_BY = "X-Served-By"
 
 
@@ -70,7 +68,7 @@ def side_of(served_by: str | None, body: str) -> str:
     return body
 
 
-class KeepAliveLoad:
+class KeepAliveLoad(ThreadedLoad[KeepAliveResult]):
     """GET http://127.0.0.1:PORT/PATH from `threads` threads, one persistent connection each.
 
     `idle_s` = (low, high): each thread sleeps a gap drawn uniformly from it between requests;
@@ -88,44 +86,12 @@ class KeepAliveLoad:
         low, high = idle_s
         if not 0 <= low <= high:
             raise ValueError(f"idle_s must be (low, high) with 0 <= low <= high, not {idle_s}")
+        super().__init__(threads, "keepalive")
         self.host = host
         self.port = port
         self.path = path
         self.idle_s = idle_s
-        self._thread_count = threads
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._results: list[KeepAliveResult] = []
-        self._new_result = threading.Condition(self._lock)
-        self._started = 0.0
         self._connections_opened = 0
-
-    def __enter__(self) -> KeepAliveLoad:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._started = time.monotonic()
-        for index in range(self._thread_count):
-            thread = threading.Thread(
-                target=self._run, args=(index,), name=f"keepalive-{index}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join(timeout=REQUEST_TIMEOUT_S * 2)  # a request in flight ends by its timeout
 
     def _connect(self) -> http.client.HTTPConnection:
         with self._lock:
@@ -146,9 +112,7 @@ class KeepAliveLoad:
                     # client retrying after an error would open.
                     connection.close()
                     connection = self._connect()
-                with self._lock:
-                    self._results.append(result)
-                    self._new_result.notify_all()
+                self._record(result)
                 self._stopping.wait(rng.uniform(*self.idle_s))  # wakes at once on stop()
         finally:
             connection.close()
@@ -167,20 +131,6 @@ class KeepAliveLoad:
             error = f"{type(exc).__name__}: {exc}"
             return KeepAliveResult(at, index, reused, None, None, None, error)
 
-    def now(self) -> float:
-        """The load's clock (seconds since start), the one KeepAliveResult.at uses."""
-        return time.monotonic() - self._started
-
-    @property
-    def results(self) -> list[KeepAliveResult]:
-        with self._lock:
-            return list(self._results)
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return len(self._results)
-
     @property
     def connections_opened(self) -> int:
         """HTTPConnection objects made: one per thread at start, one more after each failure
@@ -191,11 +141,6 @@ class KeepAliveLoad:
     def between(self, since: float = 0.0, until: float | None = None) -> list[KeepAliveResult]:
         """Results of requests sent in [since, until) on the load's clock."""
         return [r for r in self.results if r.at >= since and (until is None or r.at < until)]
-
-    @property
-    def failures(self) -> list[tuple[float, str]]:
-        """(seconds since start, description) for each non-200 answer or error."""
-        return [(r.at, r.describe()) for r in self.results if not r.ok]
 
     def split(self, since: float = 0.0, until: float | None = None) -> Counter[str]:
         """How many 200 answers each side gave, for requests sent in [since, until)."""
@@ -216,28 +161,3 @@ class KeepAliveLoad:
             f"200 from {side!r}",
         )
         return time.monotonic() - called
-
-    def _wait(
-        self,
-        counts: Callable[[list[KeepAliveResult]], int],
-        wanted: int,
-        timeout: float,
-        what: str,
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._new_result:
-            checked = 0
-            while True:
-                fresh = self._results[checked:]
-                checked += len(fresh)
-                seen += counts(fresh)
-                if seen >= wanted:
-                    return
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    recent = [r.describe() for r in self._results[-5:]]
-                    raise TimeoutError(
-                        f"{seen} of {wanted} {what} within {timeout}s; last: {recent}"
-                    )
-                self._new_result.wait(remaining)

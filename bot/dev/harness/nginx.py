@@ -22,21 +22,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from bot.dev.harness.daemons import require
+from bot.dev.harness.load import REQUEST_TIMEOUT_S, ThreadedLoad
 
 NGINX = "nginx"
 START_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 10.0
-REQUEST_TIMEOUT_S = 5.0
 UPSTREAM_NAME = "app"
 
 # {listen_port} and {location_directives} (empty unless a test asks) are the placeholders; the
@@ -219,7 +217,7 @@ class RequestResult:
         return f"HTTP {self.status}: {(self.body or '')[:200]}"
 
 
-class RequestLoad:
+class RequestLoad(ThreadedLoad[RequestResult]):
     """A steady GET load on http://127.0.0.1:PORT/ from N threads, one connection per request.
 
     Every request is recorded (status and body, or the exception). A new connection each time
@@ -231,48 +229,14 @@ class RequestLoad:
     def __init__(
         self, port: int, threads: int = 4, path: str = "/", interval_s: float = 0.0
     ) -> None:
+        super().__init__(threads, "load")
         self.port = port
         self.path = path
         self.interval_s = interval_s
-        self._thread_count = threads
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._results: list[RequestResult] = []
-        self._new_result = threading.Condition(self._lock)
-        self._started = 0.0
 
-    def __enter__(self) -> RequestLoad:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._started = time.monotonic()
-        for index in range(self._thread_count):
-            thread = threading.Thread(target=self._run, name=f"load-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        for thread in self._threads:
-            # A request in flight ends within its own timeout.
-            thread.join(timeout=REQUEST_TIMEOUT_S * 2)
-
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         while not self._stopping.is_set():
-            result = self._one_request()
-            with self._lock:
-                self._results.append(result)
-                self._new_result.notify_all()
+            self._record(self._one_request())
             if self.interval_s > 0:
                 self._stopping.wait(self.interval_s)  # wakes at once on stop()
 
@@ -289,25 +253,6 @@ class RequestLoad:
         finally:
             connection.close()
 
-    def now(self) -> float:
-        """The load's clock (seconds since start), the one RequestResult.at uses."""
-        return time.monotonic() - self._started
-
-    @property
-    def results(self) -> list[RequestResult]:
-        with self._lock:
-            return list(self._results)
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return len(self._results)
-
-    @property
-    def failures(self) -> list[tuple[float, str]]:
-        """(seconds since start, description) for each non-200 answer or exception."""
-        return [(r.at, r.describe()) for r in self.results if not r.ok]
-
     @property
     def bodies_seen(self) -> Counter[str]:
         """How often each body came back with a 200 (error pages are in failures instead)."""
@@ -318,18 +263,11 @@ class RequestLoad:
 
         Returns the seconds that took; raises TimeoutError with the recent answers otherwise.
         """
-        called = time.monotonic()
-        since = self.now()
-        deadline = called + timeout
-        with self._new_result:
-            checked = len(self._results)  # earlier results were all sent before this call
-            while True:
-                fresh = self._results[checked:]
-                checked += len(fresh)
-                if any(r.at >= since and r.ok and r.body == body for r in fresh):
-                    return time.monotonic() - called
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    recent = [r.describe() for r in self._results[-5:]]
-                    raise TimeoutError(f"no 200 {body!r} within {timeout}s; last: {recent}")
-                self._new_result.wait(remaining)
+        called, since = time.monotonic(), self.now()
+        self._wait(
+            lambda fresh: sum(r.at >= since and r.ok and r.body == body for r in fresh),
+            1,
+            timeout,
+            f"200 {body!r}",
+        )
+        return time.monotonic() - called
