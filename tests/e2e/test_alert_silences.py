@@ -3,16 +3,13 @@ the local fallback when Alertmanager is down; /alerts filters and pages, and the
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from bot.dev.harness.alertmanager import Alertmanager, running
+from bot.dev.harness.alertmanager import Alertmanager, amtool, running
 from bot.dev.sandbox import SandboxClient
 from bot.http.server import free_port
 from bot.runner import Opsgate
@@ -20,18 +17,6 @@ from tests.e2e.conftest import BOB, CAROL, DEPLOYS, StartOpsgate, callback_answe
 from tests.e2e.test_alerts import CRITICAL, TOKEN, WARNING, bot_message, ops_text, post
 
 API_TOKEN = "silences-e2e-api-token"
-
-
-async def amtool(am: Alertmanager, *args: str) -> str:
-    if shutil.which("amtool") is None:
-        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
-    process = await asyncio.create_subprocess_exec(
-        "amtool", f"--alertmanager.url={am.url}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode == 0, err.decode()
-    return out.decode()
 
 
 async def active_silences(am: Alertmanager) -> list[dict[str, Any]]:

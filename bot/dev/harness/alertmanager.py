@@ -6,6 +6,7 @@ webhook to a closed loopback port unless a test gives its own.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -78,3 +79,24 @@ def running(
             yield Alertmanager(url, directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def amtool(alertmanager: Alertmanager, *args: str) -> str:
+    """Alertmanager's own CLI against this instance (an independent look at its silences);
+    its stdout. Skips where amtool is missing; under CI=true that is a failure instead."""
+    require(
+        None
+        if shutil.which("amtool")
+        else "amtool is not installed (apt-get install prometheus-alertmanager)"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "amtool",
+        f"--alertmanager.url={alertmanager.url}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    if process.returncode != 0:
+        raise RuntimeError(f"amtool {' '.join(args)}: {err.decode()}")
+    return out.decode()

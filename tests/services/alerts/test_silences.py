@@ -4,9 +4,7 @@ local fallback when Alertmanager cannot be reached."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.dev.harness.alertmanager import Alertmanager
+from bot.dev.harness.alertmanager import Alertmanager, amtool
 from config.opsfile import OpsConfig, parse_ops_text
 from services.alerts.alertmanager import SilenceRefused
 from services.alerts.engine import AlertEngine
@@ -35,21 +33,6 @@ sre = [1001]
 def ops_with(url: str | None) -> OpsConfig:
     extra = f'[alertmanager]\nurl = "{url}"\n' if url else ""
     return parse_ops_text(OPS + extra)
-
-
-async def amtool(am: Alertmanager, *args: str) -> str:
-    if shutil.which("amtool") is None:
-        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
-    process = await asyncio.create_subprocess_exec(
-        "amtool",
-        f"--alertmanager.url={am.url}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode()
 
 
 async def query(am: Alertmanager, alertname: str, *extra: str) -> list[dict[str, Any]]:
