@@ -113,13 +113,22 @@ def _limit(
 def judge(canary: SideSample, stable: SideSample, analysis: Analysis) -> Verdict:
     """Every configured limit, on what the canary showed in the window. With fewer than
     min_requests on the canary, only memory (which needs no traffic) can breach: a ratio or a
-    percentile of a handful of requests is noise, and a thin window is never a pass."""
-    enough = canary.requests >= analysis.min_requests
+    percentile of a handful of requests is noise, and a thin window is never a pass.
+
+    A limit relative to stable needs stable's traffic too: with stable thin (its scrapes not
+    yet in the window, say), only the absolute limits apply and the window is not a pass."""
+    canary_enough = canary.requests >= analysis.min_requests
+    stable_enough = stable.requests >= analysis.min_requests
+    compares = analysis.errors_vs_stable is not None or analysis.latency_vs_stable is not None
+    enough = canary_enough and (stable_enough or not compares)
+    stable_errors, stable_p95 = (
+        (stable.error_ratio, stable.latency_p95_s) if stable_enough else (None, None)
+    )
     checks: list[Check] = []
     for metric, value, base, absolute, relative in (
-        ("errors", canary.error_ratio, stable.error_ratio, analysis.max_error_ratio,
+        ("errors", canary.error_ratio, stable_errors, analysis.max_error_ratio,
          analysis.errors_vs_stable),
-        ("p95", canary.latency_p95_s, stable.latency_p95_s, analysis.max_latency_p95_s,
+        ("p95", canary.latency_p95_s, stable_p95, analysis.max_latency_p95_s,
          analysis.latency_vs_stable),
         ("memory", canary.memory_mib, stable.memory_mib, analysis.max_memory_mib,
          analysis.memory_vs_stable),
@@ -127,7 +136,7 @@ def judge(canary: SideSample, stable: SideSample, analysis: Analysis) -> Verdict
         limit = _limit(absolute, relative, base)
         if value is None or limit is None:
             continue
-        if metric != "memory" and not enough:
+        if metric != "memory" and not canary_enough:
             continue
         checks.append(Check(metric, value, base, limit, value <= limit))
     return Verdict(canary, stable, tuple(checks), enough, analysis.min_requests)

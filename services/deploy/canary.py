@@ -345,7 +345,8 @@ def describe_verdict(verdict: Verdict, paused: bool = False) -> str:
         )
     requests = f"{verdict.canary.requests:.0f}/{verdict.stable.requests:.0f} requests"
     if not verdict.enough_traffic:
-        requests += f", too few to judge (need {verdict.min_requests})"
+        thin_side = "" if verdict.canary.requests < verdict.min_requests else " on stable"
+        requests += f", too few{thin_side} to judge (need {verdict.min_requests})"
     parts.append(requests)
     if paused:
         parts.append("⏸ paused")

@@ -53,6 +53,18 @@ def test_too_little_traffic_is_never_a_pass_nor_a_breach_on_ratios() -> None:
     assert verdict.word == "thin" and verdict.breach is None and verdict.checks == ()
 
 
+def test_a_thin_stable_is_no_pass_when_a_limit_is_relative_to_it() -> None:
+    # Stable's scrapes not yet in a short window: nothing to compare with, so no pass.
+    verdict = judge(side(100, 30), side(0, 0), RELATIVE)
+    assert verdict.word == "thin" and verdict.breach is None and verdict.checks == ()
+    with_absolute = RELATIVE.model_copy(update={"max_error_ratio": 0.05})
+    verdict = judge(side(100, 30), side(3, 0), with_absolute)
+    assert verdict.breach is not None and verdict.breach.limit == 0.05  # absolute still holds
+    assert verdict.breach.stable is None
+    only_absolute = Analysis(prometheus_url="http://127.0.0.1:9090")
+    assert judge(side(100, 1), side(0, 0), only_absolute).word == "pass"
+
+
 def test_memory_needs_no_traffic_to_breach() -> None:
     analysis = RELATIVE.model_copy(update={"max_memory_mib": 30.0})
     verdict = judge(side(0, 0), side(1000, 0), analysis)
