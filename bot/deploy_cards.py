@@ -108,7 +108,8 @@ def run_without_card(application: OpsApplication, deployment: Deployment) -> Non
 
 
 async def _run_headless(services: Services, deployment: Deployment) -> None:
-    outcome = await _pipeline_run(services, deployment, Progress())
+    steps = services.runtime.track(deployment.id, Progress())
+    outcome = await _pipeline_run(services, deployment, steps)
     log.info("deployment #%s ended without a card: %s", deployment.id, outcome.state)
 
 
@@ -132,7 +133,8 @@ async def resume_after_restart(bot: Bot, services: Services, deployment: Deploym
         f"{code(deployment.version)} after a restart of opsgate"
     )
     if chat_id is None:
-        await services.pipeline.resume(deployment.id, Progress())
+        steps = services.runtime.track(deployment.id, Progress())
+        await services.pipeline.resume(deployment.id, steps)
         return
     controls = None
     if is_canary(services, deployment):  # its steps go on: so do its buttons
@@ -150,7 +152,7 @@ async def _run(
     resume: bool = False,
     bot: Bot | None = None,
 ) -> None:
-    steps = Progress(progress)
+    steps = services.runtime.track(deployment.id, Progress(progress))
     if resume:
         outcome = await services.pipeline.resume(deployment.id, steps)
     else:

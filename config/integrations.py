@@ -16,6 +16,13 @@ backoff_s = 5                         # backoff_max_s; after max_attempts tries 
 backoff_max_s = 600                   # hours since the event, the delivery is given up
 max_attempts = 20                     # (recorded: /health, /metrics, audit webhook.gave_up)
 max_age_h = 48
+
+[dashboard]                           # the web dashboard and Telegram Mini App at /app/
+url = "https://ops.example.com/app/"  # where people reach it (https: Telegram's rule)
+miniapp_link = "https://t.me/opsgate_bot/ops"  # optional: a Mini App link for group chats
+auth_max_age_s = 3600                 # Telegram's initData older than this is refused
+login_link_ttl_s = 300                # a /dashboard login link works once, this long
+session_ttl_s = 43200                 # then the browser signs in again
 """
 
 from __future__ import annotations
@@ -60,6 +67,25 @@ class Webhook(_Strict):
             if pattern.endswith(".*") and kind.startswith(pattern[:-1]):
                 return True
         return False
+
+
+class Dashboard(_Strict):
+    url: HttpUrl
+    miniapp_link: HttpUrl | None = None
+    auth_max_age_s: int = Field(default=3600, ge=30, le=7 * 86400)
+    login_link_ttl_s: int = Field(default=300, ge=30, le=86400)
+    session_ttl_s: int = Field(default=43200, ge=300, le=30 * 86400)
+
+    @property
+    def page(self) -> str:
+        """The page's URL with its trailing slash."""
+        text = str(self.url)
+        return text if text.endswith("/") else text + "/"
+
+    @property
+    def opens_in_telegram(self) -> bool:
+        """Telegram opens only https pages as Mini Apps (web_app buttons, the menu button)."""
+        return self.url.scheme == "https"
 
 
 def check_integrations(

@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field, StringConstraints, ValidationError
 
 from config.alerts import AlertOptions
 from config.approvals import ApprovalOptions, EnvironmentApproval
-from config.integrations import ApiToken, Webhook, check_integrations
+from config.integrations import ApiToken, Dashboard, Webhook, check_integrations
 from config.inventory import (
     ENVIRONMENT_MISSING,
     FILE_PATH_PATTERN,
@@ -110,6 +110,7 @@ class OpsConfig(_Strict):
     alertmanager: AlertmanagerConfig | None = None
     api_tokens: dict[Name, ApiToken] = Field(default_factory=dict)  # callers of the API
     webhooks: dict[Name, Webhook] = Field(default_factory=dict)  # outgoing events
+    dashboard: Dashboard | None = None  # the web dashboard / Mini App's public address
 
     def roles_of(self, user_id: int) -> frozenset[str]:
         return frozenset(role for role, members in self.roles.items() if user_id in members)

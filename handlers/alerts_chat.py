@@ -8,7 +8,7 @@ import logging
 import re
 from datetime import timedelta
 
-from telegram import CallbackQuery, Message, Update
+from telegram import Bot, CallbackQuery, Message, Update
 
 from config.permissions import Action
 from handlers.alerts_render import (
@@ -34,6 +34,7 @@ from services.alerts.listing import page_of, parse_filter
 from services.alerts.messages import service_of
 from services.alerts.model import AlertError, AlertGroup, Matcher, MatcherError, parse_matchers
 from services.alerts.silences import AM_ID, SILENCE_DURATION, SilenceBook, silence_duration
+from services.container import Services
 from services.flags.plans import PlanError
 from services.records.audit import Event
 
@@ -146,7 +147,11 @@ async def _flag_to_zero(
 
 
 async def _redraw(context: OpsContext, group_id: int) -> None:
-    services = context.services
+    await redraw_group(context.bot, context.services, group_id)
+
+
+async def redraw_group(bot: Bot, services: Services, group_id: int) -> None:
+    """The group's message drawn again from its rows (after an Ack, here or on the dashboard)."""
     group = await services.alerts.group(group_id)
     if group is None or group.message_id is None:
         return
@@ -166,7 +171,7 @@ async def _redraw(context: OpsContext, group_id: int) -> None:
     )
     text = "\n".join([*before, rendered.text, *after])
     markup = with_links(group_keyboard(group, deploy, flag), links)
-    await show(context.bot, group.chat_id, group.message_id, text, markup)
+    await show(bot, group.chat_id, group.message_id, text, markup)
 
 
 async def alerts_command(update: Update, context: OpsContext) -> None:

@@ -16,6 +16,7 @@ from telegram import Update
 from bot.alert_notifier import deliver_alerts_soon
 from bot.http.alert_webhooks import alert_routes
 from bot.http.api import api_routes
+from bot.http.dashboard.routes import dashboard_routes
 from bot.http.metrics import metrics_endpoint, metrics_response
 from bot.http.ofrep import ofrep_routes
 from handlers.context import OpsApplication
@@ -113,6 +114,7 @@ def create_http_app(
 
     routes += alert_routes(services, alerts_token, services.pipeline.critical_alerts, deliver_now)
     routes += api_routes(api_token)
+    routes += dashboard_routes(application, services, application.bot.token)
     if webhook_secret is not None:
         routes.append(Route(webhook_path(webhook_url), telegram_webhook, methods=["POST"]))
     app = Starlette(routes=routes)

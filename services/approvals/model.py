@@ -29,6 +29,10 @@ class ApprovalRefused(ApprovalError):
     pass
 
 
+class RoleMissing(ApprovalRefused):
+    """The person does not hold the role this part of the sign-off needs."""
+
+
 class RequestStatus(StrEnum):
     OPEN = "open"
     APPROVED = "approved"

@@ -23,6 +23,7 @@ from services.approvals.model import (
     EvidenceChoice,
     Policy,
     RequestStatus,
+    RoleMissing,
     RoleSignoff,
     TimerAction,
 )
@@ -282,20 +283,40 @@ class Approvals:
             if not reason:
                 raise ApprovalRefused("A rejection needs a reason: reply with a few words.")
             role_id, _, request_id = rows[0]
-            request, role = await self._open_role(db, int(request_id), int(role_id), user_id)
-            now = self._clock().isoformat()
-            await db.execute(
-                "INSERT INTO approval_votes (role_id, user_id, decision, reason, at)"
-                " VALUES (?, ?, 'reject', ?, ?) ON CONFLICT (role_id, user_id) DO UPDATE"
-                " SET decision = 'reject', reason = excluded.reason, at = excluded.at",
-                (role_id, user_id, reason, now),
-            )
-            data = {"role": role.role, "reason": reason}
-            await self._record(db, request, "approval.rejected", user_id, data)
-            await self._end(db, request, RequestStatus.REJECTED, user_id, reason)
-            request = await self._read(db, request.id)
+            request = await self._reject(db, int(request_id), int(role_id), user_id, reason)
         await self._deployments.cancel(request.deployment_id, user_id, f"rejected: {reason}")
         return request
+
+    async def reject(self, role_id: int, user_id: str, reason: str) -> ApprovalRequest:
+        """A rejection with its reason given at once (the dashboard): ends the request and
+        cancels the deployment, as a reply to the chat's prompt does."""
+        reason = " ".join(reason.split())[:MAX_REASON]
+        async with self._storage.transaction() as db:
+            request_id = await request_id_of_role(db, role_id)
+            request, _ = await self._open_role(db, request_id, role_id, user_id)
+            if user_id == request.requester:
+                raise ApprovalRefused("It is your own request: /cancel withdraws it.")
+            if not reason:
+                raise ApprovalRefused("A rejection needs a reason.")
+            request = await self._reject(db, request_id, role_id, user_id, reason)
+        await self._deployments.cancel(request.deployment_id, user_id, f"rejected: {reason}")
+        return request
+
+    async def _reject(
+        self, db: aiosqlite.Connection, request_id: int, role_id: int, user_id: str, reason: str
+    ) -> ApprovalRequest:
+        request, role = await self._open_role(db, request_id, role_id, user_id)
+        now = self._clock().isoformat()
+        await db.execute(
+            "INSERT INTO approval_votes (role_id, user_id, decision, reason, at)"
+            " VALUES (?, ?, 'reject', ?, ?) ON CONFLICT (role_id, user_id) DO UPDATE"
+            " SET decision = 'reject', reason = excluded.reason, at = excluded.at",
+            (role_id, user_id, reason, now),
+        )
+        data = {"role": role.role, "reason": reason}
+        await self._record(db, request, "approval.rejected", user_id, data)
+        await self._end(db, request, RequestStatus.REJECTED, user_id, reason)
+        return await self._read(db, request.id)
 
     # -- evidence --------------------------------------------------------------------------
 
@@ -456,7 +477,7 @@ class Approvals:
         if where is not None and where != (request.chat_id, request.message_id):
             raise ButtonNoLongerValid()  # a row of another request's message
         if role.role not in self._roles_of(user_id):
-            raise ApprovalRefused(f"This needs the role {role.role}.")
+            raise RoleMissing(f"This needs the role {role.role}.")
         return request, role
 
     async def _end(

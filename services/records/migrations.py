@@ -421,6 +421,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX long_watches_watching ON long_watches (service) WHERE state = 'watching';
         """,
     ),
+    Migration(
+        15,
+        "dashboard login links: one-time, short-lived, stored as the token's sha256",
+        """
+        CREATE TABLE dashboard_links (
+            token_sha256 TEXT    PRIMARY KEY,
+            person       INTEGER NOT NULL,
+            created_at   TEXT    NOT NULL,
+            expires_at   TEXT    NOT NULL,
+            used_at      TEXT
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
