@@ -29,6 +29,7 @@ from handlers import (
     approvals_chat,
     audit_chat,
     basic,
+    dashboard_chat,
     deploy_chat,
     deploy_control_chat,
     drill_chat,
@@ -89,6 +90,7 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
         flags_chat,
         locks_chat,
         report_chat,
+        dashboard_chat,
     )
     return CommandRegistry([c for m in handler_modules for c in m.COMMANDS] + list(extra))
 

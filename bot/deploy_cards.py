@@ -20,6 +20,7 @@ from telegram.error import TelegramError
 
 from handlers.callbacks import CallbackData
 from handlers.context import OpsApplication
+from handlers.dashboard_chat import with_dashboard
 from handlers.deploy_render import NS_ABORT, NS_CANARY, NS_ROLLBACK, render_outcome
 from handlers.progress import NewCard, ProgressMessage
 from handlers.render import code, esc
@@ -87,6 +88,7 @@ def launch(
         if is_canary(services, deployment):
             rows.insert(0, canary_buttons(deployment))
         controls = InlineKeyboardMarkup(rows)
+    controls = with_dashboard(controls, services.ops, chat_id)
 
     async def posted(chat: int, message_id: int) -> None:
         await services.deployments.set_progress_message(deployment.id, chat, message_id)

@@ -12,7 +12,8 @@ import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, MenuButtonWebApp, Update, WebAppInfo
+from telegram.error import TelegramError
 
 from bot.alert_notifier import alert_tick
 from bot.app import all_buttons, all_commands, build_application
@@ -100,6 +101,7 @@ class Opsgate:
         await application.bot.set_my_commands(
             [BotCommand(c.name, c.description) for c in commands.all()]
         )
+        await _set_menu_button(application.bot, ops)
         await application.start()
         await self._reconcile_deployments()
         assert application.job_queue is not None  # the job-queue extra is a dependency
@@ -198,3 +200,15 @@ class Opsgate:
             await self._services.aclose()
             self._services = None
         log.info("opsgate stopped")
+
+
+async def _set_menu_button(bot: Bot, ops: OpsConfig) -> None:
+    """Private chats' menu button opens the dashboard as a Mini App (https pages only)."""
+    dashboard = ops.dashboard
+    if dashboard is None or not dashboard.opens_in_telegram:
+        return
+    button = MenuButtonWebApp("Dashboard", WebAppInfo(dashboard.page))
+    try:
+        await bot.set_chat_menu_button(menu_button=button)
+    except TelegramError as exc:  # a courtesy: /dashboard and the buttons still open it
+        log.warning("the menu button was not set: %s", exc)

@@ -21,6 +21,7 @@ from handlers.buttons import ButtonRoute
 from handlers.callbacks import CallbackData
 from handlers.commands import Command
 from handlers.context import OpsContext
+from handlers.dashboard_chat import with_dashboard
 from handlers.edits import show
 from handlers.render import code, esc, join_lines, mention, who
 from services.approvals.model import (
@@ -54,7 +55,7 @@ async def open_signoff(
     sent = await bot.send_message(
         chat_id,
         render_request(request, deployment, services.ops),
-        reply_markup=request_keyboard(request),
+        reply_markup=with_dashboard(request_keyboard(request), services.ops, chat_id),
     )
     await services.approvals.set_message(request.id, sent.chat_id, sent.message_id)
     return await services.approvals.get(request.id)
@@ -70,7 +71,8 @@ async def refresh_signoff(bot: Bot, services: Services, request: ApprovalRequest
         return
     deployment = await services.deployments.get(request.deployment_id)
     text = render_request(request, deployment, services.ops)
-    await show(bot, request.chat_id, request.message_id, text, request_keyboard(request))
+    markup = with_dashboard(request_keyboard(request), services.ops, request.chat_id)
+    await show(bot, request.chat_id, request.message_id, text, markup)
 
 
 async def signoff_pressed(update: Update, context: OpsContext) -> None:

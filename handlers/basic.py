@@ -8,6 +8,7 @@ from config.opsfile import OpsFileError, load_ops_file
 from config.permissions import Action
 from handlers.commands import Command, parse_command
 from handlers.context import OpsContext
+from handlers.dashboard_chat import with_dashboard
 from handlers.render import code, duration, esc, join_lines
 
 
@@ -69,7 +70,9 @@ async def status(update: Update, context: OpsContext) -> None:
             for env in service.environment_names()
         )
         lines.append(f"• <b>{esc(name)}</b> ({esc(envs)}) {where}")
-    await update.effective_message.reply_text(join_lines(lines))
+    chat_id = update.effective_message.chat_id
+    markup = with_dashboard(None, services.ops, chat_id)
+    await update.effective_message.reply_text(join_lines(lines), reply_markup=markup)
 
 
 async def reload(update: Update, context: OpsContext) -> None:

@@ -24,6 +24,7 @@ from services.alerts.silences import SilenceBook
 from services.approvals.signoff import Approvals
 from services.control.controller import ServiceController
 from services.control.metrics import MetricsSampler
+from services.dashboard.links import LoginLinks
 from services.deploy.confirmations import Confirmations
 from services.deploy.deployments import Deployments
 from services.deploy.front_door import FrontDoor, Origin
@@ -86,6 +87,7 @@ class Services:
     webhooks: WebhookQueue  # outgoing events, written with the audit rows they carry
     webhook_sender: WebhookSender  # its own task: start_background() / aclose()
     long_watches: LongWatches  # watches of hours to days, read by their own task too
+    login_links: LoginLinks  # the dashboard's one-time sign-in links
     runtime: RuntimeStatus = field(default_factory=RuntimeStatus)
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
@@ -193,6 +195,7 @@ class Services:
             webhooks=webhooks,
             webhook_sender=WebhookSender(webhooks, current_webhooks, audit),
             long_watches=long_watches,
+            login_links=LoginLinks(storage, audit, clock),
             clock=clock,
         )
         return services

@@ -78,6 +78,7 @@ async def test_commands_menu_is_set_at_start(opsgate: Opsgate, client: SandboxCl
         "unlock",
         "locks",
         "report",
+        "dashboard",
     ]
 
 

@@ -5,7 +5,15 @@ import struct
 import zlib
 
 import pytest
-from telegram import Bot, BotCommand, BotCommandScopeChat, InlineKeyboardButton
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeChat,
+    InlineKeyboardButton,
+    MenuButtonCommands,
+    MenuButtonWebApp,
+    WebAppInfo,
+)
 from telegram import InlineKeyboardMarkup as Markup
 from telegram.error import BadRequest, RetryAfter
 
@@ -212,3 +220,30 @@ async def test_get_updates_confirms_by_offset(bot: Bot, client: SandboxClient) -
     again = await bot.get_updates(offset=first[0].update_id + 1)
     assert [u.update_id for u in again] == [first[1].update_id]  # unconfirmed stays pending
     assert await bot.get_updates(offset=first[1].update_id + 1, timeout=0) == ()
+
+
+async def test_web_app_buttons_open_https_pages_in_private_chats_only(
+    bot: Bot, client: SandboxClient
+) -> None:
+    page = InlineKeyboardButton("app", web_app=WebAppInfo("https://ops.example.test/app/"))
+    sent = await bot.send_message(ANN, "ok", reply_markup=Markup([[page]]))
+    assert sent.reply_markup is not None
+    plain = InlineKeyboardButton("app", web_app=WebAppInfo("http://ops.example.test/app/"))
+    with pytest.raises(BadRequest, match=r"(?i)only https links are allowed"):
+        await bot.send_message(ANN, "no", reply_markup=Markup([[plain]]))
+    await client.add_chat(-100777, "supergroup", "Ops")
+    with pytest.raises(BadRequest, match=r"(?i)BUTTON_TYPE_INVALID"):
+        await bot.send_message(-100777, "no", reply_markup=Markup([[page]]))
+
+
+async def test_the_menu_button_is_set_and_read_back(bot: Bot) -> None:
+    assert isinstance(await bot.get_chat_menu_button(), MenuButtonCommands)
+    await bot.set_chat_menu_button(
+        menu_button=MenuButtonWebApp("Dashboard", WebAppInfo("https://ops.example.test/app/"))
+    )
+    button = await bot.get_chat_menu_button(ANN)
+    assert isinstance(button, MenuButtonWebApp) and button.web_app.url.endswith("/app/")
+    with pytest.raises(BadRequest, match=r"(?i)only https"):
+        await bot.set_chat_menu_button(
+            menu_button=MenuButtonWebApp("Dashboard", WebAppInfo("http://x/app/"))
+        )

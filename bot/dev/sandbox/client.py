@@ -23,6 +23,7 @@ class Button:
     text: str
     data: str | None = None
     url: str | None = None
+    web_app: str | None = None  # the Mini App's URL of a web_app button
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,15 @@ class SandboxMessage:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SandboxMessage:
         buttons = [
-            [Button(b["text"], b.get("callback_data"), b.get("url")) for b in row]
+            [
+                Button(
+                    b["text"],
+                    b.get("callback_data"),
+                    b.get("url"),
+                    (b.get("web_app") or {}).get("url"),
+                )
+                for b in row
+            ]
             for row in data["buttons"]
         ]
         files = {

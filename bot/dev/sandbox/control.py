@@ -116,6 +116,7 @@ async def bot_info(state: SandboxState, request: Request) -> JSON:
     webhook = state.webhook.to_api(len(state.updates)) if state.webhook else None
     return {
         "commands": state.commands,
+        "menu_buttons": state.menu_buttons,
         "webhook": webhook,
         "pending_update_count": len(state.updates),
     }

@@ -176,13 +176,32 @@ async def delete_my_commands(state: SandboxState, params: Params) -> bool:
     return True
 
 
+@method("setChatMenuButton")
+async def set_chat_menu_button(state: SandboxState, params: Params) -> bool:
+    button = params.obj("menu_button") or {"type": "default"}
+    if not isinstance(button, dict) or button.get("type") not in ("commands", "web_app", "default"):
+        raise bad_request("can't parse menu button JSON object")
+    if button["type"] == "web_app":
+        rules.check_web_app(button.get("web_app"))
+    state.menu_buttons[str(params.integer("chat_id") or "default")] = button
+    state.touch()
+    return True
+
+
+@method("getChatMenuButton")
+async def get_chat_menu_button(state: SandboxState, params: Params) -> JSON:
+    key = str(params.integer("chat_id") or "default")
+    found = state.menu_buttons.get(key) or state.menu_buttons.get("default")
+    return found or {"type": "commands"}
+
+
 @method("sendMessage")
 async def send_message(state: SandboxState, params: Params) -> JSON:
     chat = chat_of(state, params)
     source, parse_mode = params.text("text") or "", params.text("parse_mode")
     text, entities = rules.formatted(source, parse_mode)
     rules.check_length(text, "text")
-    markup, reply_to = rules.keyboard(params), replied(state, chat, params)
+    markup, reply_to = rules.keyboard(params, chat.type == "private"), replied(state, chat, params)
     rules.throttle(state, chat.id, counts_global=True)
     fields = {"text": text, "html": source, "parse_mode": parse_mode, "entities": entities}
     message = state.add_message(chat, BOT, reply_markup=markup, reply_to=reply_to, **fields)
@@ -197,7 +216,7 @@ async def edit_message_text(state: SandboxState, params: Params) -> JSON:
     source, parse_mode = params.text("text") or "", params.text("parse_mode")
     text, entities = rules.formatted(source, parse_mode)
     rules.check_length(text, "text")
-    markup = rules.keyboard(params)  # absent: the keyboard goes away
+    markup = rules.keyboard(params, message.chat.type == "private")  # absent: no keyboard
     if (text, entities, markup) == (message.text, message.entities, message.reply_markup):
         raise bad_request(rules.NOT_MODIFIED)
     rules.throttle(state, message.chat.id, counts_global=False)
@@ -208,7 +227,7 @@ async def edit_message_text(state: SandboxState, params: Params) -> JSON:
 @method("editMessageReplyMarkup")
 async def edit_message_reply_markup(state: SandboxState, params: Params) -> JSON:
     message = editable(state, params)
-    markup = rules.keyboard(params)
+    markup = rules.keyboard(params, message.chat.type == "private")
     if markup == message.reply_markup:
         raise bad_request(rules.NOT_MODIFIED)
     rules.throttle(state, message.chat.id, counts_global=False)
@@ -245,7 +264,7 @@ async def send_file(state: SandboxState, params: Params, kind: str) -> JSON:
     source, parse_mode = params.text("caption") or "", params.text("parse_mode")
     caption, entities = rules.formatted(source, parse_mode)
     rules.check_length(caption, "caption")
-    markup, reply_to = rules.keyboard(params), replied(state, chat, params)
+    markup, reply_to = rules.keyboard(params, chat.type == "private"), replied(state, chat, params)
     rules.throttle(state, chat.id, counts_global=True)
     fields = {"html": source, "parse_mode": parse_mode, "caption": caption or None}
     message = state.add_message(

@@ -107,7 +107,9 @@ def check_length(plain: str, what: str) -> None:
         raise bad_request("message is too long")
 
 
-def keyboard(params: Params) -> JSON | None:
+def keyboard(params: Params, private: bool = True) -> JSON | None:
+    """The inline keyboard as Telegram checks it; a web_app button (a Mini App) must open an
+    https page and is allowed only in private chats."""
     markup = params.obj("reply_markup", "can't parse reply keyboard markup JSON object")
     if not isinstance(markup, dict) or not markup.get("inline_keyboard"):
         return None  # reply keyboards are not echoed back in Message.reply_markup
@@ -116,7 +118,20 @@ def keyboard(params: Params) -> JSON | None:
             data = button.get("callback_data")
             if data is not None and not 1 <= len(str(data).encode()) <= CALLBACK_DATA_LIMIT:
                 raise bad_request("BUTTON_DATA_INVALID")
+            web_app = button.get("web_app")
+            if web_app is not None:
+                check_web_app(web_app)
+                if not private:
+                    raise bad_request("BUTTON_TYPE_INVALID")
     return {"inline_keyboard": markup["inline_keyboard"]}
+
+
+def check_web_app(web_app: object) -> None:
+    url = web_app.get("url") if isinstance(web_app, dict) else None
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise bad_request(
+            f"inline keyboard button Web App URL '{url}' is invalid: Only HTTPS links are allowed"
+        )
 
 
 def throttle(state: SandboxState, chat_id: int, counts_global: bool) -> None:

@@ -106,6 +106,7 @@ class SandboxState:
         self.callbacks: dict[str, Callback] = {}
         self.files: dict[str, StoredFile] = {}
         self.commands: dict[str, list[JSON]] = {}
+        self.menu_buttons: dict[str, JSON] = {}  # chat id (or "default") -> MenuButton
         self.webhook: Webhook | None = None
         self.flood = Flood()
         self.outage = False

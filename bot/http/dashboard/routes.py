@@ -47,7 +47,6 @@ from handlers.approvals_chat import refresh_signoff
 from handlers.context import OpsApplication
 from services.approvals.model import ApprovalError, ApprovalRequest, RequestStatus, RoleMissing
 from services.container import Services
-from services.dashboard.links import LoginLinks
 from services.dashboard.snapshot import DashboardView, HistoryFilter
 from services.deploy.model import BEFORE_SWITCH, DeploymentError, UnknownDeployment
 
@@ -87,7 +86,6 @@ def dashboard_routes(
     signer = SessionSigner(bot_token)
     limiter = RateLimit()
     view = DashboardView(services)
-    links = LoginLinks(services.storage, services.audit, services.clock)
     page, assets = _asset("index.html"), {name: _asset(name) for name in STATIC}
 
     def settings() -> Dashboard:
@@ -204,7 +202,7 @@ def dashboard_routes(
     async def sign_in_link(request: Request) -> Response:
         if (refused := limited(request)) is not None:
             return refused
-        person = await links.redeem(request.query_params.get("token", ""))
+        person = await services.login_links.redeem(request.query_params.get("token", ""))
         if person is None or person not in services.ops.people:
             text = (
                 "<!doctype html><title>opsgate</title><p>This login link was used already or"
