@@ -52,11 +52,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WindowSize:
+    """The page's viewport (exactly: screenshots have this size), and a phone's or not."""
+
     width: int
     height: int
+    mobile: bool = False
 
 
-PHONE = WindowSize(390, 844)
+PHONE = WindowSize(390, 844, mobile=True)
 DESKTOP = WindowSize(1280, 800)
 
 # One script per poll: the matches' text, read at one instant.
@@ -105,7 +108,9 @@ def running_browser(size: WindowSize = PHONE) -> Iterator[Browser]:
     require_browser()
     driver = start_driver(size)
     try:
-        yield Browser(driver)
+        browser = Browser(driver)
+        browser.emulate(size)
+        yield browser
     finally:
         driver.quit()
 
@@ -202,14 +207,22 @@ class Browser:
 
         def take() -> None:
             if size is not None:
-                self.driver.set_window_size(size.width, size.height)
+                self.emulate(size)
             if not self.driver.get_screenshot_as_file(str(path)):
                 raise OSError(f"could not write the screenshot {path}")
 
         await asyncio.to_thread(take)
 
     async def set_size(self, size: WindowSize) -> None:
-        await asyncio.to_thread(self.driver.set_window_size, size.width, size.height)
+        await asyncio.to_thread(self.emulate, size)
+
+    def emulate(self, size: WindowSize) -> None:
+        """The viewport set to `size` exactly (a window's size includes what is not page)."""
+        self.driver.set_window_size(size.width, size.height + 200)  # room for the viewport
+        metrics = {"width": size.width, "height": size.height, "deviceScaleFactor": 1}
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride", metrics | {"mobile": size.mobile}
+        )
 
     async def disable_cache(self) -> None:
         """Every later load fetches everything again (DevTools' "Disable cache"), cold."""
