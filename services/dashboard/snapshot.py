@@ -12,6 +12,8 @@ only.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from services.container import Services
 from services.deploy.model import Deployment
 from services.deploy.placements import Placement
 from services.reports.dora import TARGETS, DoraReport, meets
+
+log = logging.getLogger(__name__)
 
 PLACEMENTS_TTL_S = 5.0
 DORA_TTL_S = 60.0
@@ -49,19 +53,34 @@ class HistoryFilter:
 
 
 class _Cached:
-    """One value, computed at most every `ttl_s`; concurrent readers share one computation."""
+    """One value, recomputed at most every `ttl_s`. Once there is a value, a reader never
+    waits: a stale one is answered while one refresh runs in the background."""
 
     def __init__(self, ttl_s: float) -> None:
         self._ttl_s = ttl_s
         self._value: Any = None
-        self._at = -float("inf")
+        self._at: float | None = None
+        self._refresh: asyncio.Task[None] | None = None
 
     async def get(self, compute: Callable[[], Awaitable[T]]) -> T:
-        if time.monotonic() - self._at >= self._ttl_s:
-            self._value = await compute()
-            self._at = time.monotonic()
+        if self._at is None:
+            await self._compute(compute)
+        elif time.monotonic() - self._at >= self._ttl_s and (
+            self._refresh is None or self._refresh.done()
+        ):
+            self._refresh = asyncio.create_task(self._refresh_quietly(compute))
         value: T = self._value
         return value
+
+    async def _compute(self, compute: Callable[[], Awaitable[T]]) -> None:
+        self._value = await compute()
+        self._at = time.monotonic()
+
+    async def _refresh_quietly(self, compute: Callable[[], Awaitable[T]]) -> None:
+        try:
+            await self._compute(compute)
+        except Exception:  # the stale value stays; the next reader tries again
+            log.warning("dashboard: a background refresh failed", exc_info=True)
 
 
 class DashboardView:

@@ -195,6 +195,7 @@ def dashboard_routes(
             log.info("dashboard sign-in refused: user %s is not in [people]", user.id)
             return error(403, "you are not in this team's [people]: ask an admin")
         cookie, session = signer.issue(user.id, settings().session_ttl_s)
+        await services.audit.record("dashboard.signed_in", str(user.id), "", {"by": "telegram"})
         response = JSONResponse(who(session))
         response.headers["Cache-Control"] = "no-store"
         return secured(with_cookie(request, response, cookie))
