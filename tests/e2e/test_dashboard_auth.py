@@ -135,6 +135,24 @@ async def test_init_data_telegram_did_not_sign_for_a_listed_person_is_refused(
     assert (session.status_code, session.json()["name"]) == (200, "alice"), session.text
 
 
+async def test_sign_in_attempts_are_rate_limited(
+    start_opsgate: StartOpsgate, ops_file: Path
+) -> None:
+    ops_file.write_text(dashboard_ops(None, None))
+    opsgate = await start_opsgate()
+    forged = sign(init_fields(ALICE, "Alice", "alice"), "7100000001:AAE-not-this-bots-token-xx")
+    answers = [(await post_init_data(opsgate, forged)).status_code for _ in range(25)]
+    assert 401 in answers and 429 in answers, answers
+    first = answers.index(429)
+    assert set(answers[:first]) == {401} and set(answers[first:]) == {429}, answers
+    # Limited, a valid sign-in waits too, and so does a login link.
+    limited = await post_init_data(opsgate, init_data(TOKEN, ALICE, "Alice", "alice"))
+    assert refused(limited, 429) and int(limited.headers["retry-after"]) >= 1
+    async with http(opsgate) as client:
+        link = await client.get("/app/login", params={"token": "x" * 43})
+    assert link.status_code == 429
+
+
 async def test_the_page_and_its_session_carry_the_security_headers(
     start_opsgate: StartOpsgate, ops_file: Path
 ) -> None:

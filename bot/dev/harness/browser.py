@@ -120,17 +120,32 @@ class Browser:
 
     def __init__(self, driver: WebDriver) -> None:
         self.driver = driver
+        self._injected: list[str] = []
+
+    async def inject(self, script: str) -> None:
+        """Run `script` in every page loaded from now on, before the page's own scripts (as a
+        Telegram client defines `window.Telegram.WebApp`); `reset` removes it."""
+        added = await asyncio.to_thread(
+            self.driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": script}
+        )
+        self._injected.append(str(added["identifier"]))
 
     async def open(self, url: str) -> None:
         """Load `url` (returns once the document has loaded, not once the page rendered)."""
         await asyncio.to_thread(self.driver.get, url)
 
     async def reset(self) -> None:
-        """A blank page, no cookies, no cache: the next test starts as a new visitor. (Cookies
-        are per host, not per port: two opsgates on 127.0.0.1 would share them otherwise.)"""
+        """A blank page, no cookies, no cache, nothing injected: the next test starts as a new
+        visitor. (Cookies are per host, not per port: two opsgates on 127.0.0.1 would share
+        them otherwise.)"""
 
         def blank() -> None:
             self.driver.get("about:blank")
+            for identifier in self._injected:
+                self.driver.execute_cdp_cmd(
+                    "Page.removeScriptToEvaluateOnNewDocument", {"identifier": identifier}
+                )
+            self._injected.clear()
             self.driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
             self.driver.execute_cdp_cmd("Network.clearBrowserCache", {})
             self._console()  # forget the previous page's console lines
