@@ -133,6 +133,8 @@ async def test_init_data_telegram_did_not_sign_for_a_listed_person_is_refused(
     async with http(opsgate) as client:
         session = await client.get("/app/api/session", headers=alice_in.headers(None))
     assert (session.status_code, session.json()["name"]) == (200, "alice"), session.text
+    signed_in = await opsgate.services.audit.events(kind="dashboard.signed_in")
+    assert [e.actor for e in signed_in] == [str(ALICE)]  # one: no refusal signed anyone in
 
 
 async def test_sign_in_attempts_are_rate_limited(
