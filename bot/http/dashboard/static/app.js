@@ -203,7 +203,7 @@ function renderSignoffs(state) {
         } } }, "Reject");
         return el("div", { class: "role", data: { role: role.role, roleId: role.id } },
           el("div", {}, el("b", {}, role.role), " ",
-            el("span", { class: "role-state muted" }, ticked + " of " + role.items.length + " ticked · " +
+            el("span", { class: "role-state muted" }, (role.items.length ? ticked + " of " + role.items.length + " ticked · " : "no checklist · ") +
               role.approvals.length + "/" + role.needed + " approvals" + (role.approvals.length ? " (" + role.approvals.join(", ") + ")" : "") + (role.met ? " · ✅ met" : ""))),
           el("ul", { class: "items" }, role.items.map((item) => el("li", {},
             el("label", {},
