@@ -47,6 +47,7 @@ from handlers.context import BotData, OpsApplication, OpsContext
 from handlers.errors import on_error
 from services.container import Services
 from services.runtime import RuntimeStatus
+from services.tls import client_context
 
 # Handler groups; order matters: the gate runs first and may stop an update for all others.
 GROUP_GATE = -1
@@ -119,7 +120,16 @@ def build_application(
         .context_types(context_types)
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEWS))
         .rate_limiter(CountingRateLimiter(services.runtime))
-        .request(HTTPXRequest(connection_pool_size=POOL, httpx_kwargs={"limits": _LIMITS}))
+        .request(
+            HTTPXRequest(
+                connection_pool_size=POOL,
+                httpx_kwargs={"limits": _LIMITS, "verify": client_context()},
+            )
+        )
+        # Both Bot API clients on one TLS context; getUpdates' as PTB's default (one connection).
+        .get_updates_request(
+            HTTPXRequest(connection_pool_size=1, httpx_kwargs={"verify": client_context()})
+        )
     )
     if settings.mode is UpdateMode.WEBHOOK:
         builder = builder.updater(None)  # updates arrive through bot/http/app.py instead

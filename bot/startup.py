@@ -24,6 +24,7 @@ from telegram.request import HTTPXRequest
 
 from config.opsfile import OpsFileError
 from config.settings import BOT_TOKEN_PATTERN, Settings
+from services.tls import client_context
 
 UNREACHABLE_WAIT_S = 10.0  # how long an unreachable Bot API is retried before giving up
 ATTEMPT_TIMEOUT_S = 5.0
@@ -126,8 +127,11 @@ def unreachable(url: str, exc: TelegramError) -> StartupError:
 async def check_bot_api(settings: Settings, wait_s: float = UNREACHABLE_WAIT_S) -> None:
     """One getMe; while the Bot API cannot be reached, retried for `wait_s` seconds."""
     url = settings.bot_api_url
-    general = HTTPXRequest(connect_timeout=ATTEMPT_TIMEOUT_S, read_timeout=ATTEMPT_TIMEOUT_S)
-    updates = HTTPXRequest()
+    tls = {"verify": client_context()}
+    general = HTTPXRequest(
+        connect_timeout=ATTEMPT_TIMEOUT_S, read_timeout=ATTEMPT_TIMEOUT_S, httpx_kwargs=tls
+    )
+    updates = HTTPXRequest(httpx_kwargs=tls)
     token = settings.bot_token.get_secret_value()
     bot = Bot(token, url, request=general, get_updates_request=updates)
     loop = asyncio.get_running_loop()

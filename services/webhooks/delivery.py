@@ -21,6 +21,7 @@ import httpx
 
 from config.integrations import Webhook
 from services.records.audit import AuditLog, utc_now
+from services.tls import client_context
 from services.webhooks.queue import Delivery, Subscriptions, WebhookQueue
 from services.webhooks.signing import WebhookError, secret_key, signed_headers
 
@@ -62,7 +63,9 @@ class WebhookSender:
 
     def start(self) -> None:
         if self._task is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, transport=self._transport)
+            self._client = httpx.AsyncClient(
+                follow_redirects=False, verify=client_context(), transport=self._transport
+            )
             self._task = asyncio.create_task(self._run(), name="webhook-sender")
 
     async def stop(self) -> None:
