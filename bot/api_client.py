@@ -25,6 +25,9 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from config.settings import Settings
+from services.flags.edits import USAGE as TARGETING_USAGE
+from services.flags.edits import parse_targeting
+from services.flags.types import InvalidTargeting
 
 EXIT_OK = 0
 EXIT_REFUSED = 1  # opsgate said no (the reason is on stderr), or could not be reached
@@ -43,7 +46,7 @@ EXIT_OF_STATE = {
 ENDED = frozenset(EXIT_OF_STATE) - {"failed"}  # "failed" may yet roll back: see finished_at
 FOLLOWED = ("deploy", "rollback", "promote", "restore")
 COMMANDS = (*FOLLOWED, "flag", "halt", "lock", "unlock", "silence", "unsilence", "status")
-FLAG_VERBS = ("on", "off", "kill", "unkill", "exclude", "include")
+FLAG_VERBS = ("on", "off", "kill", "unkill", "include")
 
 
 def add_commands(sub: Any) -> None:
@@ -53,7 +56,7 @@ def add_commands(sub: Any) -> None:
         ("rollback", "request a rollback: SERVICE [VERSION] [--in ENVIRONMENT] [--wait]"),
         ("promote", "deploy what runs in one environment to the next: SERVICE [--from ENV]"),
         ("restore", "restore a database from a rollback point: SERVICE [POINT] (none: list)"),
-        ("flag", "change a flag: KEY PERCENT | on | off | kill | unkill | exclude|include KIND ID"),
+        ("flag", "change a flag: KEY PERCENT | on | off | kill | unkill | " + TARGETING_USAGE),
         ("halt", "emergency stop: REASON (everything stops until unlocked)"),
         ("lock", "lock an environment against deploys: ENVIRONMENT REASON"),
         ("unlock", "lift an environment's lock: ENVIRONMENT"),
@@ -93,7 +96,7 @@ def _add_arguments(name: str, command: argparse.ArgumentParser) -> None:
     elif name == "flag":
         command.add_argument("key")
         command.add_argument("value", help="a percentage, or " + " | ".join(FLAG_VERBS))
-        command.add_argument("target", nargs="*", help="exclude/include: chat|user ID")
+        command.add_argument("target", nargs="*", help="a targeting change's words")
         command.add_argument("--reason", default="", help="why (kill)")
     elif name in ("halt", "lock"):
         if name == "lock":
@@ -187,12 +190,18 @@ def _segment(text: str) -> str:
 
 def _flag_body(args: argparse.Namespace) -> dict[str, Any]:
     value = args.value.lower()
-    if value in ("exclude", "include"):
+    try:
+        edit = parse_targeting([value, *args.target])
+    except InvalidTargeting as exc:
+        raise UsageError(f"opsgate flag KEY {exc}") from None
+    if edit is not None:
+        return edit.to_json()
+    if value == "include":
         if len(args.target) != 2 or args.target[0] not in ("chat", "user"):
             raise UsageError(f"usage: opsgate flag KEY {value} chat|user ID")
         return {"action": value, "target": {"kind": args.target[0], "id": args.target[1]}}
     if args.target:
-        raise UsageError("only exclude and include take a target")
+        raise UsageError("only targeting changes take more words")
     if value in FLAG_VERBS:
         return {"action": value} | ({"reason": args.reason} if args.reason else {})
     try:

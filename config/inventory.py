@@ -84,12 +84,23 @@ class AlertmanagerConfig(_Strict):
     critical: str = "critical"
 
 
+ChatType = Literal["private", "group", "supergroup", "channel"]
+TargetingKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
+
+
 class FlagDecl(_Strict):
-    """A flag the ops file declares; its live state (rollout, targeting) is in the database."""
+    """A flag the ops file declares; its live state (rollout, targeting) is in the database.
+    The targeting here is the flag's first: applied when the flag is created, then changed
+    from the chat, the API or the CLI."""
 
     description: str = ""
     service: Name | None = None  # whose health gates this flag's staged plans
     error_rate: ErrorRateGate | None = None
+    allow: list[TargetingKey] = []  # always on
+    segments: list[Name] = []  # members always on
+    chat_types: list[ChatType] = []  # only chats of these types ([]: all)
+    exclude_users: list[TargetingKey] = []
+    exclude_chats: list[Annotated[int, Field(lt=0)] | Annotated[int, Field(gt=0)]] = []
 
 
 class HealthConfig(_Strict):

@@ -243,6 +243,13 @@ def _check_references(config: OpsConfig) -> list[str]:
         for key, decl in config.flags.items()
         if decl.service is not None and decl.service not in config.services
     )
+    problems.extend(
+        f"flags.{key}.segments[{index}]: unknown segment {name!r}"
+        f" (known: {', '.join(sorted(config.segments)) or 'none'})"
+        for key, decl in config.flags.items()
+        for index, name in enumerate(decl.segments)
+        if name not in config.segments
+    )
     return problems
 
 

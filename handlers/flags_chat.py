@@ -11,7 +11,8 @@ from handlers.commands import Command
 from handlers.context import OpsContext
 from handlers.flags_parse import FlagCommand, FlagCommandError, parse_flag_command
 from handlers.flags_render import render_flag, render_flags, render_plan_event
-from handlers.render import esc
+from handlers.render import esc, join_lines
+from services.flags.edits import apply_targeting, describe
 from services.flags.types import Flag, FlagError
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,18 @@ async def _apply(command: FlagCommand, actor: str, context: OpsContext) -> str:
     if command.action == "show":
         plan = await services.plans.latest(key)
         names = {str(user_id): name for user_id, name in services.ops.people.items()}
-        return render_flag(before, plan, await services.flags.changes(key, limit=5), names)
+        changes = await services.flags.changes(key, limit=5)
+        return render_flag(before, plan, changes, names, services.ops.segments)
     after = await _change(command, actor, context)
     if after.version == before.version and command.action not in ("pause", "resume"):
-        return f"🚩 <b>{esc(key)}</b> is already {_summary(after)}; nothing changed."
+        return f"🚩 <b>{esc(key)}</b> is already so ({_summary(after)}); nothing changed."
     who = esc(services.ops.name_of(int(actor)) or actor)
-    return f"🚩 <b>{esc(key)}</b>: {_summary(before)} → {_summary(after)} (by {who})"
+    moved = describe(before, after)
+    if not moved:  # a plan control: the plan moved, not the flag
+        return f"🚩 <b>{esc(key)}</b>: {_summary(after)} (by {who})"
+    return join_lines(
+        [f"🚩 <b>{esc(key)}</b> changed by {who}:", *(f"• {esc(line)}" for line in moved)]
+    )
 
 
 async def _change(command: FlagCommand, actor: str, context: OpsContext) -> Flag:
@@ -79,9 +86,10 @@ async def _change(command: FlagCommand, actor: str, context: OpsContext) -> Flag
             return await flags.kill(key, actor, "killed from chat")
         case "unkill":
             return await flags.unkill(key, actor)
-        case "exclude":
-            assert command.target_kind is not None and command.target_id is not None
-            return await flags.exclude(key, command.target_kind, command.target_id, actor)
+        case "targeting":
+            assert command.edit is not None
+            segments = context.services.ops.segments
+            return await apply_targeting(flags, segments, key, command.edit, actor)
         case "plan":
             assert command.every is not None
             await plans.start(key, command.steps, command.every, actor)
@@ -121,7 +129,7 @@ COMMANDS = [
     Command("flags", "every feature flag and its rollout", flags_overview),
     Command(
         "flag",
-        "show or change a flag: KEY [25|on|off|kill|exclude|plan|pause|resume|abort]",
+        "show or change a flag: KEY [25|on|off|kill|exclude|allow|segment|chats|plan|...]",
         flag_command,
         action_for=action_of_flag,
     ),

@@ -4,27 +4,29 @@
 /flag KEY 25 | 2.5                      set the rollout percentage
 /flag KEY on | off                      enable / disable
 /flag KEY kill | unkill                 emergency switch
-/flag KEY exclude chat ID | user ID     never on there
+/flag KEY exclude|unexclude chat|user ID   never on there / lifted
+/flag KEY allow|disallow USER_ID       the allow list (always on)
+/flag KEY segment add|remove NAME      ops-file segments always on
+/flag KEY chats group,supergroup|all   only chats of these types
 /flag KEY plan 5,25,50,100 every 1h     staged plan
 /flag KEY pause | resume | abort        control the plan
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
+from services.flags.edits import TargetingEdit, parse_targeting
 from services.flags.plans import PlanError, parse_duration
 from services.flags.store import parse_percentage
-from services.flags.types import InvalidPercentage, is_valid_flag_key
+from services.flags.types import InvalidPercentage, InvalidTargeting, is_valid_flag_key
 
-_ID_RE = re.compile(r"-?[0-9]{1,19}")
 WORDS = ("on", "off", "kill", "unkill", "pause", "resume", "abort")
 USAGE = (
-    "Usage: /flag KEY [25 | on | off | kill | unkill | exclude chat|user ID | "
-    "plan 5,25,50,100 every 1h | pause | resume | abort]"
+    "Usage: /flag KEY [25 | on | off | kill | unkill | exclude|unexclude chat|user ID |"
+    " allow|disallow USER_ID | segment add|remove NAME | chats group,supergroup|all |"
+    " plan 5,25,50,100 every 1h | pause | resume | abort]"
 )
 
 
@@ -35,10 +37,9 @@ class FlagCommandError(ValueError):
 @dataclass(frozen=True)
 class FlagCommand:
     key: str
-    action: str  # show, percent, on, off, kill, unkill, exclude, plan, pause, resume, abort
+    action: str  # show, percent, on, off, kill, unkill, targeting, plan, pause, resume, abort
     percent: float | None = None
-    target_kind: Literal["chat", "user"] | None = None
-    target_id: str | None = None
+    edit: TargetingEdit | None = None
     steps: tuple[float, ...] = ()
     every: timedelta | None = None
 
@@ -69,13 +70,14 @@ def parse_flag_command(args: str) -> FlagCommand:
     verb = rest[0].lower()
     if len(rest) == 1 and verb in WORDS:
         return FlagCommand(key, verb)
+    try:
+        edit = parse_targeting(rest)
+    except InvalidTargeting as exc:
+        raise FlagCommandError(str(exc)) from None
+    if edit is not None:
+        return FlagCommand(key, "targeting", edit=edit)
     if len(rest) == 1:
         return FlagCommand(key, "percent", percent=parse_percent(verb))
-    if verb == "exclude" and len(rest) == 3 and rest[1] in ("chat", "user"):
-        if not _ID_RE.fullmatch(rest[2]):
-            raise FlagCommandError(f"not a Telegram id: {rest[2][:20]!r}")
-        kind: Literal["chat", "user"] = "chat" if rest[1] == "chat" else "user"
-        return FlagCommand(key, "exclude", target_kind=kind, target_id=rest[2])
     if verb == "plan" and len(rest) == 4 and rest[2].lower() == "every":
         steps = tuple(parse_percent(step) for step in rest[1].split(",") if step)
         try:

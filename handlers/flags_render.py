@@ -47,8 +47,35 @@ def render_flags(flags: Sequence[Flag], plans: Mapping[str, Plan | None]) -> str
     return join_lines(lines)
 
 
-def _ids(label: str, values: frozenset[str] | tuple[str, ...]) -> str | None:
-    return f"{label}: {esc(', '.join(sorted(values)))}" if values else None
+def _listed(values: frozenset[str] | tuple[str, ...], limit: int = 10) -> str:
+    shown = sorted(values)
+    more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+    return esc(", ".join(shown[:limit])) + more
+
+
+def render_targeting(flag: Flag, segments: Mapping[str, Sequence[object]]) -> list[str]:
+    """Who gets the flag, in the order the rules are asked (engine.py), first match wins."""
+    if flag.killed:
+        return ["Killed: off for everyone until /flag KEY unkill."]
+    if not flag.enabled:
+        return ["Off for everyone until /flag KEY on."]
+    tg = flag.targeting
+    rules = []
+    if tg.excluded_users:
+        rules.append(f"users {_listed(tg.excluded_users)}: off (excluded)")
+    if tg.excluded_chats:
+        rules.append(f"chats {_listed(tg.excluded_chats)}: off (excluded)")
+    if tg.chat_types:
+        rules.append(f"chats not of type {_listed(tg.chat_types)}: off")
+    if tg.user_ids:
+        rules.append(f"users {_listed(tg.user_ids)}: on (allow list)")
+    for name in tg.segments:
+        size = len(segments.get(name, ()))
+        note = f"{size} member(s)" if name in segments else "not in the ops file: matches nobody"
+        rules.append(f"segment {esc(name)} ({note}): on")
+    everyone = "everyone else" if rules else "everyone"
+    rules.append(f"{everyone}: {flag.rollout_percent:g}%, sticky per user")
+    return ["<b>Who gets it</b> (first match wins)", *(f"{i}. {r}" for i, r in enumerate(rules, 1))]
 
 
 def render_flag(
@@ -56,20 +83,14 @@ def render_flag(
     plan: Plan | None,
     changes: Sequence[FlagChange],
     names: Mapping[str, str] | None = None,
+    segments: Mapping[str, Sequence[object]] | None = None,
 ) -> str:
-    """`names` maps actors (user ids as text) to the ops file's names."""
-    targeting = flag.targeting
+    """`names` maps actors (user ids as text) to the ops file's names; `segments` are the ops
+    file's, for their sizes."""
     lines = [f"{_state(flag)} <b>{esc(flag.key)}</b> (version {flag.version})"]
     if flag.description:
         lines.append(esc(flag.description))
-    facts = [
-        _ids("always on", targeting.user_ids),
-        _ids("segments", targeting.segments),
-        _ids("chat types", targeting.chat_types),
-        _ids("excluded chats", targeting.excluded_chats),
-        _ids("excluded users", targeting.excluded_users),
-    ]
-    lines += [f"• {fact}" for fact in facts if fact]
+    lines += render_targeting(flag, segments or {})
     if plan is not None:
         lines.append(f"• {render_plan(plan)}")
     if changes:

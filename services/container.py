@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from config.integrations import Webhook
-from config.inventory import DeployConfig
+from config.inventory import DeployConfig, FlagDecl
 from config.opsfile import OpsConfig
 from services.alerts.changes import RecentChanges
 from services.alerts.engine import AlertEngine
@@ -36,6 +36,7 @@ from services.flags.gates import FlagGate
 from services.flags.plans import PlanService
 from services.flags.serving import FlagdExporter, LiveFlagSource
 from services.flags.store import FlagStore
+from services.flags.types import Targeting
 from services.hosts.registry import Hosts, hosts_from_config
 from services.records.audit import AuditLog, utc_now
 from services.records.retention import Retention
@@ -215,6 +216,7 @@ class Services:
         for key, declared in self.ops.flags.items():
             if await self.flags.get(key) is None:
                 await self.flags.create(key, declared.description, "opsfile")
+                await self.flags.set_targeting(key, first_targeting(declared), "opsfile")
 
     async def placements(self, name: str | None = None) -> list[Placement]:
         """Each service per environment and host, with the release each host runs."""
@@ -242,3 +244,14 @@ class Services:
         await self.http.aclose()
         await self.storage.close()
         shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def first_targeting(declared: FlagDecl) -> Targeting:
+    """The targeting an ops file declares for a flag it creates."""
+    return Targeting(
+        user_ids=frozenset(declared.allow) - frozenset(declared.exclude_users),
+        segments=tuple(dict.fromkeys(declared.segments)),
+        chat_types=frozenset(declared.chat_types),
+        excluded_chats=frozenset(str(chat) for chat in declared.exclude_chats),
+        excluded_users=frozenset(declared.exclude_users),
+    )

@@ -96,6 +96,11 @@ def _diff(before: Flag, after: Flag) -> list[tuple[str, str, str]]:
     return [(name, _text(old[name]), _text(new[name])) for name in old if old[name] != new[name]]
 
 
+def changed_fields(before: Flag, after: Flag) -> list[tuple[str, str, str]]:
+    """(field, from, to) for each field a change moved, as the change trail records them."""
+    return _diff(before, after)
+
+
 def _targeting(flag: Flag, **fields: Any) -> Flag:
     return replace(flag, targeting=replace(flag.targeting, **fields))
 
@@ -113,6 +118,16 @@ def _membership(kind: str, value: str, exclude: bool) -> Change:
         return _targeting(flag, excluded_users=users, user_ids=always)
 
     return change
+
+
+def _segment_name(name: object) -> str:
+    if not isinstance(name, str) or _SEGMENT_RE.fullmatch(name) is None:
+        raise t.InvalidTargeting(f"{str(name)[:40]!r} is not a segment name")
+    return name
+
+
+def _without_user(flag: Flag, value: str) -> Flag:
+    return _targeting(flag, user_ids=flag.targeting.user_ids - {value})
 
 
 class FlagStore:
@@ -188,6 +203,45 @@ class FlagStore:
     async def include_user(self, key: str, user_id: str | int, actor: str) -> Flag:
         return await self.include(key, "user", user_id, actor)
 
+    async def unexclude(self, key: str, kind: Kind, ident: str | int, actor: str) -> Flag:
+        """Undo exclude() only: the chat or user goes back to what the rest of the flag says."""
+        value = t.check_ident(kind, ident)
+        field = "excluded_chats" if kind == "chat" else "excluded_users"
+
+        def change(flag: Flag) -> Flag:
+            return _targeting(flag, **{field: getattr(flag.targeting, field) - {value}})
+
+        return await self._update(key, actor, "", None, change, "flag.changed")
+
+    async def allow(self, key: str, user_id: str | int, actor: str) -> Flag:
+        """Always on for this user (the allow list); an exclusion of them is lifted."""
+        return await self.include(key, "user", user_id, actor)
+
+    async def disallow(self, key: str, user_id: str | int, actor: str) -> Flag:
+        """Off the allow list: the user gets what the rollout gives them."""
+        value = t.check_ident("user", user_id)
+        change = partial(_without_user, value=value)
+        return await self._update(key, actor, "", None, change, "flag.changed")
+
+    async def add_segment(self, key: str, segment: str, actor: str) -> Flag:
+        """Members of this ops-file segment always get the flag (unless excluded)."""
+        name = _segment_name(segment)
+
+        def change(flag: Flag) -> Flag:
+            names = tuple(dict.fromkeys([*flag.targeting.segments, name]))
+            return _targeting(flag, segments=names)
+
+        return await self._update(key, actor, "", None, change, "flag.changed")
+
+    async def remove_segment(self, key: str, segment: str, actor: str) -> Flag:
+        name = _segment_name(segment)
+
+        def change(flag: Flag) -> Flag:
+            names = tuple(n for n in flag.targeting.segments if n != name)
+            return _targeting(flag, segments=names)
+
+        return await self._update(key, actor, "", None, change, "flag.changed")
+
     async def set_chat_types(self, key: str, chat_types: Iterable[str], actor: str) -> Flag:
         """Only chats of these types get the flag; none given: every chat type."""
         wanted = frozenset(chat_types)
@@ -198,12 +252,18 @@ class FlagStore:
         change = partial(_targeting, chat_types=wanted)
         return await self._update(key, actor, "", None, change, "flag.changed")
 
+    async def set_targeting(self, key: str, targeting: Targeting, actor: str) -> Flag:
+        """The whole targeting at once (an ops file's first targeting of a flag it creates)."""
+        for name in targeting.segments:
+            _segment_name(name)
+        if not targeting.chat_types <= t.CHAT_TYPES:
+            raise t.InvalidTargeting("unknown chat type")
+        change = partial(replace, targeting=targeting)
+        return await self._update(key, actor, "from the ops file", None, change, "flag.changed")
+
     async def set_segments(self, key: str, segments: Iterable[str], actor: str) -> Flag:
         """Ops-file segments whose members always get the flag (unless excluded)."""
-        names = tuple(dict.fromkeys(segments))  # de-duplicated, in the order given
-        for name in names:
-            if not isinstance(name, str) or _SEGMENT_RE.fullmatch(name) is None:
-                raise t.InvalidTargeting(f"{str(name)[:40]!r} is not a segment name")
+        names = tuple(dict.fromkeys(_segment_name(name) for name in segments))  # in order
         change = partial(_targeting, segments=names)
         return await self._update(key, actor, "", None, change, "flag.changed")
 

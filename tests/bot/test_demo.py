@@ -53,7 +53,7 @@ def test_default_demo_prints_help_whoami_and_status_answered_by_the_bot() -> Non
     assert "👀 alice is on it" in out
     # Feature flags: role-gated changes, a staged plan, the change trail with names.
     assert "[deploys] bot: ⛔ That /flag change needs the role sre." in out
-    assert "[deploys] bot: 🚩 checkout_v2: 0% → 25% (by carol)" in out
+    assert "[deploys] bot: 🚩 checkout_v2 changed by carol:\n    • rollout: 0% → 25%" in out
     assert "plan 5 → 25 → 50 → 100 every 1h 0m, active" in out
     assert "carol: rollout_percent 25 → 5 (plan step 1)" in out
     # The unlisted group gets an answer only to /whoami.

@@ -349,24 +349,27 @@ unit = "worker.service"
 host = "nowhere"
 [flags.checkout]
 service = "web"
+segments = ["beta"]
 [flags.search]
 service = "api"
+chat_types = ["groups"]
 """
     )
-    assert problems[:5] == [
+    assert problems[:6] == [
         "people.2: not a valid name (lowercase letters, digits, - and _, at most 32)",
         "chats.deploys: not a whole number",
         "environments.production.windows: not a list",
         "services.web.unit: not a valid systemd unit name (e.g. web.service)",
         "hosts.web1.address: not a valid host name or IP address",
+        "flags.search.chat_types[0]: Input should be 'private', 'group', 'supergroup' or 'channel'",
     ]
     # What refers to an entry that failed the schema (people 2, production, web1, web) is not
     # reported as unknown too; the rest of the references are checked.
-    assert problems[5:] == [
+    assert problems[6:] == [
         "roles.sre[2]: 3 is not listed in [people]",
         "services.worker.environment: unknown environment 'prod' (known: production)",
         "services.worker.host: unknown host 'nowhere' (known: local, web1)",
-        "flags.search.service: unknown service 'api'",
+        "flags.checkout.segments[0]: unknown segment 'beta' (known: none)",
     ]
 
 

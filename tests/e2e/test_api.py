@@ -93,6 +93,13 @@ async def test_a_pipeline_requests_a_deploy_that_people_sign_off(
         "enabled": True,
         "killed": False,
         "version": 2,
+        "targeting": {
+            "allow": [],
+            "segments": [],
+            "chat_types": [],
+            "excluded_chats": [],
+            "excluded_users": [],
+        },
     }
     flags = (await api(opsgate, "GET", "/api/flags")).json()
     assert [(f["key"], f["rollout_percent"]) for f in flags] == [("checkout", 25.0)]

@@ -122,7 +122,9 @@ async def test_halt_lock_silence_and_flags_are_audited_under_the_caller(
     assert await actors(opsgate, "alert.unsilenced") == [str(CAROL)]
 
     for args in (["kill", "--reason", "bad data"], ["unkill"], ["off"], ["on"], ["10"],
-                 ["exclude", "user", "555"], ["include", "user", "555"]):  # fmt: skip
+                 ["exclude", "user", "555"], ["include", "user", "555"],
+                 ["unexclude", "chat", "-1005"], ["allow", "777"], ["disallow", "777"],
+                 ["chats", "group,supergroup"], ["chats", "all"]):  # fmt: skip
         moved = await cli(opsgate, "flag", "checkout", *args, token=DEPLOYBOT)
         assert moved.returncode == 0, (args, moved.stderr)
     flag = await opsgate.services.flags.get("checkout")

@@ -63,11 +63,11 @@ async def test_changes_need_the_role_and_are_recorded(
     refused = await client.reply_after(BOB, DEPLOYS, "/flag checkout_v2 25")
     assert refused.text.startswith("⛔ That /flag change needs the role sre.")
     off = await client.reply_after(CAROL, DEPLOYS, "/flag checkout_v2 off")
-    assert off.text == "🚩 checkout_v2: 0% → off (by carol)"
+    assert off.text == "🚩 checkout_v2 changed by carol:\n• state: on → off"
     on = await client.reply_after(CAROL, DEPLOYS, "/flag checkout_v2 on")
-    assert on.text == "🚩 checkout_v2: off → 0% (by carol)"
+    assert on.text == "🚩 checkout_v2 changed by carol:\n• state: off → on"
     moved = await client.reply_after(CAROL, DEPLOYS, "/flag checkout_v2 25")
-    assert moved.text == "🚩 checkout_v2: 0% → 25% (by carol)"
+    assert moved.text == "🚩 checkout_v2 changed by carol:\n• rollout: 0% → 25%"
     for bad in ("-1", "101", "abc", "25.55"):
         reply = await client.reply_after(CAROL, DEPLOYS, f"/flag checkout_v2 {bad}")
         assert reply.text.startswith("⚠️") and reply.text.endswith("Nothing was changed.")
@@ -111,9 +111,9 @@ async def test_plan_advances_on_the_bots_own_schedule(
 ) -> None:
     opsgate, clock = flagged
     already = await client.reply_after(CAROL, DEPLOYS, "/flag dark_mode on")
-    assert already.text == "🚩 dark_mode is already 0%; nothing changed."
+    assert already.text == "🚩 dark_mode is already so (0%); nothing changed."
     started = await client.reply_after(CAROL, DEPLOYS, "/flag dark_mode plan 5,25,100 every 1h")
-    assert started.text == "🚩 dark_mode: 0% → 5% (by carol)"
+    assert started.text == "🚩 dark_mode changed by carol:\n• rollout: 0% → 5%"
     clock.now += timedelta(hours=1)
     step = await client.wait_for(DEPLOYS, lambda ms: plan_message(ms, "Plan for dark_mode: step"))
     assert step.text == "📈 Plan for dark_mode: step 2/3, now 25%."

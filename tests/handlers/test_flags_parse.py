@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 
 from handlers.flags_parse import FlagCommand, FlagCommandError, parse_flag_command, parse_percent
+from services.flags.edits import TargetingEdit
 
 
 @pytest.mark.parametrize(
@@ -16,7 +17,36 @@ from handlers.flags_parse import FlagCommand, FlagCommandError, parse_flag_comma
         ("a.b kill", FlagCommand("a.b", "kill")),
         (
             "f exclude chat -1001234",
-            FlagCommand("f", "exclude", target_kind="chat", target_id="-1001234"),
+            FlagCommand("f", "targeting", edit=TargetingEdit("exclude", "chat", "-1001234")),
+        ),
+        (
+            "f unexclude user 42",
+            FlagCommand("f", "targeting", edit=TargetingEdit("unexclude", "user", "42")),
+        ),
+        ("f allow 42", FlagCommand("f", "targeting", edit=TargetingEdit("allow", "user", "42"))),
+        (
+            "f disallow u2@example.com",
+            FlagCommand("f", "targeting", edit=TargetingEdit("disallow", "user", "u2@example.com")),
+        ),
+        (
+            "f segment add beta",
+            FlagCommand("f", "targeting", edit=TargetingEdit("segment_add", segment="beta")),
+        ),
+        (
+            "f segment remove beta",
+            FlagCommand("f", "targeting", edit=TargetingEdit("segment_remove", segment="beta")),
+        ),
+        (
+            "f chats group,Supergroup",
+            FlagCommand(
+                "f",
+                "targeting",
+                edit=TargetingEdit("chats", chat_types=frozenset({"group", "supergroup"})),
+            ),
+        ),
+        (
+            "f chats all",
+            FlagCommand("f", "targeting", edit=TargetingEdit("chats", chat_types=frozenset())),
         ),
         (
             "f plan 5,25,50,100 every 1h",
@@ -47,6 +77,13 @@ def test_bad_percentages(text: str) -> None:
         "f 25.55",
         "f exclude chat abc",
         "f exclude group 1",
+        "f unexclude chat",
+        "f allow",
+        "f allow 1 2",
+        "f segment beta",
+        "f segment drop beta",
+        "f chats groups",
+        "f chats",
         "f plan 5,x every 1h",
         "f plan 5,25 every soon",
         "f plan 5,25 each 1h",

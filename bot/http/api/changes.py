@@ -7,7 +7,7 @@ are the services' own errors, mapped to status codes in bot/http/api/common.py.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,6 +16,7 @@ from bot.http.api.common import ApiRefused, actor, body_of, deployment_json, ser
 from bot.http.api.schema import FLAG_ACTIONS
 from config.permissions import Action
 from services.deploy.front_door import Origin
+from services.flags.edits import TargetingEdit, Verb, apply_targeting, chat_types_of
 from services.flags.types import Flag, FlagError
 from services.releases.build import InvalidVersion
 
@@ -104,7 +105,9 @@ async def request_promotion(request: Request) -> Response:
 
 async def change_flag(request: Request) -> Response:
     """`{"percent": 25}` (`action` may be left out), or `{"action": "on" | "off" | "kill" |
-    "unkill" | "exclude" | "include", "reason"?, "target"?: {"kind": "chat"|"user", "id"}}`."""
+    "unkill", "reason"?}`, or a targeting change: `{"action": "exclude" | "unexclude" |
+    "allow" | "disallow", "target": {"kind": "chat"|"user", "id"}}`, `{"action":
+    "segment_add" | "segment_remove", "segment"}`, `{"action": "chats", "chat_types": [...]}`."""
     services, body = services_of(request), await body_of(request)
     key = request.path_params["key"]
     verb = body.get("action", "percent")
@@ -135,23 +138,61 @@ async def _apply_flag(
         return await flags.kill(key, who, text(body, "reason") or "killed through the API")
     if verb == "unkill":
         return await flags.unkill(key, who)
+    if verb == "include":  # kept for older callers: unexclude, and a user also allowed
+        kind, ident = _target(body)
+        return await flags.include(key, kind, ident, who)
+    services = services_of(request)
+    return await apply_targeting(flags, services.ops.segments, key, _edit(verb, body), who)
+
+
+def _target(body: dict[str, Any]) -> tuple[Literal["chat", "user"], str]:
     target = body.get("target")
     kind = target.get("kind") if isinstance(target, dict) else None
     ident = target.get("id") if isinstance(target, dict) else None
     if kind not in ("chat", "user") or not isinstance(ident, (str, int)) or ident is True:
         raise ApiRefused(422, 'target: {"kind": "chat" or "user", "id": a Telegram id}')
-    if verb == "exclude":
-        return await flags.exclude(key, kind, ident, who)
-    return await flags.include(key, kind, ident, who)
+    return ("chat" if kind == "chat" else "user"), str(ident)
+
+
+def _edit(verb: str, body: dict[str, Any]) -> TargetingEdit:
+    """The targeting change a body asks for; 422 when it is not well formed."""
+    if verb in ("exclude", "unexclude"):
+        kind, ident = _target(body)
+        return TargetingEdit("exclude" if verb == "exclude" else "unexclude", kind, ident)
+    if verb in ("allow", "disallow"):
+        kind, ident = _target(body)
+        if kind != "user":
+            raise ApiRefused(422, f'{verb} takes a user: {{"kind": "user", "id": ...}}')
+        return TargetingEdit("allow" if verb == "allow" else "disallow", "user", ident)
+    if verb in ("segment_add", "segment_remove"):
+        name = text(body, "segment")
+        if not name:
+            raise ApiRefused(422, "segment: the name of an ops-file segment")
+        which: Verb = "segment_add" if verb == "segment_add" else "segment_remove"
+        return TargetingEdit(which, segment=name)
+    wanted = body.get("chat_types")
+    if not isinstance(wanted, list) or not all(isinstance(v, str) for v in wanted):
+        raise ApiRefused(422, 'chat_types: a list such as ["group", "supergroup"] ([]: all)')
+    return TargetingEdit(
+        "chats", chat_types=chat_types_of(",".join(wanted)) if wanted else frozenset()
+    )
 
 
 def flag_json(flag: Flag) -> dict[str, Any]:
+    tg = flag.targeting
     return {
         "key": flag.key,
         "rollout_percent": flag.rollout_percent,
         "enabled": flag.enabled,
         "killed": flag.killed,
         "version": flag.version,
+        "targeting": {
+            "allow": sorted(tg.user_ids),
+            "segments": list(tg.segments),
+            "chat_types": sorted(tg.chat_types),
+            "excluded_chats": sorted(tg.excluded_chats),
+            "excluded_users": sorted(tg.excluded_users),
+        },
     }
 
 

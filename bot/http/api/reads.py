@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bot.http.api.changes import flag_json
 from bot.http.api.common import ApiRefused, deployment_json, services_of
 from bot.http.api.schema import OPENAPI
 from services.alerts.listing import apply as apply_filter
@@ -76,18 +77,7 @@ async def one_deployment(request: Request) -> Response:
 
 async def list_flags(request: Request) -> Response:
     flags = await services_of(request).flags.all()
-    return JSONResponse(
-        [
-            {
-                "key": f.key,
-                "enabled": f.enabled,
-                "killed": f.killed,
-                "rollout_percent": f.rollout_percent,
-                "version": f.version,
-            }
-            for f in flags
-        ]
-    )
+    return JSONResponse([flag_json(f) for f in flags])
 
 
 async def list_alerts(request: Request) -> Response:

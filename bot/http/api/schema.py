@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 # The flag changes of `/flag KEY ...` the API makes (plans stay in the chat).
-FLAG_ACTIONS = ("percent", "on", "off", "kill", "unkill", "exclude", "include")
+FLAG_ACTIONS = (
+    *("percent", "on", "off", "kill", "unkill", "exclude", "include", "unexclude"),
+    *("allow", "disallow", "segment_add", "segment_remove", "chats"),
+)
 
 _ERROR = {
     "description": "refused, with the reason",
@@ -212,7 +215,7 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/flags/{key}": {
             "post": {
-                "summary": "set a flag's rollout percentage",
+                "summary": "change a flag: its rollout, state, kill switch or targeting",
                 "parameters": [
                     {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
@@ -226,12 +229,18 @@ OPENAPI: dict[str, Any] = {
                         "reason": {"type": "string", "description": "for kill"},
                         "target": {
                             "type": "object",
-                            "description": "for exclude / include",
+                            "description": "exclude, unexclude, include; allow, disallow (users)",
                             "properties": {
                                 "kind": {"enum": ["chat", "user"]},
                                 "id": {"type": ["string", "integer"]},
                             },
                             "required": ["kind", "id"],
+                        },
+                        "segment": {"type": "string", "description": "for segment_add/remove"},
+                        "chat_types": {
+                            "type": "array",
+                            "items": {"enum": ["private", "group", "supergroup", "channel"]},
+                            "description": "for chats; empty: every chat type",
                         },
                         "requested_by": _REQUESTER,
                     },

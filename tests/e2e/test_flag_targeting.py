@@ -1,0 +1,157 @@
+"""Flag targeting set from the chat, the API and the ops file, and read back by the real
+OpenFeature SDK with its OFREP provider against the running opsgate: segments, chat types,
+exclusions and their removal, the allow list. Every reply says exactly what moved."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openfeature import api
+from openfeature.client import OpenFeatureClient
+from openfeature.contrib.provider.ofrep import OFREPProvider
+from openfeature.evaluation_context import EvaluationContext as SdkContext
+
+from bot.dev.sandbox import SandboxClient
+from bot.runner import Opsgate
+from tests.e2e.conftest import BOB, CAROL, DEPLOYS, OPS_TEXT, StartOpsgate
+
+API_TOKEN = "targeting-e2e-token"
+FLAGS = """
+[segments]
+beta = ["u-beta", 1002]
+[flags.checkout]
+description = "new checkout"
+[flags.vip_only]
+allow = ["u-vip"]
+chat_types = ["private"]
+exclude_chats = [-100500]
+"""
+GROUP, PRIVATE = {"chat_type": "group", "chat_id": -100400}, {"chat_type": "private"}
+
+
+Connect = Callable[[Opsgate], OpenFeatureClient]
+
+
+@pytest.fixture
+def connect() -> Iterator[Connect]:
+    """The real SDK with the real OFREP provider, pointed at a running opsgate."""
+    made: list[OFREPProvider] = []
+
+    def to(opsgate: Opsgate) -> OpenFeatureClient:
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        url = f"http://127.0.0.1:{opsgate.http_port}"
+        provider = OFREPProvider(url, headers_factory=lambda: headers)
+        made.append(provider)
+        api.set_provider(provider, domain="targeting")
+        return api.get_client(domain="targeting")
+
+    yield to
+    api.clear_providers()
+    for provider in made:
+        provider.session.close()
+
+
+async def value(client: OpenFeatureClient, flag: str, user: str, attrs: dict[str, Any]) -> bool:
+    details = await asyncio.to_thread(
+        client.get_boolean_details, flag, False, SdkContext(user, attrs)
+    )
+    assert details.error_code is None, details.error_message
+    return bool(details.value)
+
+
+async def test_targeting_from_chat_and_api_is_what_the_sdk_gets(
+    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path, connect: Connect
+) -> None:
+    ops_file.write_text(FLAGS + OPS_TEXT)
+    opsgate = await start_opsgate(api_token=API_TOKEN)
+    of = connect(opsgate)
+    assert not await value(of, "checkout", "u-beta", GROUP)  # 0%, no targeting
+
+    async def chat(text: str) -> str:
+        return (await client.reply_after(CAROL, DEPLOYS, f"/flag checkout {text}")).text
+
+    assert await chat("segment add beta") == "🚩 checkout changed by carol:\n• segments: + beta"
+    assert await value(of, "checkout", "u-beta", GROUP)
+    assert await value(of, "checkout", "1002", GROUP)  # a whole number in the file
+    assert not await value(of, "checkout", "u-other", GROUP)
+
+    refused = await chat("segment add nope")
+    assert refused.startswith("⚠️ unknown segment 'nope' (known: beta)")
+    assert refused.endswith("Nothing was changed.")
+
+    assert await chat("chats group,supergroup") == (
+        "🚩 checkout changed by carol:\n• chat types: + group + supergroup"
+    )
+    assert not await value(of, "checkout", "u-beta", PRIVATE)
+    assert await value(of, "checkout", "u-beta", GROUP)
+
+    assert await chat("exclude user u-beta") == (
+        "🚩 checkout changed by carol:\n• excluded users: + u-beta"
+    )
+    assert not await value(of, "checkout", "u-beta", GROUP)
+    assert await chat("unexclude user u-beta") == (
+        "🚩 checkout changed by carol:\n• excluded users: − u-beta"
+    )
+    assert await value(of, "checkout", "u-beta", GROUP)
+
+    assert await chat("exclude chat -100400") == (
+        "🚩 checkout changed by carol:\n• excluded chats: + -100400"
+    )
+    assert not await value(of, "checkout", "u-beta", GROUP)
+    await chat("unexclude chat -100400")
+    assert await value(of, "checkout", "u-beta", GROUP)
+
+    assert await chat("allow u-vip") == "🚩 checkout changed by carol:\n• always on: + u-vip"
+    assert await value(of, "checkout", "u-vip", GROUP)
+    assert await chat("disallow u-vip") == "🚩 checkout changed by carol:\n• always on: − u-vip"
+    assert not await value(of, "checkout", "u-vip", GROUP)
+    again = await chat("disallow u-vip")
+    assert again == "🚩 checkout is already so (0%); nothing changed."
+
+    shown = (await client.reply_after(BOB, DEPLOYS, "/flag checkout")).text
+    assert "Who gets it (first match wins)" in shown
+    assert "1. chats not of type group, supergroup: off" in shown
+    assert "2. segment beta (2 member(s)): on" in shown
+    assert "3. everyone else: 0%, sticky per user" in shown
+
+    refused_role = await client.reply_after(BOB, DEPLOYS, "/flag checkout chats all")
+    assert refused_role.text.startswith("⛔")
+
+    base = f"http://127.0.0.1:{opsgate.http_port}/api/flags/checkout"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    before = await opsgate.services.flags.get("checkout")
+    async with httpx.AsyncClient(headers=auth) as http:
+        bad = await http.post(base, json={"action": "chats", "chat_types": ["groups"],
+                                          "requested_by": CAROL})  # fmt: skip
+        assert bad.status_code == 422 and "unknown chat type groups" in bad.json()["error"]
+        no_role = await http.post(base, json={"action": "segment_remove", "segment": "beta",
+                                              "requested_by": BOB})  # fmt: skip
+        assert no_role.status_code == 403
+        assert await opsgate.services.flags.get("checkout") == before
+        removed = await http.post(base, json={"action": "segment_remove", "segment": "beta",
+                                              "requested_by": CAROL})  # fmt: skip
+        assert removed.status_code == 200, removed.text
+        assert removed.json()["targeting"]["segments"] == []
+        every = await http.post(base, json={"action": "chats", "chat_types": [],
+                                            "requested_by": CAROL})  # fmt: skip
+        assert every.json()["targeting"]["chat_types"] == []
+    assert not await value(of, "checkout", "u-beta", GROUP)
+
+
+async def test_an_ops_file_gives_a_new_flag_its_first_targeting(
+    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path, connect: Connect
+) -> None:
+    ops_file.write_text(FLAGS + OPS_TEXT)
+    opsgate = await start_opsgate(api_token=API_TOKEN)
+    of = connect(opsgate)
+    assert await value(of, "vip_only", "u-vip", PRIVATE)
+    assert not await value(of, "vip_only", "u-vip", GROUP)  # only private chats
+    assert not await value(of, "vip_only", "u-vip", {**PRIVATE, "chat_id": -100500})
+    assert not await value(of, "vip_only", "u-other", PRIVATE)
+    changes = await opsgate.services.flags.changes("vip_only")
+    assert {c.actor for c in changes} == {"opsfile"}
