@@ -3,9 +3,22 @@
 Each flag's targeting is nested JSONLogic `if`s that ask the engine's questions in the engine's
 order (engine.py): excluded user -> off, excluded chat -> off, chat type not listed -> off,
 listed user or segment member -> on, then the rollout: a plain variant at 0 and 100, otherwise
-`{"fractional": [["on", w], ["off", 1000 - w]]}` with flagd's default bucketing value (flag key
-then targeting key). That is the computation bucketing.py does, so flagd 0.15 or later (the
-"fractional v2" algorithm) puts exactly the same users in the rollout as opsgate.
+`{"fractional": [["on", w], ["off", 1000 - w]]}` without a bucketing value, so the flagd
+evaluator hashes its own default: the flag key and the targeting key.
+
+flagd has no setting that picks the hashing: each evaluator version hashes that default one way
+(bucketing.py), and no bucketing value written in JSONLogic makes one version hash the way
+another does. So the file is the same for both schemes and declares the one it was made for in
+the flag-set metadata, `"metadata": {"bucketing": "flagd-v2"}` (flagd copies flag-set metadata
+into every evaluation's flag metadata). It puts exactly the same users in the rollout as
+opsgate with:
+- `flagd-v2` (the default): flagd (Go) 0.15.0 to 0.16.1 (core/pkg/evaluator/fractional.go as of
+  7190878f, PR #1909, to 670c91cd, unchanged on main at bbb05d4b), and the Python in-process
+  provider openfeature-provider-flagd 0.5.x (openfeature-flagd-core 1.0.0);
+- `flagd-v3`: openfeature-provider-flagd 0.6.x (openfeature-flagd-core 2.0.0, CBOR hashing),
+  and flagd (Go) once PR #2011 (head 5b3c62a8, not merged at bbb05d4b) is released.
+Given to the other kind of evaluator, a partial rollout still splits in the same proportions,
+but among different users (about half of them change sides at 50%).
 
 The values agree everywhere; some reasons and edge cases cannot, flagd being flagd:
 - a partial rollout without a targeting key is an error here, the default (off) in flagd;
@@ -26,10 +39,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from services.flags.bucketing import TOTAL_WEIGHT, rollout_weight
+from services.flags.bucketing import DEFAULT_SCHEME, TOTAL_WEIGHT, BucketingScheme, rollout_weight
 from services.flags.types import Flag, FlagError
 
 FLAGD_SCHEMA = "https://flagd.dev/schema/v0/flags.json"
+# The flag-set metadata key that names the bucketing scheme the file was written for.
+BUCKETING_METADATA_KEY = "bucketing"
 _TARGETING_KEY = {"var": "targetingKey"}
 _INTEGER_RE = re.compile(r"-?[0-9]{1,19}")
 
@@ -38,10 +53,20 @@ class FlagdExportError(FlagError, ValueError):
     """A flag that flagd's format cannot express (e.g. variants of mixed types)."""
 
 
-def export_flagd(flags: Iterable[Flag], segments: Mapping[str, Iterable[str]]) -> dict[str, Any]:
-    """A flagd flag-definition document (a dict ready for json.dumps) for these flags."""
+def export_flagd(
+    flags: Iterable[Flag],
+    segments: Mapping[str, Iterable[str]],
+    scheme: BucketingScheme = DEFAULT_SCHEME,
+) -> dict[str, Any]:
+    """A flagd flag-definition document (a dict ready for json.dumps) for these flags, for
+    the flagd evaluators that bucket by `scheme` (see the module docstring)."""
+    scheme = BucketingScheme(scheme)  # refuses an unknown name before anything is written
     members = {name: sorted({str(m) for m in found}) for name, found in segments.items()}
-    document: dict[str, Any] = {"$schema": FLAGD_SCHEMA, "flags": {}}
+    document: dict[str, Any] = {
+        "$schema": FLAGD_SCHEMA,
+        "metadata": {BUCKETING_METADATA_KEY: scheme.value},
+        "flags": {},
+    }
     for flag in sorted(flags, key=lambda f: f.key):
         document["flags"][flag.key] = _flag(flag, members)
     return document
@@ -100,7 +125,8 @@ def _rollout(flag: Flag) -> dict[str, Any] | str:
     if not percent > 0:
         return flag.off_variant
     weight = rollout_weight(percent)
-    # No bucketing value given: flagd's default, flag key then targeting key, as bucketing.py.
+    # No bucketing value given: the evaluator's default over the flag key and the targeting
+    # key, which is what bucketing.py computes for the scheme that evaluator implements.
     return {"fractional": [[flag.on_variant, weight], [flag.off_variant, TOTAL_WEIGHT - weight]]}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import mmh3
 import pytest
 
+from services.flags.bucketing import BucketingScheme
 from services.flags.engine import evaluate, segment_sets
 from services.flags.flagd import FLAGD_SCHEMA, FlagdExportError, export_flagd, write_flagd_file
 from services.flags.types import EvaluationContext, Flag, Reason, Targeting
@@ -176,6 +177,24 @@ def test_document_shape() -> None:
         "metadata": {"version": 0},
     }
     json.dumps(document)  # plain JSON all the way down
+
+
+def test_the_document_declares_its_bucketing_scheme() -> None:
+    assert export_flagd(FLAGS, SEGMENTS)["metadata"] == {"bucketing": "flagd-v2"}
+    v2 = export_flagd(FLAGS, SEGMENTS, scheme=BucketingScheme.V2)
+    v3 = export_flagd(FLAGS, SEGMENTS, scheme=BucketingScheme.V3)
+    assert (v2["metadata"], v3["metadata"]) == (
+        {"bucketing": "flagd-v2"},
+        {"bucketing": "flagd-v3"},
+    )
+    # The evaluator picks the hashing, not the file: the flags themselves are the same.
+    assert v2["flags"] == v3["flags"]
+    assert export_flagd(FLAGS, SEGMENTS, scheme="flagd-v3") == v3  # type: ignore[arg-type]
+
+
+def test_an_unknown_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="flagd-v1"):
+        export_flagd(FLAGS, SEGMENTS, scheme="flagd-v1")  # type: ignore[arg-type]
 
 
 def test_rules_come_in_the_engine_order() -> None:
