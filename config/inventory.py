@@ -85,6 +85,40 @@ class AlertmanagerConfig(_Strict):
 
 
 ChatType = Literal["private", "group", "supergroup", "channel"]
+RuleOp = Literal["in", "not_in", "starts_with", "ends_with"]
+AttributeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+RuleValue = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def _rule_value_text(value: object) -> object:
+    # Chat ids are whole numbers in TOML; the engine compares attributes as text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class SegmentRule(_Strict):
+    """A test on one evaluation-context attribute: `chat_type in [group, supergroup]`."""
+
+    attribute: AttributeName
+    op: RuleOp = "in"
+    values: list[Annotated[RuleValue, BeforeValidator(_rule_value_text)]] = Field(min_length=1)
+
+
+class SegmentDecl(_Strict):
+    """Who is in a segment: these targeting keys, or a context matching every rule."""
+
+    keys: list[Annotated[RuleValue, BeforeValidator(_rule_value_text)]] = []
+    rules: list[SegmentRule] = []
+
+
+def segment_decl(value: object) -> object:
+    """A segment written as a plain list is its keys."""
+    if isinstance(value, list):
+        return {"keys": value}
+    if not isinstance(value, dict):
+        raise ValueError("a list of targeting keys, or a table of keys and rules")
+    return value
+
+
 TargetingKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
 
 

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, StringConstraints, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 
 from config.alerts import AlertOptions
 from config.approvals import ApprovalOptions, EnvironmentApproval
@@ -35,25 +35,17 @@ from config.inventory import (
     FlagKey,
     HostConfig,
     Name,
+    SegmentDecl,
     Service,
     UserId,
     _Strict,
     check_hosts,
     check_services,
+    segment_decl,
 )
 from config.permissions import Action, Permissions
 from config.retention import RetentionOptions
 from config.schedule import DeployWindow, Freeze
-
-
-def _member_text(value: object) -> object:
-    # User ids are whole numbers in TOML; the flag engine compares targeting keys as text.
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-SegmentMember = Annotated[
-    str, StringConstraints(min_length=1, max_length=256), BeforeValidator(_member_text)
-]
 
 
 class BotOptions(_Strict):
@@ -104,8 +96,11 @@ class OpsConfig(_Strict):
     retention: RetentionOptions = RetentionOptions()
     services: dict[Name, Service] = Field(default_factory=dict)
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
-    # Feature-flag segments: name -> members' targeting keys (user ids or other keys).
-    segments: dict[Name, list[SegmentMember]] = Field(default_factory=dict)
+    # Feature-flag segments: name -> members' targeting keys (user ids or other keys), or
+    # { keys = [...], rules = [{ attribute = "chat_type", op = "in", values = [...] }] }.
+    segments: dict[Name, Annotated[SegmentDecl, BeforeValidator(segment_decl)]] = Field(
+        default_factory=dict
+    )
     flags: dict[FlagKey, FlagDecl] = Field(default_factory=dict)
     alertmanager: AlertmanagerConfig | None = None
     api_tokens: dict[Name, ApiToken] = Field(default_factory=dict)  # callers of the API

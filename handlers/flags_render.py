@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from config.inventory import SegmentDecl
 from handlers.render import code, duration, esc, join_lines
 from services.flags.plans import Plan, PlanEvent, PlanState
 from services.flags.types import Flag, FlagChange
@@ -53,7 +54,17 @@ def _listed(values: frozenset[str] | tuple[str, ...], limit: int = 10) -> str:
     return esc(", ".join(shown[:limit])) + more
 
 
-def render_targeting(flag: Flag, segments: Mapping[str, Sequence[object]]) -> list[str]:
+def _segment_note(segment: SegmentDecl | None) -> str:
+    if segment is None:
+        return "not in the ops file: matches nobody"
+    parts = [f"{len(segment.keys)} member(s)"] if segment.keys or not segment.rules else []
+    tests = [f"{r.attribute} {r.op.replace('_', ' ')} {', '.join(r.values)}" for r in segment.rules]
+    if tests:
+        parts.append(("or " if parts else "") + " and ".join(tests))
+    return esc(" ".join(parts))
+
+
+def render_targeting(flag: Flag, segments: Mapping[str, SegmentDecl]) -> list[str]:
     """Who gets the flag, in the order the rules are asked (engine.py), first match wins."""
     if flag.killed:
         return ["Killed: off for everyone until /flag KEY unkill."]
@@ -70,9 +81,7 @@ def render_targeting(flag: Flag, segments: Mapping[str, Sequence[object]]) -> li
     if tg.user_ids:
         rules.append(f"users {_listed(tg.user_ids)}: on (allow list)")
     for name in tg.segments:
-        size = len(segments.get(name, ()))
-        note = f"{size} member(s)" if name in segments else "not in the ops file: matches nobody"
-        rules.append(f"segment {esc(name)} ({note}): on")
+        rules.append(f"segment {esc(name)} ({_segment_note(segments.get(name))}): on")
     everyone = "everyone else" if rules else "everyone"
     rules.append(f"{everyone}: {flag.rollout_percent:g}%, sticky per user")
     return ["<b>Who gets it</b> (first match wins)", *(f"{i}. {r}" for i, r in enumerate(rules, 1))]
@@ -83,7 +92,7 @@ def render_flag(
     plan: Plan | None,
     changes: Sequence[FlagChange],
     names: Mapping[str, str] | None = None,
-    segments: Mapping[str, Sequence[object]] | None = None,
+    segments: Mapping[str, SegmentDecl] | None = None,
 ) -> str:
     """`names` maps actors (user ids as text) to the ops file's names; `segments` are the ops
     file's, for their sizes."""

@@ -129,7 +129,7 @@ async def apply_targeting(
                 return await store.remove_segment(key, edit.segment, actor)
             if edit.segment not in known_segments:
                 known = ", ".join(sorted(known_segments)) or "none; define them under [segments]"
-                raise InvalidTargeting(f"unknown segment {edit.segment[:40]!r} (known: {known})")
+                raise InvalidTargeting(f"unknown segment {edit.segment[:40]!r} (known: {known}).")
             return await store.add_segment(key, edit.segment, actor)
         case "chats":
             assert edit.chat_types is not None

@@ -8,6 +8,7 @@ Rules, first match wins:
      4. the user (targeting key) or chat excluded -> off, TARGETING_MATCH
      5. chat types set and the chat's not among   -> off, TARGETING_MATCH
      6. the user listed, or in a listed segment   -> on,  TARGETING_MATCH
+        (a segment: its keys, or a context matching all its attribute rules)
      7. rollout 100                               -> on,  STATIC or TARGETING_MATCH (below)
      8. rollout 0                                 -> off, DEFAULT
      9. no targeting key                          -> error TARGETING_KEY_MISSING
@@ -29,22 +30,36 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from config.inventory import SegmentDecl
 from services.flags.bucketing import in_rollout
 from services.flags.types import (
     MAX_TARGETING_KEY_LENGTH,
+    AttributeRule,
     ErrorCode,
     Evaluation,
     EvaluationContext,
     Flag,
     Reason,
+    Segment,
 )
 
-Segments = Mapping[str, frozenset[str]]
+Segments = Mapping[str, Segment]
 
 
-def segment_sets(raw: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
-    """Segments as the engine wants them, e.g. from `OpsConfig.segments`."""
-    return {name: frozenset(str(member) for member in members) for name, members in raw.items()}
+def segment_sets(raw: Mapping[str, Iterable[str]]) -> dict[str, Segment]:
+    """Segments of keys only, as the engine wants them."""
+    return {name: Segment(frozenset(str(m) for m in members)) for name, members in raw.items()}
+
+
+def segments_of(declared: Mapping[str, SegmentDecl]) -> dict[str, Segment]:
+    """The ops file's segments (keys and attribute rules) as the engine wants them."""
+    return {
+        name: Segment(
+            frozenset(decl.keys),
+            tuple(AttributeRule(r.attribute, r.op, tuple(r.values)) for r in decl.rules),
+        )
+        for name, decl in declared.items()
+    }
 
 
 def evaluate(flag: Flag | None, key: str, ctx: EvaluationContext, segments: Segments) -> Evaluation:
@@ -107,9 +122,9 @@ def _evaluate(flag: Flag, key: str, ctx: EvaluationContext, segments: Segments) 
             return _resolve(flag, key, flag.off_variant, Reason.TARGETING_MATCH)
     if targeting.chat_types and ctx.attributes.get("chat_type") not in targeting.chat_types:
         return _resolve(flag, key, flag.off_variant, Reason.TARGETING_MATCH)
-    if user is not None and (
-        user in targeting.user_ids
-        or any(user in segments.get(name, ()) for name in targeting.segments)
+    if (user is not None and user in targeting.user_ids) or any(
+        (segment := segments.get(name)) is not None and segment.matches(user, ctx.attributes)
+        for name in targeting.segments
     ):
         return _resolve(flag, key, flag.on_variant, Reason.TARGETING_MATCH)
     percent = flag.rollout_percent

@@ -30,9 +30,9 @@ class LiveFlagSource:
     def _segments_and_digest(self) -> tuple[engine.Segments, str]:
         ops = self._ops()
         if self._cached is None or self._cached[0] is not ops:
-            members = sorted((k, sorted(v)) for k, v in ops.segments.items())
-            digest = hashlib.sha256(repr(members).encode()).hexdigest()[:12]
-            self._cached = (ops, engine.segment_sets(ops.segments), digest)
+            declared = sorted((k, v.model_dump_json()) for k, v in ops.segments.items())
+            digest = hashlib.sha256(repr(declared).encode()).hexdigest()[:12]
+            self._cached = (ops, engine.segments_of(ops.segments), digest)
         return self._cached[1], self._cached[2]
 
     def _segments(self) -> engine.Segments:
@@ -69,7 +69,7 @@ class FlagdExporter:
         if self._written == (str(path), etag):
             return None
         flags = self._store.snapshot().flags.values()
-        document = export_flagd(flags, ops.segments)
+        document = export_flagd(flags, {name: s.keys for name, s in ops.segments.items()})
         await asyncio.to_thread(write_flagd_file, path, document)  # fsyncs: off the loop
         self._written = (str(path), etag)
         return path

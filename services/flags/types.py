@@ -69,6 +69,48 @@ class Targeting:
 
 
 @dataclass(frozen=True)
+class AttributeRule:
+    """A test on one context attribute, compared as text (a chat id's number or string)."""
+
+    attribute: str
+    op: str  # in, not_in, starts_with, ends_with
+    values: tuple[str, ...]
+
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        value = attributes.get(self.attribute)
+        if isinstance(value, bool):
+            text: str | None = "true" if value else "false"
+        elif isinstance(value, int):
+            text = str(value)
+        elif isinstance(value, float):
+            text = str(int(value)) if value.is_integer() else str(value)
+        else:
+            text = value if isinstance(value, str) else None
+        if text is None:
+            return self.op == "not_in"
+        if self.op == "in":
+            return text in self.values
+        if self.op == "not_in":
+            return text not in self.values
+        if self.op == "starts_with":
+            return any(text.startswith(v) for v in self.values)
+        return any(text.endswith(v) for v in self.values)  # ends_with
+
+
+@dataclass(frozen=True)
+class Segment:
+    """These targeting keys, or a context matching every rule (rules are ANDed)."""
+
+    keys: frozenset[str] = frozenset()
+    rules: tuple[AttributeRule, ...] = ()
+
+    def matches(self, key: str | None, attributes: Mapping[str, Any]) -> bool:
+        if key is not None and key in self.keys:
+            return True
+        return bool(self.rules) and all(rule.matches(attributes) for rule in self.rules)
+
+
+@dataclass(frozen=True)
 class Flag:
     key: str
     description: str = ""

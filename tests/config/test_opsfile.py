@@ -258,17 +258,43 @@ environment = "production"
 
 def test_segments_hold_targeting_keys_as_text() -> None:
     config = parse_ops_text('[segments]\nbeta = [111, "alice@example.com"]\nstaff = []\n')
-    assert config.segments == {"beta": ["111", "alice@example.com"], "staff": []}
+    assert {name: s.keys for name, s in config.segments.items()} == {
+        "beta": ["111", "alice@example.com"],
+        "staff": [],
+    }
     assert parse_ops_text(VALID).segments == {}
+
+
+def test_a_segment_may_hold_rules_on_context_attributes() -> None:
+    config = parse_ops_text(
+        "[segments.groups]\nkeys = [1001]\n"
+        'rules = [{ attribute = "chat_type", values = ["group", "supergroup"] },'
+        ' { attribute = "chat_id", op = "not_in", values = [-100500] }]\n'
+    )
+    groups = config.segments["groups"]
+    assert groups.keys == ["1001"]
+    assert [(r.attribute, r.op, r.values) for r in groups.rules] == [
+        ("chat_type", "in", ["group", "supergroup"]),
+        ("chat_id", "not_in", ["-100500"]),
+    ]
 
 
 @pytest.mark.parametrize(
     ("snippet", "expected"),
     [
         ('Beta = ["1"]', "segments.Beta: not a valid name"),
-        ('beta = [""]', "segments.beta[0]: String should have at least 1 character"),
-        ("beta = [true]", "segments.beta[0]: not a text value"),
-        ('beta = "111"', "segments.beta: not a list"),
+        ('beta = [""]', "segments.beta.keys[0]: String should have at least 1 character"),
+        ("beta = [true]", "segments.beta.keys[0]: not a text value"),
+        ('beta = "111"', "segments.beta: a list of targeting keys, or a table of keys and rules"),
+        (
+            "beta = { rules = [{ attribute = 'chat_type', op = 'is', values = ['x'] }] }",
+            "segments.beta.rules[0].op: Input should be 'in', 'not_in'",
+        ),
+        (
+            "beta = { rules = [{ attribute = 'chat type', values = ['x'] }] }",
+            "segments.beta.rules[0].attribute:",
+        ),
+        ("beta = { members = ['1'] }", "segments.beta.members:"),
     ],
 )
 def test_segment_errors_name_their_path(snippet: str, expected: str) -> None:

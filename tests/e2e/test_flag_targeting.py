@@ -24,6 +24,9 @@ API_TOKEN = "targeting-e2e-token"
 FLAGS = """
 [segments]
 beta = ["u-beta", 1002]
+[segments.groups]
+rules = [{ attribute = "chat_type", op = "in", values = ["group", "supergroup"] },
+         { attribute = "chat_id", op = "not_in", values = [-100999] }]
 [flags.checkout]
 description = "new checkout"
 [flags.vip_only]
@@ -81,7 +84,7 @@ async def test_targeting_from_chat_and_api_is_what_the_sdk_gets(
     assert not await value(of, "checkout", "u-other", GROUP)
 
     refused = await chat("segment add nope")
-    assert refused.startswith("⚠️ unknown segment 'nope' (known: beta)")
+    assert refused.startswith("⚠️ unknown segment 'nope' (known: beta, groups).")
     assert refused.endswith("Nothing was changed.")
 
     assert await chat("chats group,supergroup") == (
@@ -141,6 +144,14 @@ async def test_targeting_from_chat_and_api_is_what_the_sdk_gets(
                                             "requested_by": CAROL})  # fmt: skip
         assert every.json()["targeting"]["chat_types"] == []
     assert not await value(of, "checkout", "u-beta", GROUP)
+
+    # A segment of rules on the context: any user, in a group that is not -100999.
+    assert await chat("segment add groups") == "🚩 checkout changed by carol:\n• segments: + groups"
+    assert await value(of, "checkout", "u-anyone", GROUP)
+    assert not await value(of, "checkout", "u-anyone", PRIVATE)
+    assert not await value(of, "checkout", "u-anyone", {"chat_type": "group", "chat_id": "-100999"})
+    shown = (await client.reply_after(BOB, DEPLOYS, "/flag checkout")).text
+    assert "segment groups (chat_type in group, supergroup and chat_id not in -100999): on" in shown
 
 
 async def test_an_ops_file_gives_a_new_flag_its_first_targeting(

@@ -7,11 +7,13 @@ import pytest
 from services.flags.bucketing import in_rollout
 from services.flags.engine import evaluate, evaluate_all, id_text, segment_sets
 from services.flags.types import (
+    AttributeRule,
     ErrorCode,
     Evaluation,
     EvaluationContext,
     Flag,
     Reason,
+    Segment,
     Targeting,
 )
 
@@ -191,4 +193,26 @@ def test_id_text(value: object, text: str | None) -> None:
 
 
 def test_segment_sets_make_text_members() -> None:
-    assert segment_sets({"staff": [9, "x"]}) == {"staff": frozenset({"9", "x"})}
+    assert segment_sets({"staff": [9, "x"]}) == {"staff": Segment(frozenset({"9", "x"}))}
+
+
+def test_a_segment_matches_its_keys_or_a_context_meeting_every_rule() -> None:
+    rules = (
+        AttributeRule("chat_type", "in", ("group", "supergroup")),
+        AttributeRule("chat_id", "not_in", ("-100999",)),
+        AttributeRule("locale", "starts_with", ("en",)),
+    )
+    segments = {"teams": Segment(frozenset({"vip"}), rules)}
+    flag = Flag("f", enabled=True, targeting=Targeting(segments=("teams",)))
+
+    def on(key: str | None, **attrs: object) -> object:
+        return evaluate(flag, "f", EvaluationContext(key, attrs), segments).value
+
+    assert on("vip") is True  # a key of the segment, whatever the context
+    assert on("x", chat_type="group", chat_id=-100500, locale="en-GB") is True
+    assert on(None, chat_type="supergroup", chat_id="-1", locale="en") is True
+    assert on("x", chat_type="group", chat_id=-100999, locale="en") is False  # not_in
+    assert on("x", chat_type="private", chat_id=-1, locale="en") is False
+    assert on("x", chat_type="group", chat_id=-1) is False  # locale missing
+    assert on("x", chat_type="group", chat_id=-1.0, locale="fr") is False
+    assert Segment(frozenset({"a"})).matches("b", {"chat_type": "group"}) is False
