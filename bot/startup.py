@@ -24,6 +24,7 @@ from telegram.request import HTTPXRequest
 
 from config.opsfile import OpsFileError
 from config.settings import BOT_TOKEN_PATTERN, Settings
+from services.flags.types import BucketingChangeRefused
 from services.tls import client_context
 
 UNREACHABLE_WAIT_S = 10.0  # how long an unreachable Bot API is retried before giving up
@@ -169,6 +170,8 @@ def explain(exc: BaseException) -> StartupError:
         return exc
     if isinstance(exc, OpsFileError):
         return ops_file_problem(exc)
+    if isinstance(exc, BucketingChangeRefused):
+        return ConfigurationError(f"{exc}: the ops file was not taken")
     if isinstance(exc, InvalidToken):
         return token_rejected()
     if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):

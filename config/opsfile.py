@@ -10,9 +10,9 @@ import copy
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from config.alerts import AlertOptions
 from config.approvals import ApprovalOptions, EnvironmentApproval
@@ -107,6 +107,24 @@ class OpsConfig(_Strict):
     webhooks: dict[Name, Webhook] = Field(default_factory=dict)  # outgoing events
     dashboard: Dashboard | None = None  # the web dashboard / Mini App's public address
 
+    # [flags] bucketing: how users are bucketed into rollouts, as flagd's evaluators do
+    # (services/flags/bucketing.py); bucketing_force allows a change that re-buckets users.
+    flag_bucketing: Literal["flagd-v2", "flagd-v3"] = "flagd-v2"
+    flag_bucketing_force: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flag_options(cls, data: object) -> object:
+        """`[flags] bucketing = "..."` sits beside the flag tables: values, not flags."""
+        if not isinstance(data, dict) or not isinstance(data.get("flags"), dict):
+            return data
+        flags, data = dict(data["flags"]), dict(data)
+        for option in ("bucketing", "bucketing_force"):
+            if option in flags and not isinstance(flags[option], dict):
+                data[f"flag_{option}"] = flags.pop(option)
+        data["flags"] = flags
+        return data
+
     def roles_of(self, user_id: int) -> frozenset[str]:
         return frozenset(role for role, members in self.roles.items() if user_id in members)
 
@@ -164,9 +182,13 @@ _MESSAGES: dict[str, str] = {
 }
 
 
+_WRITTEN_AS = {"flag_bucketing": "flags.bucketing", "flag_bucketing_force": "flags.bucketing_force"}
+
+
 def _format_location(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
+        part = _WRITTEN_AS.get(part, part) if isinstance(part, str) else part
         if part == "[key]":
             continue  # pydantic marks dict-key errors with this; the key itself is the path
         if isinstance(part, int):

@@ -10,6 +10,7 @@ from handlers.commands import Command, parse_command
 from handlers.context import OpsContext
 from handlers.dashboard_chat import with_dashboard
 from handlers.render import code, duration, esc, join_lines
+from services.flags.types import BucketingChangeRefused
 
 
 async def start(update: Update, context: OpsContext) -> None:
@@ -88,7 +89,11 @@ async def reload(update: Update, context: OpsContext) -> None:
         header = f"⚠️ Kept the old ops file: {code(path)} has {len(problems)} problem(s)."
         await update.effective_message.reply_text(join_lines([header, *problems]))
         return
-    await services.replace_ops(new_ops)
+    try:
+        await services.replace_ops(new_ops)
+    except BucketingChangeRefused as exc:
+        await update.effective_message.reply_text(f"⚠️ Kept the old ops file: {esc(exc)}.")
+        return
     await services.audit.record("config.reloaded", actor=str(update.effective_user.id))
     await update.effective_message.reply_text(
         f"✅ Reloaded {code(path)}: {len(new_ops.services)} service(s), "

@@ -203,7 +203,13 @@ class Services:
 
     async def open(self) -> None:
         await self.flags.load()
+        await self.adopt_bucketing(self.ops)
         await self.sync_declared_flags()
+
+    async def adopt_bucketing(self, ops: OpsConfig) -> None:
+        """The ops file's [flags] bucketing; BucketingChangeRefused when it would re-bucket
+        the users of a partial rollout (the ops file then is not taken)."""
+        await self.flags.adopt_bucketing(ops.flag_bucketing, ops.flag_bucketing_force, "opsfile")
 
     def start_background(self) -> None:
         """Tasks of the services' own (on the running loop): the webhook sender, the long
@@ -228,6 +234,7 @@ class Services:
 
     async def replace_ops(self, ops: OpsConfig) -> None:
         """Swap in a new ops file; hosts are rebuilt so their changes apply at once."""
+        await self.adopt_bucketing(ops)  # first: a refused change keeps the old file whole
         old_hosts = self.hosts
         self.hosts = hosts_from_config(ops.hosts, control_dir=str(self.control_dir))
         self.ops = ops

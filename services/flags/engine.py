@@ -31,7 +31,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 from config.inventory import SegmentDecl
-from services.flags.bucketing import in_rollout
+from services.flags.bucketing import DEFAULT_SCHEME, BucketingScheme, in_rollout
 from services.flags.types import (
     MAX_TARGETING_KEY_LENGTH,
     AttributeRule,
@@ -62,24 +62,33 @@ def segments_of(declared: Mapping[str, SegmentDecl]) -> dict[str, Segment]:
     }
 
 
-def evaluate(flag: Flag | None, key: str, ctx: EvaluationContext, segments: Segments) -> Evaluation:
+def evaluate(
+    flag: Flag | None,
+    key: str,
+    ctx: EvaluationContext,
+    segments: Segments,
+    scheme: BucketingScheme = DEFAULT_SCHEME,
+) -> Evaluation:
     """Evaluate one flag (looked up by the caller under `key`) for one context."""
     if flag is None:
         return _error(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found")
     problem = context_problem(ctx)
     if problem is not None:
         return _error(key, ErrorCode.INVALID_CONTEXT, problem)
-    return _evaluate(flag, key, ctx, segments)
+    return _evaluate(flag, key, ctx, segments, scheme)
 
 
 def evaluate_all(
-    flags: Iterable[Flag], ctx: EvaluationContext, segments: Segments
+    flags: Iterable[Flag],
+    ctx: EvaluationContext,
+    segments: Segments,
+    scheme: BucketingScheme = DEFAULT_SCHEME,
 ) -> list[Evaluation]:
     """Evaluate every flag for one context, in the order given; the context is checked once."""
     problem = context_problem(ctx)
     if problem is not None:
         return [_error(flag.key, ErrorCode.INVALID_CONTEXT, problem) for flag in flags]
-    return [_evaluate(flag, flag.key, ctx, segments) for flag in flags]
+    return [_evaluate(flag, flag.key, ctx, segments, scheme) for flag in flags]
 
 
 def context_problem(ctx: EvaluationContext) -> str | None:
@@ -109,7 +118,9 @@ def context_problem(ctx: EvaluationContext) -> str | None:
     return None
 
 
-def _evaluate(flag: Flag, key: str, ctx: EvaluationContext, segments: Segments) -> Evaluation:
+def _evaluate(
+    flag: Flag, key: str, ctx: EvaluationContext, segments: Segments, scheme: BucketingScheme
+) -> Evaluation:
     if flag.killed or not flag.enabled:
         return _resolve(flag, key, flag.off_variant, Reason.DISABLED)
     targeting = flag.targeting
@@ -140,7 +151,7 @@ def _evaluate(flag: Flag, key: str, ctx: EvaluationContext, segments: Segments) 
         return _error(
             key, ErrorCode.TARGETING_KEY_MISSING, "a partial rollout needs a targeting key"
         )
-    on = in_rollout(flag.key, user, percent)  # the same weights the flagd export writes
+    on = in_rollout(flag.key, user, percent, scheme)  # the weights the flagd export writes
     return _resolve(flag, key, flag.on_variant if on else flag.off_variant, Reason.SPLIT)
 
 

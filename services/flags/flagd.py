@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from services.flags.bucketing import DEFAULT_SCHEME, TOTAL_WEIGHT, BucketingScheme, rollout_weight
-from services.flags.types import Flag, FlagError
+from services.flags.types import AttributeRule, Flag, FlagError, Segment
 
 FLAGD_SCHEMA = "https://flagd.dev/schema/v0/flags.json"
 # The flag-set metadata key that names the bucketing scheme the file was written for.
@@ -55,13 +55,16 @@ class FlagdExportError(FlagError, ValueError):
 
 def export_flagd(
     flags: Iterable[Flag],
-    segments: Mapping[str, Iterable[str]],
+    segments: Mapping[str, Segment | Iterable[str]],
     scheme: BucketingScheme = DEFAULT_SCHEME,
 ) -> dict[str, Any]:
     """A flagd flag-definition document (a dict ready for json.dumps) for these flags, for
     the flagd evaluators that bucket by `scheme` (see the module docstring)."""
     scheme = BucketingScheme(scheme)  # refuses an unknown name before anything is written
-    members = {name: sorted({str(m) for m in found}) for name, found in segments.items()}
+    members = {
+        name: found if isinstance(found, Segment) else Segment(frozenset(str(m) for m in found))
+        for name, found in segments.items()
+    }
     document: dict[str, Any] = {
         "$schema": FLAGD_SCHEMA,
         "metadata": {BUCKETING_METADATA_KEY: scheme.value},
@@ -72,7 +75,7 @@ def export_flagd(
     return document
 
 
-def _flag(flag: Flag, segments: Mapping[str, list[str]]) -> dict[str, Any]:
+def _flag(flag: Flag, segments: Mapping[str, Segment]) -> dict[str, Any]:
     kinds = {type(value) for value in flag.variants.values()}
     if len(kinds) != 1:
         raise FlagdExportError(f"{flag.key}: flagd needs variants of one type")
@@ -96,7 +99,7 @@ def _flag(flag: Flag, segments: Mapping[str, list[str]]) -> dict[str, Any]:
     return entry
 
 
-def targeting_rule(flag: Flag, segments: Mapping[str, list[str]]) -> dict[str, Any] | str:
+def targeting_rule(flag: Flag, segments: Mapping[str, Segment]) -> dict[str, Any] | str:
     """The flag's targeting as JSONLogic, or just a variant name when it is the same for all."""
     t, on, off = flag.targeting, flag.on_variant, flag.off_variant
     branches: list[tuple[dict[str, Any], str]] = []
@@ -107,15 +110,31 @@ def targeting_rule(flag: Flag, segments: Mapping[str, list[str]]) -> dict[str, A
     if t.chat_types:
         branches.append(({"!": [{"in": [{"var": "chat_type"}, sorted(t.chat_types)]}]}, off))
     always = set(t.user_ids)
+    ruled: list[dict[str, Any]] = []
     for name in t.segments:
-        always.update(segments.get(name, ()))
-    if always and flag.rollout_percent < 100:  # at 100 they are on anyway
-        branches.append(({"in": [_TARGETING_KEY, sorted(always)]}, on))
+        segment = segments.get(name)
+        if segment is not None:
+            always.update(segment.keys)
+            if segment.rules:
+                ruled.append({"and": [_attribute_rule(rule) for rule in segment.rules]})
+    if flag.rollout_percent < 100:  # at 100 they are on anyway
+        if always:
+            branches.append(({"in": [_TARGETING_KEY, sorted(always)]}, on))
+        branches += [(condition, on) for condition in ruled]
     rule: dict[str, Any] | str = _rollout(flag)
     # Nested rather than one chained `if`: every JSONLogic implementation reads it the same.
     for condition, variant in reversed(branches):
         rule = {"if": [condition, variant, rule]}
     return rule
+
+
+def _attribute_rule(rule: AttributeRule) -> dict[str, Any]:
+    """A segment's rule as JSONLogic; ids match as text or number, as in the engine."""
+    var = {"var": rule.attribute}
+    if rule.op in ("in", "not_in"):
+        test: dict[str, Any] = {"in": [var, _id_forms(rule.values)]}
+        return test if rule.op == "in" else {"!": [test]}
+    return {"or": [{rule.op: [var, value]} for value in rule.values]}  # starts_/ends_with
 
 
 def _rollout(flag: Flag) -> dict[str, Any] | str:

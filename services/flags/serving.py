@@ -13,6 +13,7 @@ from pathlib import Path
 
 from config.opsfile import OpsConfig
 from services.flags import engine
+from services.flags.bucketing import BucketingScheme
 from services.flags.flagd import export_flagd, write_flagd_file
 from services.flags.store import FlagStore
 from services.flags.types import Evaluation, EvaluationContext
@@ -31,7 +32,8 @@ class LiveFlagSource:
         ops = self._ops()
         if self._cached is None or self._cached[0] is not ops:
             declared = sorted((k, v.model_dump_json()) for k, v in ops.segments.items())
-            digest = hashlib.sha256(repr(declared).encode()).hexdigest()[:12]
+            digest = hashlib.sha256(repr((declared, ops.flag_bucketing)).encode()).hexdigest()
+            digest = digest[:12]  # the scheme too: it changes who is in a rollout
             self._cached = (ops, engine.segments_of(ops.segments), digest)
         return self._cached[1], self._cached[2]
 
@@ -42,13 +44,16 @@ class LiveFlagSource:
         # Segments change with /reload, and they change evaluations as much as flags do.
         return f"{self._store.snapshot().etag}-{self._segments_and_digest()[1]}"
 
+    def _scheme(self) -> BucketingScheme:
+        return BucketingScheme(self._ops().flag_bucketing)
+
     def evaluate(self, key: str, ctx: EvaluationContext) -> Evaluation:
         flag = self._store.snapshot().get(key)
-        return engine.evaluate(flag, key, ctx, self._segments())
+        return engine.evaluate(flag, key, ctx, self._segments(), self._scheme())
 
     def evaluate_all(self, ctx: EvaluationContext) -> list[Evaluation]:
         flags = self._store.snapshot().flags.values()
-        return engine.evaluate_all(flags, ctx, self._segments())
+        return engine.evaluate_all(flags, ctx, self._segments(), self._scheme())
 
 
 class FlagdExporter:
@@ -69,7 +74,8 @@ class FlagdExporter:
         if self._written == (str(path), etag):
             return None
         flags = self._store.snapshot().flags.values()
-        document = export_flagd(flags, {name: s.keys for name, s in ops.segments.items()})
+        scheme = BucketingScheme(ops.flag_bucketing)
+        document = export_flagd(flags, engine.segments_of(ops.segments), scheme)
         await asyncio.to_thread(write_flagd_file, path, document)  # fsyncs: off the loop
         self._written = (str(path), etag)
         return path

@@ -41,6 +41,7 @@ _INSERT = (
     "INSERT INTO flags (definition, version, updated_at, updated_by, key, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+_BUCKETING_KEY = "flag_bucketing"  # in bot_state: the scheme rollouts were bucketed with
 Change = Callable[[Flag], Flag]
 Kind = Literal["chat", "user"]
 Version = int | None  # if_version: write only if the flag is still at this version
@@ -266,6 +267,38 @@ class FlagStore:
         names = tuple(dict.fromkeys(_segment_name(name) for name in segments))  # in order
         change = partial(_targeting, segments=names)
         return await self._update(key, actor, "", None, change, "flag.changed")
+
+    async def adopt_bucketing(self, scheme: str, force: bool, actor: str) -> bool:
+        """Take `scheme` as the bucketing of every rollout; True when it changed. A change
+        would re-bucket the users of every flag between 0 and 100%: refused
+        (BucketingChangeRefused) while there is one, unless `force`. Before any scheme was
+        recorded, flagd-v2 was in use."""
+        async with self._lock:
+            flags = await self._loaded()
+            rows = await self._storage.db.execute_fetchall(
+                "SELECT value FROM bot_state WHERE key = ?", (_BUCKETING_KEY,)
+            )
+            was = next((str(row[0]) for row in rows), "flagd-v2")
+            if was == scheme:
+                return False
+            partial = [f.key for f in flags.values() if f.enabled and 0 < f.rollout_percent < 100]
+            if partial and not force:
+                raise t.BucketingChangeRefused(
+                    f"[flags] bucketing {was} → {scheme} would move users in and out of the"
+                    f" rollouts of {', '.join(partial[:5])}"
+                    + (f" and {len(partial) - 5} more" if len(partial) > 5 else "")
+                    + ": take them to 0 or 100% first, or set [flags] bucketing_force = true"
+                )
+            async with self._storage.transaction() as db:
+                await db.execute(
+                    "INSERT INTO bot_state (key, value, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+                    " updated_at = excluded.updated_at",
+                    (_BUCKETING_KEY, scheme, utc_now().isoformat()),
+                )
+                data = {"from": was, "to": scheme, "forced": bool(partial), "partial": partial}
+                await self._audit.record("flags.bucketing_changed", actor, "", data)
+            return True
 
     async def changes(self, key: str, limit: int = 10) -> list[FlagChange]:
         """The flag's last changes, newest first."""

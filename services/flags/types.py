@@ -214,6 +214,10 @@ class InvalidPercentage(InvalidFlagInput):
     pass
 
 
+class BucketingChangeRefused(FlagError):
+    """A new bucketing scheme would move users in or out of a partial rollout."""
+
+
 class InvalidTargeting(InvalidFlagInput):
     pass
 

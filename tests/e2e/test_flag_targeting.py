@@ -5,6 +5,7 @@ exclusions and their removal, the allow list. Every reply says exactly what move
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from openfeature.evaluation_context import EvaluationContext as SdkContext
 
 from bot.dev.sandbox import SandboxClient
 from bot.runner import Opsgate
-from tests.e2e.conftest import BOB, CAROL, DEPLOYS, OPS_TEXT, StartOpsgate
+from services.flags.bucketing import BucketingScheme, in_rollout
+from tests.e2e.conftest import ALICE, BOB, CAROL, DEPLOYS, OPS_TEXT, StartOpsgate
 
 API_TOKEN = "targeting-e2e-token"
 FLAGS = """
@@ -166,3 +168,40 @@ async def test_an_ops_file_gives_a_new_flag_its_first_targeting(
     assert not await value(of, "vip_only", "u-other", PRIVATE)
     changes = await opsgate.services.flags.changes("vip_only")
     assert {c.actor for c in changes} == {"opsfile"}
+
+
+async def test_rollouts_bucket_by_the_ops_files_scheme_and_a_rebucketing_reload_is_refused(
+    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path
+) -> None:
+    flagd_file = ops_file.parent / "flagd.json"
+    head = f'[bot]\nplan_check_s = 0.1\nflagd_file = "{flagd_file}"\n'
+    ops_file.write_text(head + '[flags]\nbucketing = "flagd-v3"\n' + FLAGS + OPS_TEXT)
+    opsgate = await start_opsgate(api_token=API_TOKEN)
+    await client.reply_after(CAROL, DEPLOYS, "/flag checkout 50")
+    keys = [f"user-{i}" for i in range(300)] + ["u2@example.com", "Жанна", "用户", "🙂", "e\u0301"]
+    url = f"http://127.0.0.1:{opsgate.http_port}/ofrep/v1/evaluate/flags/checkout"
+
+    async def served() -> dict[str, bool]:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_TOKEN}"}) as http:
+            answers = [await http.post(url, json={"context": {"targetingKey": k}}) for k in keys]
+        return {k: a.json()["value"] for k, a in zip(keys, answers, strict=True)}
+
+    seen = await served()
+    assert seen == {k: in_rollout("checkout", k, 50, BucketingScheme.V3) for k in keys}
+    moved = sum(seen[k] != in_rollout("checkout", k, 50, BucketingScheme.V2) for k in keys)
+    assert moved > 50  # the schemes differ: this test would see the wrong one
+    for _ in range(100):  # the plan job writes the flagd file every 0.1 s
+        if flagd_file.exists() and "checkout" in flagd_file.read_text():
+            break
+        await asyncio.sleep(0.1)
+    assert json.loads(flagd_file.read_text())["metadata"]["bucketing"] == "flagd-v3"
+
+    ops_file.write_text(head + FLAGS + OPS_TEXT)  # back to the default, flagd-v2
+    refused = (await client.reply_after(ALICE, DEPLOYS, "/reload")).text
+    assert refused == (
+        "⚠️ Kept the old ops file: [flags] bucketing flagd-v3 → flagd-v2 would move users in"
+        " and out of the rollouts of checkout: take them to 0 or 100% first, or set [flags]"
+        " bucketing_force = true."
+    )
+    assert opsgate.services.ops.flag_bucketing == "flagd-v3"
+    assert await served() == seen

@@ -27,7 +27,7 @@ from bot.dev.harness.daemons import require
 from services.flags.bucketing import BucketingScheme, cbor_text_array, in_rollout
 from services.flags.engine import evaluate
 from services.flags.flagd import export_flagd, write_flagd_file
-from services.flags.types import EvaluationContext, Flag
+from services.flags.types import AttributeRule, EvaluationContext, Flag, Segment, Targeting
 
 try:
     import cbor2
@@ -262,3 +262,50 @@ def test_flagd_python_provider_disagrees_with_opsgate_v2(v2_client: Any) -> None
         assert details.error_code is None
         differ += details.value != in_rollout(flag.key, key, 50.0, V2)
     assert differ > COUNT * 0.45, f"only {differ} of {COUNT} keys on the other side"
+
+
+def test_targeting_exported_to_flagd_answers_as_the_engine_does(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Exclusions, chat types, the allow list and segments of keys and of rules, read by the
+    real flagd provider from opsgate's export, against opsgate's engine, context by context."""
+    segments = {
+        "beta": Segment(frozenset({"u-beta", "1002"})),
+        "teams": Segment(
+            frozenset(),
+            (
+                AttributeRule("chat_type", "in", ("group", "supergroup")),
+                AttributeRule("chat_id", "not_in", ("-100999",)),
+                AttributeRule("locale", "starts_with", ("en", "de")),
+            ),
+        ),
+    }
+    targeting = Targeting(
+        user_ids=frozenset({"u-vip"}),
+        segments=("beta", "teams"),
+        chat_types=frozenset({"private", "group", "supergroup"}),
+        excluded_chats=frozenset({"-100500"}),
+        excluded_users=frozenset({"u-banned"}),
+    )
+    flag = Flag("targeted", enabled=True, rollout_percent=30.0, targeting=targeting)
+    path = tmp_path_factory.mktemp("flagd-targeting") / "flags.json"
+    write_flagd_file(path, export_flagd([flag], segments, scheme=V3))
+    users = ["u-vip", "u-beta", "1002", "u-banned", "u-other", "u2@example.com", "Жанна"]
+    contexts: list[dict[str, Any]] = [
+        {},
+        {"chat_type": "private"},
+        {"chat_type": "channel"},
+        {"chat_type": "group", "chat_id": -100400, "locale": "en-GB"},
+        {"chat_type": "group", "chat_id": "-100400", "locale": "de"},
+        {"chat_type": "supergroup", "chat_id": -100999, "locale": "en"},
+        {"chat_type": "group", "chat_id": -100500, "locale": "en"},
+        {"chat_type": "group", "chat_id": -100400, "locale": "fr"},
+        {"chat_type": "group", "chat_id": -100400},
+    ]
+    for client in start_provider(path, "opsgate-flagd-targeting"):
+        for user in users:
+            for attributes in contexts:
+                ours = evaluate(flag, flag.key, EvaluationContext(user, attributes), segments, V3)
+                theirs = client.get_boolean_details(flag.key, False, OFContext(user, attributes))
+                assert theirs.error_code is None, (user, attributes, theirs.error_message)
+                assert theirs.value == ours.value, (user, attributes)

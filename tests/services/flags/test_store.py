@@ -1,4 +1,5 @@
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
@@ -9,6 +10,7 @@ import pytest
 
 from services.flags.store import FlagStore, parse_percentage
 from services.flags.types import (
+    BucketingChangeRefused,
     Flag,
     FlagError,
     FlagExists,
@@ -294,3 +296,25 @@ def test_parse_percentage(text: str, value: float) -> None:
 def test_parse_percentage_refuses(text: str, message: str) -> None:
     with pytest.raises(InvalidPercentage, match=message):
         parse_percentage(text)
+
+
+async def test_a_new_bucketing_scheme_is_refused_while_a_rollout_is_partial(
+    store: FlagStore, make_store: MakeStore, storage: Storage
+) -> None:
+    assert await store.adopt_bucketing("flagd-v2", False, "opsfile") is False  # the old default
+    await store.create("checkout", "", "alice")
+    await store.set_rollout("checkout", 25, "alice")
+    with pytest.raises(BucketingChangeRefused, match=r"flagd-v2 → flagd-v3 .* checkout"):
+        await store.adopt_bucketing("flagd-v3", False, "opsfile")
+    kinds = [r[0] for r in await storage.db.execute_fetchall("SELECT kind FROM events")]
+    assert "flags.bucketing_changed" not in kinds  # refused: nothing recorded
+    assert await store.adopt_bucketing("flagd-v3", True, "opsfile") is True  # forced
+    assert await store.adopt_bucketing("flagd-v3", False, "opsfile") is False
+    reopened = await make_store()  # what was adopted survives a restart
+    assert await reopened.adopt_bucketing("flagd-v3", False, "opsfile") is False
+    await store.set_rollout("checkout", 100, "alice")  # nobody moves at 0 or 100
+    assert await store.adopt_bucketing("flagd-v2", False, "opsfile") is True
+    rows = await storage.db.execute_fetchall(
+        "SELECT data FROM events WHERE kind = 'flags.bucketing_changed' ORDER BY id"
+    )
+    assert [json.loads(r[0])["to"] for r in rows] == ["flagd-v3", "flagd-v2"]
