@@ -61,7 +61,8 @@ async def _apply(command: FlagCommand, actor: str, context: OpsContext) -> str:
         plan = await services.plans.latest(key)
         names = {str(user_id): name for user_id, name in services.ops.people.items()}
         changes = await services.flags.changes(key, limit=5)
-        return render_flag(before, plan, changes, names, services.ops.segments)
+        served = services.flag_source.tally.last_hour(key)
+        return render_flag(before, plan, changes, names, services.ops.segments, served)
     after = await _change(command, actor, context)
     if after.version == before.version and command.action not in ("pause", "resume"):
         return f"🚩 <b>{esc(key)}</b> is already so ({_summary(after)}); nothing changed."

@@ -8,6 +8,7 @@ from config.inventory import SegmentDecl
 from handlers.render import code, duration, esc, join_lines
 from services.flags.plans import Plan, PlanEvent, PlanState
 from services.flags.types import Flag, FlagChange
+from services.flags.usage import VariantUse
 from services.records.audit import utc_now
 
 
@@ -93,6 +94,7 @@ def render_flag(
     changes: Sequence[FlagChange],
     names: Mapping[str, str] | None = None,
     segments: Mapping[str, SegmentDecl] | None = None,
+    served: Sequence[VariantUse] = (),
 ) -> str:
     """`names` maps actors (user ids as text) to the ops file's names; `segments` are the ops
     file's, for their sizes."""
@@ -102,6 +104,7 @@ def render_flag(
     lines += render_targeting(flag, segments or {})
     if plan is not None:
         lines.append(f"• {render_plan(plan)}")
+    lines.append(render_served(served))
     if changes:
         lines.append("<b>Last changes</b>")
         for change in changes:
@@ -115,6 +118,18 @@ def render_flag(
             )
             lines.append(f"{when} {who}: {what}{note}")
     return join_lines(lines)
+
+
+def render_served(served: Sequence[VariantUse]) -> str:
+    """'Served in the last hour: on to 1,204 users (3,310 evaluations) · off to ...'"""
+    if not served:
+        return "Served in the last hour: nothing over OFREP."
+    parts = [
+        f"{esc(use.variant)} to {'≥' if use.capped else ''}{use.users:,} user(s)"
+        f" ({use.evaluations:,} evaluation(s))"
+        for use in served
+    ]
+    return "Served in the last hour: " + " · ".join(parts)
 
 
 def render_plan_event(event: PlanEvent) -> str:

@@ -1,8 +1,8 @@
 """GET /metrics in Prometheus' text format: deployments and their durations, approval waits,
 alerts, the outbox, outgoing webhooks, chat API errors, and the DORA figures, all read from
-the database at scrape time (prometheus-client renders them; nothing is kept in memory
-between scrapes); the process' own memory, CPU and file descriptors (`process_*`), the
-Python version, and `opsgate_build_info`.
+the database at scrape time (prometheus-client renders them); flag evaluations served over
+OFREP, counted in memory by the flag source; the process' own memory, CPU and file
+descriptors (`process_*`), the Python version, and `opsgate_build_info`.
 
 prometheus_client is imported on the first scrape, not at start-up: a bot nobody scrapes
 does not carry it.
@@ -92,6 +92,14 @@ async def collect(services: Services) -> list[Metric]:
     errors.add_metric([], services.runtime.chat_api_errors)
     metrics.append(errors)
     metrics += await _dora(services)
+    served = CounterMetricFamily(
+        "opsgate_flag_evaluations",
+        "Flag evaluations served over OFREP since start, by flag, variant and reason",
+        labels=["flag", "variant", "reason"],
+    )
+    for (flag, variant, reason), count in sorted(services.flag_source.tally.totals().items()):
+        served.add_metric([flag, variant, reason], count)
+    metrics.append(served)
     build = GaugeMetricFamily(
         "opsgate_build_info", "The running opsgate's version; always 1", labels=["version"]
     )

@@ -17,6 +17,7 @@ from services.flags.bucketing import BucketingScheme
 from services.flags.flagd import export_flagd, write_flagd_file
 from services.flags.store import FlagStore
 from services.flags.types import Evaluation, EvaluationContext
+from services.flags.usage import EvaluationTally
 
 
 class LiveFlagSource:
@@ -25,6 +26,7 @@ class LiveFlagSource:
     def __init__(self, store: FlagStore, ops: Callable[[], OpsConfig]) -> None:
         self._store = store
         self._ops = ops
+        self.tally = EvaluationTally()  # what was served, for /metrics and /flag KEY
         # Segment sets and their digest, per ops file: /reload replaces the OpsConfig whole.
         self._cached: tuple[OpsConfig, engine.Segments, str] | None = None
 
@@ -49,11 +51,16 @@ class LiveFlagSource:
 
     def evaluate(self, key: str, ctx: EvaluationContext) -> Evaluation:
         flag = self._store.snapshot().get(key)
-        return engine.evaluate(flag, key, ctx, self._segments(), self._scheme())
+        answer = engine.evaluate(flag, key, ctx, self._segments(), self._scheme())
+        self.tally.count(answer, ctx.targeting_key)
+        return answer
 
     def evaluate_all(self, ctx: EvaluationContext) -> list[Evaluation]:
         flags = self._store.snapshot().flags.values()
-        return engine.evaluate_all(flags, ctx, self._segments(), self._scheme())
+        answers = engine.evaluate_all(flags, ctx, self._segments(), self._scheme())
+        for answer in answers:
+            self.tally.count(answer, ctx.targeting_key)
+        return answers
 
 
 class FlagdExporter:

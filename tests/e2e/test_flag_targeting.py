@@ -205,3 +205,31 @@ async def test_rollouts_bucket_by_the_ops_files_scheme_and_a_rebucketing_reload_
     )
     assert opsgate.services.ops.flag_bucketing == "flagd-v3"
     assert await served() == seen
+
+
+async def test_what_ofrep_served_is_counted_on_metrics_and_shown_per_variant(
+    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path
+) -> None:
+    ops_file.write_text(FLAGS + OPS_TEXT)
+    opsgate = await start_opsgate(api_token=API_TOKEN)
+    await client.reply_after(CAROL, DEPLOYS, "/flag checkout 50")
+    base = f"http://127.0.0.1:{opsgate.http_port}"
+    users = [f"user-{i}" for i in range(40)]
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {API_TOKEN}"}
+    ) as http:
+        for user in [*users, *users]:  # each user twice: 80 evaluations, 40 users
+            await http.post(
+                "/ofrep/v1/evaluate/flags/checkout", json={"context": {"targetingKey": user}}
+            )
+        metrics = (await http.get("/metrics")).text
+    on = [u for u in users if in_rollout("checkout", u, 50)]
+    series = 'opsgate_flag_evaluations_total{{flag="checkout",reason="SPLIT",variant="{}"}} {}'
+    assert series.format("on", f"{2 * len(on)}.0") in metrics
+    off = len(users) - len(on)
+    assert series.format("off", f"{2 * off}.0") in metrics
+    shown = (await client.reply_after(BOB, DEPLOYS, "/flag checkout")).text
+    assert (
+        f"Served in the last hour: off to {off} user(s) ({2 * off} evaluation(s))"
+        f" · on to {len(on)} user(s) ({2 * len(on)} evaluation(s))"
+    ) in shown
