@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from config.canary import CanaryConfig, check_canary
+from config.flag_plans import PlanDecl
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|target|timer)$"
@@ -135,6 +136,7 @@ class FlagDecl(_Strict):
     chat_types: list[ChatType] = []  # only chats of these types ([]: all)
     exclude_users: list[TargetingKey] = []
     exclude_chats: list[Annotated[int, Field(lt=0)] | Annotated[int, Field(gt=0)]] = []
+    plan: PlanDecl | None = None  # phases with their own duration and criteria
 
 
 class HealthConfig(_Strict):

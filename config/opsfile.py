@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from config.alerts import AlertOptions
 from config.approvals import ApprovalOptions, EnvironmentApproval
+from config.flag_plans import check_plan
 from config.integrations import ApiToken, Dashboard, Webhook, check_integrations
 from config.inventory import (
     ENVIRONMENT_MISSING,
@@ -260,6 +261,9 @@ def _check_references(config: OpsConfig) -> list[str]:
         for key, decl in config.flags.items()
         if decl.service is not None and decl.service not in config.services
     )
+    for key, decl in config.flags.items():
+        if decl.plan is not None:
+            problems += check_plan(f"flags.{key}.plan", decl.plan, decl.error_rate is not None)
     problems.extend(
         f"flags.{key}.segments[{index}]: unknown segment {name!r}"
         f" (known: {', '.join(sorted(config.segments)) or 'none'})"

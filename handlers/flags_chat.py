@@ -13,6 +13,7 @@ from handlers.flags_parse import FlagCommand, FlagCommandError, parse_flag_comma
 from handlers.flags_render import render_flag, render_flags, render_plan_event
 from handlers.render import esc, join_lines
 from services.flags.edits import apply_targeting, describe
+from services.flags.plans import PlanError, phases_from
 from services.flags.types import Flag, FlagError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ async def _apply(command: FlagCommand, actor: str, context: OpsContext) -> str:
         served = services.flag_source.tally.last_hour(key)
         return render_flag(before, plan, changes, names, services.ops.segments, served)
     after = await _change(command, actor, context)
-    if after.version == before.version and command.action not in ("pause", "resume"):
+    if after.version == before.version and command.action not in ("pause", "resume", "abort"):
         return f"🚩 <b>{esc(key)}</b> is already so ({_summary(after)}); nothing changed."
     who = esc(services.ops.name_of(int(actor)) or actor)
     moved = describe(before, after)
@@ -91,9 +92,16 @@ async def _change(command: FlagCommand, actor: str, context: OpsContext) -> Flag
             assert command.edit is not None
             segments = context.services.ops.segments
             return await apply_targeting(flags, segments, key, command.edit, actor)
+        case "plan" if command.phases:
+            await plans.start_phases(key, command.phases, actor)
         case "plan":
             assert command.every is not None
             await plans.start(key, command.steps, command.every, actor)
+        case "plan_declared":
+            declared = context.services.ops.flags.get(key)
+            if declared is None or declared.plan is None:
+                raise PlanError(f"{key} has no [flags.{key}.plan] in the ops file.")
+            await plans.start_phases(key, phases_from(declared.plan), actor)
         case "pause":
             await plans.pause(key, actor)
         case "resume":

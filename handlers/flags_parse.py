@@ -8,7 +8,9 @@
 /flag KEY allow|disallow USER_ID       the allow list (always on)
 /flag KEY segment add|remove NAME      ops-file segments always on
 /flag KEY chats group,supergroup|all   only chats of these types
-/flag KEY plan 5,25,50,100 every 1h     staged plan
+/flag KEY plan 5,25,50,100 every 1h     staged plan, equal steps
+/flag KEY plan 5:30m,25:2h,100         phases with their own durations
+/flag KEY plan                         the ops file's plan ([flags.KEY.plan])
 /flag KEY pause | resume | abort        control the plan
 """
 
@@ -17,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from config.flag_plans import MIN_PHASE
 from services.flags.edits import TargetingEdit, parse_targeting
-from services.flags.plans import PlanError, parse_duration
+from services.flags.plans import Phase, PlanError, parse_duration
 from services.flags.store import parse_percentage
 from services.flags.types import InvalidPercentage, InvalidTargeting, is_valid_flag_key
 
@@ -37,11 +40,12 @@ class FlagCommandError(ValueError):
 @dataclass(frozen=True)
 class FlagCommand:
     key: str
-    action: str  # show, percent, on, off, kill, unkill, targeting, plan, pause, resume, abort
+    action: str  # show, percent, on, off, kill, unkill, targeting, plan, plan_declared, ...
     percent: float | None = None
     edit: TargetingEdit | None = None
     steps: tuple[float, ...] = ()
     every: timedelta | None = None
+    phases: tuple[Phase, ...] = ()
 
     @property
     def changes_something(self) -> bool:
@@ -54,6 +58,22 @@ def parse_percent(text: str) -> float:
         return parse_percentage(text)
     except InvalidPercentage as exc:
         raise FlagCommandError(str(exc)) from None
+
+
+def parse_phases(text: str) -> tuple[Phase, ...]:
+    """`5:30m,25:2h,100`: each phase's percentage and how long it lasts (not the last)."""
+    phases = []
+    parts = [part for part in text.split(",") if part]
+    for index, part in enumerate(parts):
+        percent, _, duration = part.partition(":")
+        if not duration and index < len(parts) - 1:
+            raise FlagCommandError(f"{part[:20]!r}: say how long, e.g. 25:2h")
+        try:
+            every = parse_duration(duration) if duration else MIN_PHASE
+        except PlanError as exc:
+            raise FlagCommandError(str(exc)) from None
+        phases.append(Phase(parse_percent(percent), every))
+    return tuple(phases)
 
 
 def parse_flag_command(args: str) -> FlagCommand:
@@ -76,8 +96,12 @@ def parse_flag_command(args: str) -> FlagCommand:
         raise FlagCommandError(str(exc)) from None
     if edit is not None:
         return FlagCommand(key, "targeting", edit=edit)
+    if verb == "plan" and len(rest) == 1:
+        return FlagCommand(key, "plan_declared")
     if len(rest) == 1:
         return FlagCommand(key, "percent", percent=parse_percent(verb))
+    if verb == "plan" and len(rest) == 2 and ":" in rest[1]:
+        return FlagCommand(key, "plan", phases=parse_phases(rest[1]))
     if verb == "plan" and len(rest) == 4 and rest[2].lower() == "every":
         steps = tuple(parse_percent(step) for step in rest[1].split(",") if step)
         try:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from config.inventory import SegmentDecl
 from handlers.render import code, duration, esc, join_lines
-from services.flags.plans import Plan, PlanEvent, PlanState
+from services.flags.plans import Phase, Plan, PlanEvent, PlanState
 from services.flags.types import Flag, FlagChange
 from services.flags.usage import VariantUse
 from services.records.audit import utc_now
@@ -28,8 +28,31 @@ def _steps(plan: Plan) -> str:
     return " → ".join(marked)
 
 
+def _phase(phase: Phase, current: bool) -> str:
+    step = f"<b>{phase.percent:g}</b>" if current else f"{phase.percent:g}"
+    needs = []
+    if phase.max_error_ratio is not None:
+        needs.append(f"errors ≤ {phase.max_error_ratio:.1%}")
+    if phase.query is not None and phase.query_max is not None:
+        needs.append(f"{esc(phase.query[:60])} ≤ {phase.query_max:g}")
+    if phase.min_evaluations:
+        needs.append(f"≥ {phase.min_evaluations:,} evaluations")
+    return step + (f" ({'; '.join(needs)})" if needs else "")
+
+
 def render_plan(plan: Plan) -> str:
-    text = f"plan {_steps(plan)} every {duration(plan.every.total_seconds())}, {plan.state.value}"
+    if not plan.equal_steps:  # phases with their own durations and criteria
+        last = len(plan.phases) - 1
+        parts = [
+            _phase(p, i == plan.index)
+            + ("" if i == last else f" {duration(p.duration.total_seconds())}")
+            for i, p in enumerate(plan.phases)
+        ]
+        text = f"plan {' → '.join(parts)}, {plan.state.value}"
+    else:
+        text = (
+            f"plan {_steps(plan)} every {duration(plan.every.total_seconds())}, {plan.state.value}"
+        )
     if plan.state is PlanState.ACTIVE and plan.next_at is not None:
         wait = max(0.0, (plan.next_at - utc_now()).total_seconds())
         text += f", next step in {duration(wait)}"

@@ -32,7 +32,7 @@ from services.deploy.locks import EnvironmentLocks
 from services.deploy.long_watch import LongWatch, LongWatches
 from services.deploy.pipeline import DeployPipeline
 from services.deploy.placements import Placement, placements
-from services.flags.gates import FlagGate
+from services.flags.gates import FlagGate, PlanCriteria
 from services.flags.plans import PlanService
 from services.flags.serving import FlagdExporter, LiveFlagSource
 from services.flags.store import FlagStore
@@ -127,7 +127,9 @@ class Services:
 
         gate = FlagGate(current_ops, controller, http)
         approvals = Approvals(storage, audit, deployments, current_ops, clock)
-        plans = PlanService(storage, audit, flags, gate, clock)
+        flag_source = LiveFlagSource(flags, current_ops)
+        criteria = PlanCriteria(current_ops, http, flag_source.tally)
+        plans = PlanService(storage, audit, flags, gate, clock, criteria)
         env_locks = EnvironmentLocks(storage, audit)
         releases = ReleaseQueries(current_ops, current_hosts)
         pipeline = DeployPipeline(
@@ -176,7 +178,7 @@ class Services:
             control_dir=control_dir,
             flags=flags,
             plans=plans,
-            flag_source=LiveFlagSource(flags, current_ops),
+            flag_source=flag_source,
             flagd=FlagdExporter(flags, current_ops),
             deployments=deployments,
             env_locks=env_locks,

@@ -7,6 +7,7 @@ opsgate's own alerts join this gate when its alert engine lands.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -16,7 +17,8 @@ from config.inventory import ErrorRateGate
 from config.opsfile import OpsConfig
 from services.alerts.alertmanager import AlertmanagerClient, AlertmanagerUnavailable
 from services.control.controller import ServiceController
-from services.flags.plans import GateVerdict
+from services.flags.plans import GateVerdict, Phase
+from services.flags.usage import EvaluationTally
 
 
 def sum_samples(text: str, name: str, match: dict[str, str] | None = None) -> float:
@@ -121,3 +123,58 @@ class FlagGate:
             if state.health is not None and not state.health.ok:
                 return GateVerdict(False, f"{where} health: {state.health.reason}")
         return GateVerdict(True)
+
+
+class PlanCriteria:
+    """A phase's own criteria (services/flags/plans.Phase), read at every plan check: its
+    error ratio from the flag's error_rate source, its query from the plan's Prometheus, and
+    the evaluations served (from the flag source's tally)."""
+
+    def __init__(
+        self, ops: Callable[[], OpsConfig], http: httpx.AsyncClient, tally: EvaluationTally
+    ) -> None:
+        self._ops = ops
+        self._http = http
+        self._tally = tally
+        self._errors = ErrorRateWatch(http)  # its own readings: the gate keeps its own too
+
+    def evaluations(self, flag_key: str) -> int:
+        return self._tally.flag_total(flag_key)
+
+    async def breach(self, flag_key: str, phase: Phase) -> str | None:
+        declared = self._ops().flags.get(flag_key)
+        if phase.max_error_ratio is not None:
+            if declared is None or declared.error_rate is None:
+                return "max_error_ratio set, but the flag has no error_rate source to read"
+            gate = declared.error_rate.model_copy(update={"max_ratio": phase.max_error_ratio})
+            verdict = await self._errors.check(flag_key, gate)
+            if not verdict.ok:
+                return verdict.reason
+        if phase.query is not None and phase.query_max is not None:
+            plan = declared.plan if declared is not None else None
+            if plan is None or plan.prometheus_url is None:
+                return "the phase's query has no prometheus_url to ask"
+            return await self._query(str(plan.prometheus_url), phase.query, phase.query_max)
+        return None
+
+    async def _query(self, url: str, query: str, limit: float) -> str | None:
+        """A breach's reason when the query's value passes `limit`; no data is no breach,
+        a Prometheus that cannot be asked holds the plan (unknown is not healthy)."""
+        endpoint = url.rstrip("/") + "/api/v1/query"
+        try:
+            response = await self._http.get(endpoint, params={"query": query}, timeout=5.0)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return f"Prometheus did not answer at {url}: {exc}"
+        if response.status_code != 200 or body.get("status") != "success":
+            return f"Prometheus refused {query!r}: {body.get('error', response.status_code)}"
+        result = body["data"]["result"]
+        if body["data"].get("resultType") == "scalar":
+            value = float(result[1])
+        elif result:
+            value = max(float(item["value"][1]) for item in result)
+        else:
+            return None
+        if math.isnan(value) or value <= limit:
+            return None
+        return f"{query} = {value:g}, over {limit:g}"

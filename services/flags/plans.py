@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,12 +18,13 @@ from typing import Protocol
 
 import aiosqlite
 
+from config.flag_plans import MIN_PHASE as MIN_INTERVAL
+from config.flag_plans import PlanDecl
+from config.flag_plans import parse_duration as parse_duration_text
 from services.flags.types import FlagError
 from services.records.audit import AuditLog, utc_now
 from services.records.storage import Storage
 
-_DURATION_RE = re.compile(r"(?:(\d{1,3})d)?(?:(\d{1,3})h)?(?:(\d{1,4})m)?(?:(\d{1,5})s)?")
-MIN_INTERVAL = timedelta(seconds=10)
 MAX_STEPS = 20
 
 
@@ -43,15 +43,70 @@ class PlanError(FlagError, ValueError):
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One step of a plan: its percentage, how long it lasts, and what it must show to go on:
+    an error ratio under `max_error_ratio`, a Prometheus query's value under `query_max`,
+    and at least `min_evaluations` evaluations served while it lasts."""
+
+    percent: float
+    duration: timedelta
+    max_error_ratio: float | None = None
+    query: str | None = None
+    query_max: float | None = None
+    min_evaluations: int = 0
+
+    @property
+    def judged(self) -> bool:
+        return self.max_error_ratio is not None or self.query is not None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "percent": self.percent,
+            "duration_s": self.duration.total_seconds(),
+            "max_error_ratio": self.max_error_ratio,
+            "query": self.query,
+            "query_max": self.query_max,
+            "min_evaluations": self.min_evaluations,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, every: timedelta) -> Phase:
+        if not isinstance(data, dict):  # a plan from before phases: a bare percentage
+            return cls(float(data), every)  # type: ignore[arg-type]
+        return cls(
+            float(data["percent"]),
+            timedelta(seconds=float(data["duration_s"])),
+            data.get("max_error_ratio"),
+            data.get("query"),
+            data.get("query_max"),
+            int(data.get("min_evaluations") or 0),
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
     id: int
     flag_key: str
-    steps: tuple[float, ...]
-    every: timedelta
+    phases: tuple[Phase, ...]
     index: int  # the step now applied
     state: PlanState
     next_at: datetime | None
     reason: str
+
+    @property
+    def steps(self) -> tuple[float, ...]:
+        return tuple(phase.percent for phase in self.phases)
+
+    @property
+    def every(self) -> timedelta:
+        """The current phase's duration (every phase's, for a plan of equal steps)."""
+        return self.phases[self.index].duration
+
+    @property
+    def equal_steps(self) -> bool:
+        return len({p.duration for p in self.phases[:-1]}) <= 1 and not any(
+            p.judged or p.min_evaluations for p in self.phases
+        )
 
     @property
     def percent(self) -> float:
@@ -80,20 +135,33 @@ class GateVerdict:
 Gate = Callable[[str], Awaitable[GateVerdict]]
 
 
+class PhaseCriteria(Protocol):
+    """What a phase's own criteria read: the error ratio and a Prometheus query (a breach's
+    reason, or None), and the evaluations served for a flag since start."""
+
+    async def breach(self, flag_key: str, phase: Phase) -> str | None: ...
+
+    def evaluations(self, flag_key: str) -> int: ...
+
+
+class NoCriteria:
+    async def breach(self, flag_key: str, phase: Phase) -> str | None:
+        return None
+
+    def evaluations(self, flag_key: str) -> int:
+        return 0
+
+
 class RolloutSetter(Protocol):
     async def set_rollout(self, key: str, percent: float, actor: str, note: str = "") -> object: ...
 
 
 def parse_duration(text: str) -> timedelta:
     """`90s`, `30m`, `1h`, `2h30m`, `1d`: at least 10 s."""
-    match = _DURATION_RE.fullmatch(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise PlanError(f"not a duration: {text[:20]!r} (e.g. 30m, 1h, 2h30m)")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if value < MIN_INTERVAL:
-        raise PlanError("a plan step lasts at least 10s")
-    return value
+    try:
+        return parse_duration_text(text)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def check_steps(steps: Sequence[float]) -> tuple[float, ...]:
@@ -104,6 +172,28 @@ def check_steps(steps: Sequence[float]) -> tuple[float, ...]:
     return tuple(steps)
 
 
+def phases_from(declared: PlanDecl) -> tuple[Phase, ...]:
+    """An ops file's plan as phases (the last one's duration is never waited for)."""
+    return tuple(
+        Phase(
+            p.percent,
+            parse_duration(p.duration) if p.duration else MIN_INTERVAL,
+            p.max_error_ratio,
+            p.query,
+            p.query_max,
+            p.min_evaluations,
+        )
+        for p in declared.phases
+    )
+
+
+def check_phases(phases: Sequence[Phase]) -> tuple[Phase, ...]:
+    check_steps([phase.percent for phase in phases])
+    if any(phase.duration < MIN_INTERVAL for phase in phases[:-1]):
+        raise PlanError("a plan step lasts at least 10s")
+    return tuple(phases)
+
+
 class PlanService:
     def __init__(
         self,
@@ -112,35 +202,48 @@ class PlanService:
         flags: RolloutSetter,
         gate: Gate,
         clock: Callable[[], datetime] = utc_now,
+        criteria: PhaseCriteria | None = None,
     ) -> None:
         self._storage = storage
         self._audit = audit
         self._flags = flags
         self._gate = gate
         self._clock = clock
+        self.criteria: PhaseCriteria = criteria or NoCriteria()
+        # plan id -> (phase index, evaluations served when it began): min_evaluations counts
+        # from there. In memory: after a restart a phase counts again from the restart.
+        self._served_at_start: dict[int, tuple[int, int]] = {}
 
     async def start(self, key: str, steps: Sequence[float], every: timedelta, actor: str) -> Plan:
         """Apply the first step now; later ones follow every `every` while gates hold."""
         steps = check_steps(steps)
+        return await self.start_phases(key, [Phase(step, every) for step in steps], actor)
+
+    async def start_phases(self, key: str, phases: Sequence[Phase], actor: str) -> Plan:
+        """Apply the first phase now; each next one once the current has lasted its duration
+        with its criteria met, while the gates hold."""
+        phases = check_phases(phases)
         if await self.current(key) is not None:
             raise PlanError(f"{key} already has a plan: pause, resume or abort it first")
         now = self._clock()
-        await self._flags.set_rollout(key, steps[0], actor, note="plan step 1")
+        await self._flags.set_rollout(key, phases[0].percent, actor, note="plan step 1")
         await self._storage.write(
             "INSERT INTO flag_plans (flag_key, steps, every_s, step_index, state, next_at,"
             " reason, created_by, created_at) VALUES (?, ?, ?, 0, 'active', ?, '', ?, ?)",
             (
                 key,
-                json.dumps(steps),
-                every.total_seconds(),
-                (now + every).isoformat(),
+                json.dumps([phase.to_json() for phase in phases]),
+                phases[0].duration.total_seconds(),
+                (now + phases[0].duration).isoformat(),
                 actor,
                 now.isoformat(),
             ),
         )
-        await self._audit.record("flag.plan.started", actor, key, {"steps": list(steps)})
+        data = {"steps": [p.percent for p in phases], "phases": [p.to_json() for p in phases]}
+        await self._audit.record("flag.plan.started", actor, key, data)
         plan = await self.current(key)
         assert plan is not None
+        self._served_at_start[plan.id] = (0, self.criteria.evaluations(key))
         return plan
 
     async def current(self, key: str) -> Plan | None:
@@ -186,11 +289,25 @@ class PlanService:
         events: list[PlanEvent] = []
         for plan in await self.active():
             verdict = await self._gate(plan.flag_key)
+            phase = plan.phases[plan.index]
+            if verdict.ok and (breach := await self.criteria.breach(plan.flag_key, phase)):
+                verdict = GateVerdict(False, breach)
+            due = plan.next_at is not None and self._clock() >= plan.next_at
+            served = self.served_in_phase(plan)  # every check: the phase's count starts early
             if not verdict.ok:
                 events.append(await self._halt(plan, verdict.reason))
-            elif plan.next_at is not None and self._clock() >= plan.next_at:
+            elif due and served >= phase.min_evaluations:
                 events.append(await self._advance(plan))
         return events
+
+    def served_in_phase(self, plan: Plan) -> int:
+        """Evaluations served since the current phase began (or since a restart)."""
+        served = self.criteria.evaluations(plan.flag_key)
+        index, at_start = self._served_at_start.get(plan.id, (-1, 0))
+        if index != plan.index or served < at_start:  # a new phase, or counts since restart
+            self._served_at_start[plan.id] = (plan.index, served)
+            at_start = served
+        return served - at_start
 
     async def _advance(self, plan: Plan) -> PlanEvent:
         index = plan.index + 1
@@ -199,9 +316,10 @@ class PlanService:
             return PlanEvent(done, "done", plan.percent)
         note = f"plan step {index + 1}"
         await self._flags.set_rollout(plan.flag_key, plan.steps[index], "opsgate", note=note)
+        self._served_at_start[plan.id] = (index, self.criteria.evaluations(plan.flag_key))
         last = index == len(plan.steps) - 1
         state = PlanState.DONE if last else PlanState.ACTIVE
-        next_at = None if last else self._clock() + plan.every
+        next_at = None if last else self._clock() + plan.phases[index].duration
         moved = await self._update(plan, state, next_at, index, "", "opsgate")
         return PlanEvent(moved, "done" if last else "advanced", plan.steps[index])
 
@@ -232,16 +350,16 @@ class PlanService:
         )
         data = {"state": state.value, "percent": plan.steps[index], "reason": reason}
         await self._audit.record(f"flag.plan.{state.value}", actor, plan.flag_key, data)
-        return Plan(plan.id, plan.flag_key, plan.steps, plan.every, index, state, next_at, reason)
+        return Plan(plan.id, plan.flag_key, plan.phases, index, state, next_at, reason)
 
 
 def _plan(row: aiosqlite.Row) -> Plan:
     next_at = row["next_at"]
+    every = timedelta(seconds=row["every_s"])
     return Plan(
         id=row["id"],
         flag_key=row["flag_key"],
-        steps=tuple(json.loads(row["steps"])),
-        every=timedelta(seconds=row["every_s"]),
+        phases=tuple(Phase.from_json(item, every) for item in json.loads(row["steps"])),
         index=row["step_index"],
         state=PlanState(row["state"]),
         next_at=datetime.fromisoformat(next_at) if next_at else None,

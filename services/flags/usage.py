@@ -60,6 +60,10 @@ class EvaluationTally:
             if len(users) < CAP:
                 users.add(targeting_key)
 
+    def flag_total(self, flag: str) -> int:
+        """Evaluations of `flag` served since start, whatever the variant."""
+        return sum(count for (key, _, _), count in self._totals.items() if key == flag)
+
     def totals(self) -> dict[tuple[str, str, str], int]:
         """(flag, variant, reason) -> evaluations since start."""
         return dict(self._totals)

@@ -10,6 +10,7 @@ import pytest
 
 from services.flags.plans import (
     GateVerdict,
+    Phase,
     PlanError,
     PlanService,
     PlanState,
@@ -161,3 +162,61 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(PlanError):
         parse_duration(text)
+
+
+class Criteria:
+    """A phase's criteria as the test sets them: a breach's reason, evaluations served."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.served = 0
+        self.asked: list[float] = []
+
+    async def breach(self, flag_key: str, phase: Phase) -> str | None:
+        self.asked.append(phase.percent)
+        return self.reason
+
+    def evaluations(self, flag_key: str) -> int:
+        return self.served
+
+
+async def test_phases_last_their_own_time_wait_for_evaluations_and_halt_on_criteria(
+    storage: Storage,
+) -> None:
+    clock, rollouts, gate, criteria = Clock(), Rollouts(), Gate(), Criteria()
+    plans = PlanService(storage, AuditLog(storage), rollouts, gate, clock, criteria)
+    phases = [
+        Phase(5, timedelta(minutes=10), min_evaluations=100),
+        Phase(25, timedelta(hours=2), max_error_ratio=0.01),
+        Phase(50, timedelta(hours=4)),
+        Phase(100, timedelta(seconds=10)),
+    ]
+    plan = await plans.start_phases("f", phases, "1001")
+    assert plan.next_at == clock.now + timedelta(minutes=10)
+    await plans.tick()  # the phase's count starts here
+    clock.advance(timedelta(minutes=11))
+    criteria.served = 60
+    assert await plans.tick() == []  # its time is up, but only 60 of 100 evaluations
+    criteria.served = 100
+    [moved] = await plans.tick()
+    assert (moved.kind, moved.percent) == ("advanced", 25)
+    assert moved.plan.next_at == clock.now + timedelta(hours=2)  # the second phase's own time
+    clock.advance(timedelta(hours=1))
+    criteria.reason = "error rate 3.0% over 1% (3/100)"
+    [halted] = await plans.tick()
+    assert (halted.kind, halted.percent, halted.reason) == ("halted", 5, criteria.reason)
+    assert rollouts.percent["f"] == 5 and criteria.asked[-1] == 25
+    reread = await plans.latest("f")  # the phases survive in the row
+    assert reread is not None and reread.phases == tuple(phases)
+
+
+async def test_a_plan_from_before_phases_reads_as_equal_steps(storage: Storage) -> None:
+    await storage.write(
+        "INSERT INTO flag_plans (flag_key, steps, every_s, step_index, state, next_at, reason,"
+        " created_by, created_at) VALUES ('f', '[5, 25, 100]', 3600, 1, 'active', NULL, '',"
+        " '1001', '2026-11-23T12:00:00+00:00')"
+    )
+    plans = service(storage, Rollouts(), Gate(), Clock())
+    plan = await plans.current("f")
+    assert plan is not None and plan.steps == (5, 25, 100) and plan.every == timedelta(hours=1)
+    assert plan.equal_steps
