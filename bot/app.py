@@ -97,7 +97,8 @@ def all_commands(extra: Iterable[Command] = ()) -> CommandRegistry:
 
 
 def all_buttons(extra: Iterable[ButtonRoute] = ()) -> ButtonRegistry:
-    modules = (services_chat, deploy_chat, deploy_control_chat, approvals_chat, alerts_chat)
+    modules = [services_chat, deploy_chat, deploy_control_chat, approvals_chat, alerts_chat]
+    modules.append(flags_chat)
     buttons = [b for m in modules for b in m.BUTTONS]
     return ButtonRegistry([*buttons, *extra])
 

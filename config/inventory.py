@@ -137,6 +137,8 @@ class FlagDecl(_Strict):
     exclude_users: list[TargetingKey] = []
     exclude_chats: list[Annotated[int, Field(lt=0)] | Annotated[int, Field(gt=0)]] = []
     plan: PlanDecl | None = None  # phases with their own duration and criteria
+    # A change taking the rollout above this needs a second person's approval (four eyes).
+    four_eyes_above: float | None = Field(default=None, ge=0, lt=100)
 
 
 class HealthConfig(_Strict):

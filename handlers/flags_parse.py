@@ -11,6 +11,7 @@
 /flag KEY plan 5,25,50,100 every 1h     staged plan, equal steps
 /flag KEY plan 5:30m,25:2h,100         phases with their own durations
 /flag KEY plan                         the ops file's plan ([flags.KEY.plan])
+/flag KEY approve|reject ID            a change waiting for a second person (four eyes)
 /flag KEY pause | resume | abort        control the plan
 """
 
@@ -46,6 +47,7 @@ class FlagCommand:
     steps: tuple[float, ...] = ()
     every: timedelta | None = None
     phases: tuple[Phase, ...] = ()
+    request_id: int | None = None  # approve / reject: the four-eyes request
 
     @property
     def changes_something(self) -> bool:
@@ -96,6 +98,10 @@ def parse_flag_command(args: str) -> FlagCommand:
         raise FlagCommandError(str(exc)) from None
     if edit is not None:
         return FlagCommand(key, "targeting", edit=edit)
+    if verb in ("approve", "reject") and len(rest) == 2:
+        if not rest[1].lstrip("#").isdigit() or len(rest[1]) > 12:
+            raise FlagCommandError(f"not a request number: {rest[1][:20]!r}")
+        return FlagCommand(key, verb, request_id=int(rest[1].lstrip("#")))
     if verb == "plan" and len(rest) == 1:
         return FlagCommand(key, "plan_declared")
     if len(rest) == 1:

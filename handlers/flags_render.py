@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
 from config.inventory import SegmentDecl
+from config.opsfile import OpsConfig
+from handlers.callbacks import CallbackData
 from handlers.render import code, duration, esc, join_lines
+from services.flags.four_eyes import ChangeRequest
 from services.flags.plans import Phase, Plan, PlanEvent, PlanState
 from services.flags.types import Flag, FlagChange
 from services.flags.usage import VariantUse
@@ -166,3 +171,33 @@ def render_plan_event(event: PlanEvent) -> str:
         return f"✅ Plan for {key} finished at {event.percent:g}%."
     step = f"step {event.plan.index + 1}/{len(event.plan.steps)}"
     return f"📈 Plan for {key}: {step}, now {event.percent:g}%."
+
+
+NS_FOUR_EYES = "fe"  # a four-eyes request's Approve (ok) / Reject (no)
+
+
+def render_request(request: ChangeRequest, ops: OpsConfig) -> str:
+    """A flag change waiting for a second person, or what became of it."""
+    key, what = f"<b>{esc(request.flag_key)}</b>", esc(request.summary)
+    asked = esc(ops.name_of_actor(request.requested_by) or request.requested_by)
+    decided = esc(ops.name_of_actor(request.decided_by or "") or request.decided_by or "")
+    match request.state:
+        case "approved":
+            return f"✅ {key}: {what}, asked by {asked}, approved by {decided} and applied."
+        case "rejected":
+            return f"✖ {key}: {what}, asked by {asked}, rejected by {decided}. Nothing changed."
+        case "stale":
+            return f"⌛ {key}: {what}, asked by {asked}: the flag changed since. Ask again."
+    return (
+        f"👀 {key}: {what} needs a second person (four eyes), asked by {asked}.\n"
+        f"Someone else with the flags role: Approve or Reject (or /flag {esc(request.flag_key)}"
+        f" approve {request.id})."
+    )
+
+
+def request_buttons(request: ChangeRequest) -> InlineKeyboardMarkup:
+    def button(label: str, action: str) -> InlineKeyboardButton:
+        data = CallbackData(NS_FOUR_EYES, action, request.id).encode()
+        return InlineKeyboardButton(label, callback_data=data)
+
+    return InlineKeyboardMarkup([[button("✅ Approve", "ok"), button("✖ Reject", "no")]])

@@ -32,6 +32,7 @@ from services.deploy.locks import EnvironmentLocks
 from services.deploy.long_watch import LongWatch, LongWatches
 from services.deploy.pipeline import DeployPipeline
 from services.deploy.placements import Placement, placements
+from services.flags.four_eyes import FourEyes
 from services.flags.gates import FlagGate, PlanCriteria
 from services.flags.plans import PlanService
 from services.flags.serving import FlagdExporter, LiveFlagSource
@@ -89,6 +90,7 @@ class Services:
     webhook_sender: WebhookSender  # its own task: start_background() / aclose()
     long_watches: LongWatches  # watches of hours to days, read by their own task too
     login_links: LoginLinks  # the dashboard's one-time sign-in links
+    four_eyes: FourEyes  # flag changes above a threshold wait for a second person
     runtime: RuntimeStatus = field(default_factory=RuntimeStatus)
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
@@ -199,6 +201,7 @@ class Services:
             webhook_sender=WebhookSender(webhooks, current_webhooks, audit),
             long_watches=long_watches,
             login_links=LoginLinks(storage, audit, clock),
+            four_eyes=FourEyes(storage, audit, flags, plans, current_ops, clock),
             clock=clock,
         )
         return services

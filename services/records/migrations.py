@@ -434,6 +434,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        16,
+        "flag change requests: a rollout above its four-eyes threshold waits for a second person",
+        """
+        CREATE TABLE flag_change_requests (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            flag_key     TEXT    NOT NULL,
+            change       TEXT    NOT NULL,
+            from_version INTEGER NOT NULL,
+            requested_by TEXT    NOT NULL,
+            requested_at TEXT    NOT NULL,
+            state        TEXT    NOT NULL DEFAULT 'pending',
+            decided_by   TEXT,
+            decided_at   TEXT,
+            chat_id      INTEGER,
+            message_id   INTEGER
+        );
+        CREATE INDEX flag_change_requests_pending ON flag_change_requests (flag_key)
+            WHERE state = 'pending';
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

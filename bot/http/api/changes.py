@@ -116,6 +116,22 @@ async def change_flag(request: Request) -> Response:
     who = actor(request, body, Action.FLAGS)
     if await services.flags.get(key) is None:
         raise ApiRefused(404, f"unknown flag {key[:60]!r}")
+    raw = body.get("percent")
+    percent = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+    if (
+        verb == "percent"
+        and percent is not None
+        and services.four_eyes.needs_approval(key, percent)
+    ):
+        asked = await services.four_eyes.request(key, {"percent": percent}, who)
+        return JSONResponse(
+            {
+                "pending_approval": asked.id,
+                "message": f"{asked.summary} needs a second person: in chat,"
+                f" /flag {key} approve {asked.id}",
+            },
+            status_code=202,
+        )
     try:
         flag = await _apply_flag(request, key, verb, body, who)
     except (FlagError, ValueError) as exc:
