@@ -1,24 +1,33 @@
-"""OFREP throughput: single-flag evaluations over HTTP, raw and through the real SDK + provider.
+"""OFREP throughput: single-flag evaluations over HTTP on one server core, with p50 and p99.
 
-The server (bot/http/ofrep.py routes on uvicorn, the flags in
-bot/dev/harness/ofrep_flags.py evaluated by the real engine) runs in a child process pinned to
-one CPU; the clients run here, pinned
-to another CPU when there is one, so the server's core is not shared with them. Loopback only.
-Every run evaluates the 50 % rollout flag `half` for a different targeting key each request
-(a SPLIT answer: bucketing included) and checks every answer, so errors are never measured.
+The server runs in a child process pinned to one CPU: uvicorn (bot/http/server.py) serving a
+LiveFlagSource, the class opsgate serves OFREP from (a real FlagStore on SQLite in a temporary
+directory, the evaluation counting included), with one flag `half` at 50 %. The load generator
+runs pinned to the other CPU, so the server's core is not shared with it. Loopback only.
 
-Figures, from one run each; beside each HTTP figure, how busy the server's core was and the
-requests per CPU-second it spent (its rate if it were the bottleneck):
-- in-process: DictSource.evaluate() calls per second (no HTTP), for scale;
-- httpx, 1 connection: sequential requests per second over one keep-alive connection;
-- httpx, N connections: N keep-alive connections with a request each in flight;
-- raw client, N connections: the same requests from a minimal asyncio HTTP/1.1 client, cheap
-  enough to keep the server's core busy: the closest figure to the server's one-core rate;
-- SDK + provider: OpenFeature client.get_boolean_details() per second (requests, one session).
+Generator: `wrk` (Debian's package) when installed, run as `taskset -c <cpu> wrk -t1 -c<N>
+-d<s>s --latency -s <script>`; the script posts `{"context":{"targetingKey":"user-<n>"}}` with
+n counting up (a SPLIT answer each time, bucketing included) and counts every answer that is not
+a 200 with "SPLIT" in it; a run with any such answer fails. Without wrk, a minimal asyncio
+HTTP/1.1 client on keep-alive connections (the same requests, checked the same way), pinned to
+the other CPU with sched_setaffinity; it is slower than wrk, so its figures are lower bounds.
 
+Server stacks, each with both of uvicorn's HTTP/1.1 parsers (h11, pure Python; httptools, the
+C parser uvicorn uses when it is installed, as opsgate now has it):
+- routes: Starlette(routes=ofrep_routes(...)): every request through Starlette's middleware,
+  router and request/response wrappers (opsgate before the fast path);
+- fast:   the same with the fast path (bot/http/ofrep_fast.py) as middleware, as
+  bot/http/app.py composes it: single-flag POSTs answered before the router;
+- asyncio: the machine's reference, a minimal asyncio server writing a fixed answer per
+  request (MinimalServer). Machines differ a lot (a shared VM's core can be 3x slower than
+  another's), so compare the stacks with it and with each other in the same run.
+
+Rounds are interleaved: each round runs every stack once for `--seconds`, after one warm-up
+run each; the table gives medians over the rounds of requests/s, p50 and p99 latency, and how
+busy the server's core was (its requests per CPU-second: its rate were it the bottleneck).
 Run by hand:
 
-    .venv/bin/python bench/ofrep.py [--requests 2000] [--connections 8]
+    .venv/bin/python bench/ofrep.py [--seconds 5] [--rounds 3] [--connections 8]
 """
 
 from __future__ import annotations
@@ -26,71 +35,131 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
-from openfeature import api
-from openfeature.contrib.provider.ofrep import OFREPProvider
-from openfeature.evaluation_context import EvaluationContext as SdkContext
 from starlette.applications import Starlette
 
-from bot.dev.harness.ofrep_flags import FLAGS, DictSource
 from bot.http.ofrep import PREFIX, ofrep_routes
+from bot.http.ofrep_fast import ofrep_fast_path
 from bot.http.server import BackgroundHTTPServer
-from services.flags.types import EvaluationContext
-
-REPO = Path(__file__).resolve().parents[1]
+from config.opsfile import parse_ops_text
+from services.flags.serving import LiveFlagSource
+from services.flags.store import FlagStore
+from services.records.audit import AuditLog
+from services.records.storage import Storage
 
 TOKEN = "bench-token-0123456789"
-HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-WARM_UP = 200
+STACKS = [(stack, http) for stack in ("routes", "fast") for http in ("h11", "httptools")]
+STACKS.append(("asyncio", "-"))  # the machine's reference: see MinimalServer
+
+WRK_SCRIPT = """
+local n = 0
+bad = 0
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local body = '{"context":{"targetingKey":"user-' .. n .. '"}}'
+  return wrk.format(nil, "%(path)s", nil, body)
+end
+response = function(status, headers, body)
+  if status ~= 200 or not string.find(body, '"SPLIT"', 1, true) then bad = bad + 1 end
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, requests)
+  local wrong = 0
+  for _, thread in ipairs(threads) do wrong = wrong + thread:get("bad") end
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), wrong + summary.errors.status))
+end
+"""
 
 
-async def serve() -> None:
+@dataclass
+class Run:
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    busy: float  # share of the server's core used
+    per_cpu_second: float
+
+
+class MinimalServer(asyncio.Protocol):
+    """The reference: a fixed 200 SPLIT answer per request head, no parsing, no evaluation.
+    What one core of this machine can answer over loopback; no Python server does better."""
+
+    ANSWER = (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 73\r\ncontent-type: application/json\r\n\r\n"
+        b'{"key":"half","value":true,"reason":"SPLIT","variant":"on","metadata":{}}'
+    )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(self.ANSWER * data.count(b"\r\n\r\n"))
+
+
+async def serve(stack: str, http: str) -> None:
     """Child process: serve until stdin closes; the port goes to stdout."""
-    app = Starlette(routes=ofrep_routes(DictSource(FLAGS), TOKEN))
-    server = BackgroundHTTPServer(app, "127.0.0.1", 0)
-    await server.start()
-    print(server.port, flush=True)
-    await asyncio.to_thread(sys.stdin.read)
-    await server.stop()
+    if stack == "asyncio":
+        server = await asyncio.get_running_loop().create_server(MinimalServer, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+        server.close()
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Storage(Path(tmp) / "flags.db") as storage:
+            store = FlagStore(storage, AuditLog(storage))
+            await store.load()
+            await store.create("half", "bench", "bench")
+            await store.set_enabled("half", True, "bench")
+            await store.set_rollout("half", 50.0, "bench")
+            ops = parse_ops_text("")
+            source = LiveFlagSource(store, lambda: ops)
+            middleware = [ofrep_fast_path(source, TOKEN)] if stack == "fast" else []
+            app = Starlette(routes=ofrep_routes(source, TOKEN), middleware=middleware)
+            server = BackgroundHTTPServer(app, "127.0.0.1", 0, http=http)  # type: ignore[arg-type]
+            await server.start()
+            print(server.port, flush=True)
+            await asyncio.to_thread(sys.stdin.read)
+            await server.stop()
 
 
-def in_process(count: int) -> float:
-    source = DictSource(FLAGS)
-    started = time.perf_counter()
-    for i in range(count):
-        assert source.evaluate("half", EvaluationContext(f"user-{i}")).error_code is None
-    return count / (time.perf_counter() - started)
+def over_wrk(port: int, seconds: float, connections: int, cpu: int, script: Path) -> Run:
+    command = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s"]
+    command += ["--latency", "-s", str(script), f"http://127.0.0.1:{port}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
+    requests, duration_us, p50_us, p99_us, wrong = (int(f) for f in fields[1:])
+    assert wrong == 0, f"{wrong} answers were not a 200 SPLIT:\n{out}"
+    return Run(requests / (duration_us / 1e6), p50_us / 1000, p99_us / 1000, 0, 0)
 
 
-async def over_httpx(base: str, count: int, connections: int) -> None:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=base, headers=HEADERS, limits=limits) as http:
-
-        async def worker(first: int) -> None:
-            for i in range(first, count, connections):
-                body = {"context": {"targetingKey": f"user-{i}"}}
-                answer = await http.post(f"{PREFIX}/half", json=body)
-                assert answer.status_code == 200 and answer.json()["reason"] == "SPLIT"
-
-        await asyncio.gather(*(worker(c) for c in range(connections)))
-
-
-async def over_raw(port: int, count: int, connections: int) -> None:
-    """A minimal keep-alive HTTP/1.1 client on asyncio streams: cheap enough on the client
-    side to keep the server's one core busy, which httpx alone does not."""
+async def over_raw(port: int, seconds: float, connections: int) -> Run:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams, each answer checked."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
 
     async def worker(first: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = first
         try:
-            for i in range(first, count, connections):
+            while time.perf_counter() < deadline:
                 body = b'{"context":{"targetingKey":"user-%d"}}' % i
+                i += connections
+                sent = time.perf_counter()
                 writer.write(
                     b"POST %s/half HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n"
                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
@@ -99,76 +168,98 @@ async def over_raw(port: int, count: int, connections: int) -> None:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                 answer = await reader.readexactly(length)
+                latencies.append(time.perf_counter() - sent)
                 assert head.startswith(b"HTTP/1.1 200") and b'"SPLIT"' in answer, head
         finally:
             writer.close()
             await writer.wait_closed()
 
+    started = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in range(connections)))
-
-
-def over_sdk(base: str, count: int) -> None:
-    provider = OFREPProvider(base, headers_factory=lambda: HEADERS)
-    api.set_provider(provider, domain="bench")
-    client = api.get_client(domain="bench")
-    try:
-        for i in range(count):
-            details = client.get_boolean_details("half", False, SdkContext(f"user-{i}"))
-            assert details.error_code is None and details.reason == "SPLIT", details
-    finally:
-        api.clear_providers()
-        provider.session.close()
-
-
-def measure(label: str, count: int, server: psutil.Process, run: Callable[[int], None]) -> None:
-    """Warm up, then time `count` calls; the server's CPU seconds give its one-core rate."""
-    run(WARM_UP)
-    cpu_before, started = sum(server.cpu_times()[:2]), time.perf_counter()
-    run(count)
-    elapsed, cpu = time.perf_counter() - started, sum(server.cpu_times()[:2]) - cpu_before
-    print(
-        f"{label:<30}{count / elapsed:8.0f}/s   server core busy {cpu / elapsed:4.0%},"
-        f" {count / cpu:6.0f} per server CPU-second"
-    )
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    return Run(len(latencies) / elapsed, p50 * 1000, p99 * 1000, 0, 0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--serve-on-cpu", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--raw", action="store_true", help="the asyncio client even with wrk")
+    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)  # cpu, stack, http
     args = parser.parse_args()
-    if args.serve_on_cpu is not None:
-        os.sched_setaffinity(0, {args.serve_on_cpu})
-        asyncio.run(serve())
+    if args.serve is not None:
+        os.sched_setaffinity(0, {int(args.serve[0])})
+        asyncio.run(serve(args.serve[1], args.serve[2]))
         return
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, client_cpus = cpus[0], set(cpus[1:]) or {cpus[0]}
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--serve-on-cpu", str(server_cpu)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        base = f"http://127.0.0.1:{int(child.stdout.readline())}"
-        server = psutil.Process(child.pid)
-        os.sched_setaffinity(0, client_cpus)
-        n, c = args.requests, args.connections
-        print(f"server on CPU {server_cpu}, clients on CPUs {sorted(client_cpus)}; {n} per figure")
-        print(f"{'in-process evaluations':<30}{in_process(n * 10):8.0f}/s")
-        measure("httpx, 1 connection", n, server, lambda k: asyncio.run(over_httpx(base, k, 1)))
-        measure(f"httpx, {c} connections", n, server, lambda k: asyncio.run(over_httpx(base, k, c)))
-        port = int(base.rsplit(":", 1)[1])
-        measure(
-            f"raw client, {c} connections", n, server, lambda k: asyncio.run(over_raw(port, k, c))
+    server_cpu, client_cpu = cpus[0], cpus[-1]
+    use_wrk = shutil.which("wrk") is not None and not args.raw
+    generator = "wrk -t1" if use_wrk else "asyncio raw client"
+    c, seconds = args.connections, args.seconds
+    print(f"server on CPU {server_cpu}, {generator} on CPU {client_cpu}, {c} connections")
+    print(f"{args.rounds} interleaved rounds of {seconds:g} s per stack; medians\n")
+    children: dict[tuple[str, str], subprocess.Popen[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "ofrep.lua"
+        script.write_text(WRK_SCRIPT % {"token": TOKEN, "path": f"{PREFIX}/half"})
+        try:
+            for stack, http in STACKS:
+                children[(stack, http)] = subprocess.Popen(
+                    [sys.executable, __file__, "--serve", str(server_cpu), stack, http],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            ports = {}
+            for key, child in children.items():
+                assert child.stdout is not None
+                ports[key] = int(child.stdout.readline())
+            os.sched_setaffinity(0, {client_cpu})
+
+            def one(key: tuple[str, str], length: float) -> Run:
+                server = psutil.Process(children[key].pid)
+                cpu_before, started = sum(server.cpu_times()[:2]), time.perf_counter()
+                if use_wrk:
+                    run = over_wrk(ports[key], length, c, client_cpu, script)
+                else:
+                    run = asyncio.run(over_raw(ports[key], length, c))
+                elapsed = time.perf_counter() - started
+                cpu = sum(server.cpu_times()[:2]) - cpu_before
+                run.busy = cpu / elapsed
+                run.per_cpu_second = run.per_second * elapsed / cpu if cpu else 0.0
+                return run
+
+            for key in STACKS:
+                one(key, 1.0)  # warm-up
+            runs: dict[tuple[str, str], list[Run]] = {key: [] for key in STACKS}
+            for r in range(args.rounds):
+                order = STACKS[r % len(STACKS) :] + STACKS[: r % len(STACKS)]
+                for key in order:
+                    runs[key].append(one(key, seconds))
+        finally:
+            for child in children.values():
+                assert child.stdin is not None
+                child.stdin.close()
+            for child in children.values():
+                child.wait(timeout=30)
+
+    header = f"{'stack':<8}{'parser':<11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+    print(f"{header}{'core busy':>11}{'req/CPU-s':>11}{'  req/s per round'}")
+    for stack, http in STACKS:
+        got = runs[(stack, http)]
+
+        def median(field: str, got: list[Run] = got) -> float:
+            return statistics.median(getattr(run, field) for run in got)
+
+        rounds = " ".join(f"{run.per_second:,.0f}" for run in got)
+        print(
+            f"{stack:<8}{http:<11}{median('per_second'):>9,.0f}{median('p50_ms'):>9.2f}"
+            f"{median('p99_ms'):>9.2f}{median('busy'):>11.0%}{median('per_cpu_second'):>11,.0f}"
+            f"  {rounds}"
         )
-        measure("SDK + OFREP provider", n, server, lambda k: over_sdk(base, k))
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ The wire format follows open-feature/protocol `service/openapi.yaml`:
 A key that can never name a flag gets 404 FLAG_NOT_FOUND: 400's error codes describe the
 context, not the key. `value` is omitted when the evaluation has none (the spec's
 `codeDefaultFlag`: the caller's code default applies).
+
+`Ofrep` holds the two endpoints; `ofrep_routes` mounts them in Starlette, and
+bot/http/ofrep_fast.py calls the single-flag one directly, before Starlette's routing.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -62,6 +65,21 @@ _FAILURE_CODES = frozenset(
 _KEY_RULE = "lowercase letters, digits, '_', '-' and '.', starting with a letter, at most 128"
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Built once: json.loads and json.dumps build a new decoder or encoder on every call that
+# passes an option. The encoder writes exactly what Starlette's JSONResponse writes.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class _JSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return _ENCODER.encode(content).encode("utf-8")
+
+
 class FlagSource(Protocol):
     def etag(self) -> str: ...  # changes whenever anything that affects an evaluation changes
     def evaluate(self, key: str, ctx: EvaluationContext) -> Evaluation: ...
@@ -84,22 +102,20 @@ class _Refused(Exception):
         body["errorDetails"] = self.details
         # Closing stops a client still sending a body we will never read.
         headers = {"Connection": "close"} if self.status == 413 else None
-        return JSONResponse(body, status_code=self.status, headers=headers)
+        return _JSONResponse(body, status_code=self.status, headers=headers)
 
 
-def ofrep_routes(source: FlagSource, token: str) -> list[BaseRoute]:
-    """The two OFREP routes. An empty `token` refuses every request: OFREP is never open."""
-    expected = token.encode()
-    if not expected:
-        log.warning("OFREP has no token configured: every evaluation request is refused")
+class Ofrep:
+    """The two OFREP endpoints over one flag source. An empty `token` refuses every request."""
 
-    def authorised(request: Request) -> bool:
-        return bearer_ok(request, expected)
+    def __init__(self, source: FlagSource, token: str) -> None:
+        self._source = source
+        self._expected = token.encode()
 
-    async def evaluate_one(request: Request) -> Response:
-        if not authorised(request):
+    async def evaluate_one(self, request: Request, key: str) -> Response:
+        """POST PREFIX/{key}: `key` as the path gave it (a query string is appended here)."""
+        if not bearer_ok(request, self._expected):
             return _unauthorised()
-        key: str = request.path_params["key"]
         query: bytes = request.scope["query_string"]
         if query:  # the provider does not encode keys: `a?b` arrives as a query, no key at all
             key = f"{key}?{query.decode('latin-1')}"
@@ -108,7 +124,7 @@ def ofrep_routes(source: FlagSource, token: str) -> list[BaseRoute]:
             return _Refused(404, details, ErrorCode.FLAG_NOT_FOUND).response(key)
         try:
             ctx, _ = await _read_context(request)
-            evaluation = source.evaluate(key, ctx)
+            evaluation = self._source.evaluate(key, ctx)
         except _Refused as refused:
             return refused.response(key)
         except Exception:  # the boundary: log it, answer the spec's 500 without internals
@@ -116,30 +132,41 @@ def ofrep_routes(source: FlagSource, token: str) -> list[BaseRoute]:
             return _internal_error()
         if _is_failure(evaluation):
             status, body = _failure(evaluation)
-            return JSONResponse(body, status_code=status)
-        return JSONResponse(_success(evaluation))
+            return _JSONResponse(body, status_code=status)
+        return _JSONResponse(_success(evaluation))
 
-    async def evaluate_all(request: Request) -> Response:
-        if not authorised(request):
+    async def evaluate_all(self, request: Request) -> Response:
+        if not bearer_ok(request, self._expected):
             return _unauthorised()
         try:
             ctx, raw = await _read_context(request)
             # Read before evaluating: if flags change in between, the tag is the older one and
             # the next poll fetches again, never the reverse (a stale body kept for good).
-            etag = _bulk_etag(source.etag(), raw)
+            etag = _bulk_etag(self._source.etag(), raw)
             if _matches(request.headers.get("if-none-match"), etag):
                 return Response(status_code=304, headers={"ETag": etag})
-            evaluations = source.evaluate_all(ctx)
+            evaluations = self._source.evaluate_all(ctx)
         except _Refused as refused:
             return refused.response()
         except Exception:
             log.exception("OFREP bulk evaluation failed")
             return _internal_error()
         items = [_failure(e)[1] if _is_failure(e) else _success(e) for e in evaluations]
-        return JSONResponse({"flags": items}, headers={"ETag": etag})
+        return _JSONResponse({"flags": items}, headers={"ETag": etag})
+
+
+def ofrep_routes(source: FlagSource, token: str) -> list[BaseRoute]:
+    """The two OFREP routes. An empty `token` refuses every request: OFREP is never open."""
+    if not token:
+        log.warning("OFREP has no token configured: every evaluation request is refused")
+    ofrep = Ofrep(source, token)
+
+    async def evaluate_one(request: Request) -> Response:
+        key: str = request.path_params["key"]
+        return await ofrep.evaluate_one(request, key)
 
     return [
-        Route(PREFIX, evaluate_all, methods=["POST"]),
+        Route(PREFIX, ofrep.evaluate_all, methods=["POST"]),
         # `path` so `a/b` reaches the key check and gets a clear answer, not a bare 404.
         Route(PREFIX + "/{key:path}", evaluate_one, methods=["POST"]),
     ]
@@ -149,9 +176,15 @@ async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and (len(declared) > 12 or int(declared) > _DRAIN_LIMIT):
         raise _Refused(413, _TOO_LARGE)  # from the headers alone: not a byte of it is read
-    body, received = bytearray(), 0
-    async for chunk in request.stream():  # counted as it arrives: lengths can be absent
-        received += len(chunk)
+    # ASGI messages read as Starlette's request.stream() reads them, without its generator.
+    body, received, more = bytearray(), 0, True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        received += len(chunk)  # counted as it arrives: lengths can be absent
         if received > _DRAIN_LIMIT:
             break
         if received <= MAX_BODY_BYTES:
@@ -161,15 +194,12 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 async def _read_context(request: Request) -> tuple[EvaluationContext, Mapping[str, Any]]:
     """The evaluation context and the raw `context` object it came from."""
     body = await _read_body(request)
     try:
-        document = json.loads(body, parse_constant=_reject_constant)
+        # What json.loads does with bytes (the encoding found from the first bytes).
+        document = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise _Refused(400, f"request body is not JSON: {exc}", ErrorCode.PARSE_ERROR) from None
     if not isinstance(document, dict):
@@ -234,7 +264,7 @@ def _failure(evaluation: Evaluation) -> tuple[int, dict[str, Any]]:
 
 
 def _unauthorised() -> JSONResponse:
-    return JSONResponse(
+    return _JSONResponse(
         {"errorDetails": "missing or wrong bearer token"},
         status_code=401,
         headers={"WWW-Authenticate": 'Bearer realm="ofrep"'},
@@ -242,4 +272,4 @@ def _unauthorised() -> JSONResponse:
 
 
 def _internal_error() -> JSONResponse:
-    return JSONResponse({"errorDetails": "internal error while evaluating"}, status_code=500)
+    return _JSONResponse({"errorDetails": "internal error while evaluating"}, status_code=500)

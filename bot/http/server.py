@@ -28,6 +28,7 @@ class BackgroundHTTPServer:
         host: str,
         port: int,
         lifespan: Literal["on", "off"] = "off",
+        http: Literal["auto", "h11", "httptools"] = "auto",  # auto: httptools, installed
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -40,6 +41,7 @@ class BackgroundHTTPServer:
             log_level=None,
             access_log=True,
             lifespan=lifespan,
+            http=http,
             timeout_graceful_shutdown=5,
         )
         self._server: _EmbeddedServer | None = None

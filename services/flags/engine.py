@@ -23,6 +23,11 @@ flagd's providers cache STATIC answers per flag, ignoring the context: saying ST
 that still excludes someone would let such a cache hand them the on value.
 
 Segment names with no entry in `segments` (say, removed from the ops file) match nobody.
+
+Speed: OFREP calls this once per request, so the hot path avoids what is dear in CPython 3.11
+without changing an answer: answers are built once per flag and handed out again (`_resolve`),
+enum members are looked up once (module constants below), and a plain dict of attributes skips
+the `Mapping` ABC check.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ from services.flags.types import (
 )
 
 Segments = Mapping[str, Segment]
+
+# Looked up once: on Python 3.11 each `Reason.SPLIT` is a descriptor call.
+_STATIC, _DEFAULT, _TARGETING_MATCH = Reason.STATIC, Reason.DEFAULT, Reason.TARGETING_MATCH
+_SPLIT, _DISABLED = Reason.SPLIT, Reason.DISABLED
 
 
 def segment_sets(raw: Mapping[str, Iterable[str]]) -> dict[str, Segment]:
@@ -105,12 +114,12 @@ def context_problem(ctx: EvaluationContext) -> str | None:
             except UnicodeEncodeError:
                 return "targeting key is not valid Unicode text"
     attributes: object = ctx.attributes
-    if not isinstance(attributes, Mapping):
+    if type(attributes) is not dict and not isinstance(attributes, Mapping):  # dict: no ABC
         return "context attributes must be an object"
     for name, value in attributes.items():
         if not isinstance(name, str):
             return "context attribute names must be strings"
-        if value is None or isinstance(value, str | int):  # bool is an int
+        if value is None or isinstance(value, (str, int)):  # bool is an int
             continue
         if isinstance(value, float) and math.isfinite(value):
             continue
@@ -122,37 +131,46 @@ def _evaluate(
     flag: Flag, key: str, ctx: EvaluationContext, segments: Segments, scheme: BucketingScheme
 ) -> Evaluation:
     if flag.killed or not flag.enabled:
-        return _resolve(flag, key, flag.off_variant, Reason.DISABLED)
+        return _resolve(flag, key, flag.off_variant, _DISABLED)
     targeting = flag.targeting
     user = ctx.targeting_key or None  # an empty key identifies nobody
     if user is not None and user in targeting.excluded_users:
-        return _resolve(flag, key, flag.off_variant, Reason.TARGETING_MATCH)
+        return _resolve(flag, key, flag.off_variant, _TARGETING_MATCH)
     if targeting.excluded_chats:
         chat = id_text(ctx.attributes.get("chat_id"))
         if chat is not None and chat in targeting.excluded_chats:
-            return _resolve(flag, key, flag.off_variant, Reason.TARGETING_MATCH)
+            return _resolve(flag, key, flag.off_variant, _TARGETING_MATCH)
     if targeting.chat_types and ctx.attributes.get("chat_type") not in targeting.chat_types:
-        return _resolve(flag, key, flag.off_variant, Reason.TARGETING_MATCH)
-    if (user is not None and user in targeting.user_ids) or any(
-        (segment := segments.get(name)) is not None and segment.matches(user, ctx.attributes)
-        for name in targeting.segments
+        return _resolve(flag, key, flag.off_variant, _TARGETING_MATCH)
+    if (user is not None and user in targeting.user_ids) or (
+        targeting.segments and _in_a_segment(targeting.segments, segments, user, ctx)
     ):
-        return _resolve(flag, key, flag.on_variant, Reason.TARGETING_MATCH)
+        return _resolve(flag, key, flag.on_variant, _TARGETING_MATCH)
     percent = flag.rollout_percent
     if percent >= 100:
         same_for_all = not (
             targeting.excluded_users or targeting.excluded_chats or targeting.chat_types
         )
-        reason = Reason.STATIC if same_for_all else Reason.TARGETING_MATCH
+        reason = _STATIC if same_for_all else _TARGETING_MATCH
         return _resolve(flag, key, flag.on_variant, reason)
     if not percent > 0:  # also NaN: a broken definition rolls out to nobody
-        return _resolve(flag, key, flag.off_variant, Reason.DEFAULT)
+        return _resolve(flag, key, flag.off_variant, _DEFAULT)
     if user is None:
         return _error(
             key, ErrorCode.TARGETING_KEY_MISSING, "a partial rollout needs a targeting key"
         )
     on = in_rollout(flag.key, user, percent, scheme)  # the weights the flagd export writes
-    return _resolve(flag, key, flag.on_variant if on else flag.off_variant, Reason.SPLIT)
+    return _resolve(flag, key, flag.on_variant if on else flag.off_variant, _SPLIT)
+
+
+def _in_a_segment(
+    names: Iterable[str], segments: Segments, user: str | None, ctx: EvaluationContext
+) -> bool:
+    for name in names:
+        segment = segments.get(name)
+        if segment is not None and segment.matches(user, ctx.attributes):
+            return True
+    return False
 
 
 def id_text(value: object) -> str | None:
@@ -168,11 +186,28 @@ def id_text(value: object) -> str | None:
     return None
 
 
+# Answers are immutable and a flag has only a few (a variant and a reason each), so each is
+# built once per Flag object and handed out again: building the frozen dataclass costs more
+# than the rest of an evaluation. A Flag is never changed in place (every change makes a new
+# one), so its id names its answers; the entry holds the Flag, so the id cannot be reused while
+# the entry lives. Cleared whole when full: old Flags are let go, and answers rebuilt.
+_answers: dict[tuple[int, str, str, Reason], tuple[Flag, Evaluation]] = {}
+_MAX_ANSWERS = 4096
+
+
 def _resolve(flag: Flag, key: str, variant: str, reason: Reason) -> Evaluation:
+    memo = (id(flag), key, variant, reason)
+    known = _answers.get(memo)
+    if known is not None and known[0] is flag:
+        return known[1]
     value = flag.variants.get(variant)
     if value is None:
         return _error(key, ErrorCode.GENERAL, f"flag {key!r} has no variant {variant!r}")
-    return Evaluation(key=key, value=value, variant=variant, reason=reason)
+    answer = Evaluation(key=key, value=value, variant=variant, reason=reason)
+    if len(_answers) >= _MAX_ANSWERS:
+        _answers.clear()
+    _answers[memo] = (flag, answer)
+    return answer
 
 
 def _error(key: str, code: ErrorCode, message: str) -> Evaluation:
