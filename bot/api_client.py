@@ -196,6 +196,14 @@ def _flag_body(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"opsgate flag KEY {exc}") from None
     if edit is not None:
         return edit.to_json()
+    if value == "split":
+        if len(args.target) != 1:
+            raise UsageError("usage: opsgate flag KEY split control=50,treatment=50")
+        try:
+            pairs = [part.split("=", 1) for part in args.target[0].split(",") if part]
+            return {"action": "split", "split": {name: int(weight) for name, weight in pairs}}
+        except ValueError:
+            raise UsageError("usage: opsgate flag KEY split control=50,treatment=50") from None
     if value == "include":
         if len(args.target) != 2 or args.target[0] not in ("chat", "user"):
             raise UsageError(f"usage: opsgate flag KEY {value} chat|user ID")

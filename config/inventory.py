@@ -123,6 +123,34 @@ def segment_decl(value: object) -> object:
 TargetingKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
 
 
+VariantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+VariantValue = str | int | float | dict[str, object] | list[object]
+
+
+def check_variants(path: str, decl: FlagDecl) -> list[str]:
+    """A multi-variant flag names its split's variants and a default among its variants."""
+    if decl.variants is None:
+        return [f"{path}.{name}: only with variants" for name in ("split", "default")
+                if getattr(decl, name) is not None]  # fmt: skip
+    problems = []
+    kinds = {
+        "number" if isinstance(v, int | float) else type(v).__name__ for v in decl.variants.values()
+    }
+    if len(kinds) > 1:
+        problems.append(f"{path}.variants: values of one type (strings, numbers or tables)")
+    if decl.default is None or decl.default not in decl.variants:
+        problems.append(f"{path}.default: one of the variants ({', '.join(decl.variants)})")
+    if not decl.split or not sum(decl.split.values()):
+        problems.append(f"{path}.split: weights of the variants, e.g. {{ a = 50, b = 50 }}")
+    else:
+        problems += [
+            f"{path}.split.{name}: not a variant"
+            for name in decl.split
+            if name not in decl.variants
+        ]
+    return problems
+
+
 class FlagDecl(_Strict):
     """A flag the ops file declares; its live state (rollout, targeting) is in the database.
     The targeting here is the flag's first: applied when the flag is created, then changed
@@ -137,6 +165,11 @@ class FlagDecl(_Strict):
     exclude_users: list[TargetingKey] = []
     exclude_chats: list[Annotated[int, Field(lt=0)] | Annotated[int, Field(gt=0)]] = []
     plan: PlanDecl | None = None  # phases with their own duration and criteria
+    # A multi-variant flag: its values (strings, numbers or JSON tables, all of one type),
+    # the weights of its split, and the variant served when off, excluded or in error.
+    variants: dict[VariantName, VariantValue] | None = None
+    split: dict[VariantName, Annotated[int, Field(ge=0, le=1_000_000)]] | None = None
+    default: VariantName | None = None
     # A change taking the rollout above this needs a second person's approval (four eyes).
     four_eyes_above: float | None = Field(default=None, ge=0, lt=100)
 

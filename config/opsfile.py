@@ -42,6 +42,7 @@ from config.inventory import (
     _Strict,
     check_hosts,
     check_services,
+    check_variants,
     segment_decl,
 )
 from config.permissions import Action, Permissions
@@ -262,6 +263,9 @@ def _check_references(config: OpsConfig) -> list[str]:
         if decl.service is not None and decl.service not in config.services
     )
     for key, decl in config.flags.items():
+        problems += check_variants(f"flags.{key}", decl)
+        if decl.plan is not None and decl.variants is not None:
+            problems.append(f"flags.{key}.plan: a plan rolls out a boolean flag; set split")
         if decl.plan is not None:
             problems += check_plan(f"flags.{key}.plan", decl.plan, decl.error_rate is not None)
     problems.extend(

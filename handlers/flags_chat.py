@@ -142,6 +142,8 @@ async def _change(command: FlagCommand, actor: str, context: OpsContext) -> Flag
             assert command.edit is not None
             segments = context.services.ops.segments
             return await apply_targeting(flags, segments, key, command.edit, actor)
+        case "split":
+            return await flags.set_split(key, command.split, actor)
         case "plan" | "plan_declared":
             await plans.start_phases(key, _phases_of(command, context), actor)
         case "approve" | "reject":
@@ -193,6 +195,8 @@ def _summary(flag: Flag) -> str:
         return "killed"
     if not flag.enabled:
         return "off"
+    if flag.split:
+        return "split " + ",".join(f"{name}={weight}" for name, weight in flag.split)
     return f"{flag.rollout_percent:g}%"
 
 

@@ -12,6 +12,7 @@
 /flag KEY plan 5:30m,25:2h,100         phases with their own durations
 /flag KEY plan                         the ops file's plan ([flags.KEY.plan])
 /flag KEY approve|reject ID            a change waiting for a second person (four eyes)
+/flag KEY split a=50,b=30,c=20         a multi-variant flag's weights
 /flag KEY pause | resume | abort        control the plan
 """
 
@@ -30,6 +31,7 @@ WORDS = ("on", "off", "kill", "unkill", "pause", "resume", "abort")
 USAGE = (
     "Usage: /flag KEY [25 | on | off | kill | unkill | exclude|unexclude chat|user ID |"
     " allow|disallow USER_ID | segment add|remove NAME | chats group,supergroup|all |"
+    " split a=50,b=50 |"
     " plan 5,25,50,100 every 1h | pause | resume | abort]"
 )
 
@@ -48,6 +50,7 @@ class FlagCommand:
     every: timedelta | None = None
     phases: tuple[Phase, ...] = ()
     request_id: int | None = None  # approve / reject: the four-eyes request
+    split: tuple[tuple[str, int], ...] = ()
 
     @property
     def changes_something(self) -> bool:
@@ -60,6 +63,17 @@ def parse_percent(text: str) -> float:
         return parse_percentage(text)
     except InvalidPercentage as exc:
         raise FlagCommandError(str(exc)) from None
+
+
+def parse_split(text: str) -> tuple[tuple[str, int], ...]:
+    """`control=70,treatment=20,off=10`: each variant's whole weight."""
+    split = []
+    for part in (p for p in text.split(",") if p):
+        name, _, weight = part.partition("=")
+        if not name or not weight.isdigit() or len(weight) > 7:
+            raise FlagCommandError(f"{part[:30]!r}: say variant=weight, e.g. control=50")
+        split.append((name, int(weight)))
+    return tuple(split)
 
 
 def parse_phases(text: str) -> tuple[Phase, ...]:
@@ -102,6 +116,8 @@ def parse_flag_command(args: str) -> FlagCommand:
         if not rest[1].lstrip("#").isdigit() or len(rest[1]) > 12:
             raise FlagCommandError(f"not a request number: {rest[1][:20]!r}")
         return FlagCommand(key, verb, request_id=int(rest[1].lstrip("#")))
+    if verb == "split" and len(rest) == 2:
+        return FlagCommand(key, "split", split=parse_split(rest[1]))
     if verb == "plan" and len(rest) == 1:
         return FlagCommand(key, "plan_declared")
     if len(rest) == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -22,7 +23,15 @@ def _state(flag: Flag) -> str:
         return "🛑 killed"
     if not flag.enabled:
         return "⚪ off"
+    if flag.split:
+        return f"🟢 {esc(split_text(flag))}"
     return f"🟢 {flag.rollout_percent:g}%"
+
+
+def split_text(flag: Flag) -> str:
+    """'control 70% · treatment 20% · off 10%': each variant's share of users."""
+    total = sum(weight for _, weight in flag.split) or 1
+    return " · ".join(f"{name} {100 * weight / total:g}%" for name, weight in flag.split)
 
 
 def _steps(plan: Plan) -> str:
@@ -107,11 +116,21 @@ def render_targeting(flag: Flag, segments: Mapping[str, SegmentDecl]) -> list[st
         rules.append(f"chats {_listed(tg.excluded_chats)}: off (excluded)")
     if tg.chat_types:
         rules.append(f"chats not of type {_listed(tg.chat_types)}: off")
+    on = "on" if not flag.split else esc(flag.on_variant)
     if tg.user_ids:
-        rules.append(f"users {_listed(tg.user_ids)}: on (allow list)")
+        rules.append(f"users {_listed(tg.user_ids)}: {on} (allow list)")
     for name in tg.segments:
-        rules.append(f"segment {esc(name)} ({_segment_note(segments.get(name))}): on")
+        rules.append(f"segment {esc(name)} ({_segment_note(segments.get(name))}): {on}")
     everyone = "everyone else" if rules else "everyone"
+    if flag.split:
+        values = ", ".join(f"{esc(n)} = {esc(json.dumps(v))}" for n, v in flag.variants.items())
+        rules.append(f"{everyone}: {esc(split_text(flag))}, sticky per user")
+        rules.append(f"(variants: {values}; served when off or excluded: {esc(flag.off_variant)})")
+        return [
+            "<b>Who gets it</b> (first match wins)",
+            *(f"{i}. {r}" for i, r in enumerate(rules[:-1], 1)),
+            rules[-1],
+        ]
     rules.append(f"{everyone}: {flag.rollout_percent:g}%, sticky per user")
     return ["<b>Who gets it</b> (first match wins)", *(f"{i}. {r}" for i, r in enumerate(rules, 1))]
 

@@ -45,6 +45,7 @@ from services.records.storage import Storage
 from services.releases.queries import ReleaseQueries
 from services.reports.audit_export import AuditExport
 from services.runtime import RuntimeStatus
+from services.tls import client_context
 from services.webhooks.delivery import WebhookSender
 from services.webhooks.queue import WebhookQueue
 
@@ -116,7 +117,7 @@ class Services:
         control_dir = Path(tempfile.mkdtemp(prefix="og-"))
         flags = FlagStore(storage, audit)
         deployments = Deployments(storage, audit, clock)
-        http = httpx.AsyncClient(follow_redirects=False)
+        http = httpx.AsyncClient(follow_redirects=False, verify=client_context())
 
         def current_ops() -> OpsConfig:
             return services.ops
@@ -225,9 +226,20 @@ class Services:
     async def sync_declared_flags(self) -> None:
         """Create flags the ops file declares and the database does not know yet (off, 0%)."""
         for key, declared in self.ops.flags.items():
-            if await self.flags.get(key) is None:
+            if await self.flags.get(key) is not None:
+                continue
+            if declared.variants is not None and declared.default and declared.split:
+                await self.flags.create_variants(
+                    key,
+                    declared.description,
+                    declared.variants,
+                    declared.default,
+                    list(declared.split.items()),
+                    "opsfile",
+                )
+            else:
                 await self.flags.create(key, declared.description, "opsfile")
-                await self.flags.set_targeting(key, first_targeting(declared), "opsfile")
+            await self.flags.set_targeting(key, first_targeting(declared), "opsfile")
 
     async def placements(self, name: str | None = None) -> list[Placement]:
         """Each service per environment and host, with the release each host runs."""

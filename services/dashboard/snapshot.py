@@ -116,6 +116,7 @@ class DashboardView:
                     "enabled": f.enabled,
                     "killed": f.killed,
                     "rollout_percent": f.rollout_percent,
+                    "split": {name: weight for name, weight in f.split},
                     "plan": None
                     if (plan := plans.get(f.key)) is None
                     else {

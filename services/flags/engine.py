@@ -13,6 +13,7 @@ Rules, first match wins:
      8. rollout 0                                 -> off, DEFAULT
      9. no targeting key                          -> error TARGETING_KEY_MISSING
     10. the user's sticky bucket (bucketing.py)   -> on or off, SPLIT
+        (a multi-variant flag: its split's variant for that bucket, SPLIT, from rule 7 on)
 
 The user is the targeting key; the chat is the `chat_id` attribute (compared as text, so
 -1001 and "-1001" are the same chat) and its type the `chat_type` attribute.
@@ -36,7 +37,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 from config.inventory import SegmentDecl
-from services.flags.bucketing import DEFAULT_SCHEME, BucketingScheme, in_rollout
+from services.flags.bucketing import DEFAULT_SCHEME, BucketingScheme, in_rollout, split_variant
 from services.flags.types import (
     MAX_TARGETING_KEY_LENGTH,
     AttributeRule,
@@ -146,6 +147,11 @@ def _evaluate(
         targeting.segments and _in_a_segment(targeting.segments, segments, user, ctx)
     ):
         return _resolve(flag, key, flag.on_variant, _TARGETING_MATCH)
+    if flag.split:  # a multi-variant flag: its weights, bucketed as a rollout is
+        if user is None:
+            return _error(key, ErrorCode.TARGETING_KEY_MISSING, "a split needs a targeting key")
+        variant = split_variant(flag.key, user, flag.split, scheme)
+        return _resolve(flag, key, variant or flag.off_variant, _SPLIT)
     percent = flag.rollout_percent
     if percent >= 100:
         same_for_all = not (

@@ -117,7 +117,7 @@ def targeting_rule(flag: Flag, segments: Mapping[str, Segment]) -> dict[str, Any
             always.update(segment.keys)
             if segment.rules:
                 ruled.append({"and": [_attribute_rule(rule) for rule in segment.rules]})
-    if flag.rollout_percent < 100:  # at 100 they are on anyway
+    if flag.rollout_percent < 100 or flag.split:  # at 100 they are on anyway
         if always:
             branches.append(({"in": [_TARGETING_KEY, sorted(always)]}, on))
         branches += [(condition, on) for condition in ruled]
@@ -138,6 +138,11 @@ def _attribute_rule(rule: AttributeRule) -> dict[str, Any]:
 
 
 def _rollout(flag: Flag) -> dict[str, Any] | str:
+    if flag.split:  # a multi-variant flag: its weights, bucketed as a rollout is
+        live = [(variant, weight) for variant, weight in flag.split if weight > 0]
+        if len(live) == 1:
+            return live[0][0]
+        return {"fractional": [[variant, weight] for variant, weight in live]}
     percent = flag.rollout_percent
     if percent >= 100:
         return flag.on_variant

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
@@ -31,7 +31,7 @@ from services.records.storage import Storage
 _NUMBER_RE = re.compile(r"([-+]?)([0-9]+)(?:\.([0-9]+))?")  # ASCII only: float() takes "٢٥"
 _SEGMENT_RE = re.compile(NAME_PATTERN)
 _SCALARS: tuple[str, ...] = ("description", "enabled", "rollout_percent", "killed", "variants")
-_SCALARS += ("on_variant", "off_variant")
+_SCALARS += ("on_variant", "off_variant", "split")
 _SETS = ("user_ids", "chat_types", "excluded_chats", "excluded_users")
 _UPDATE = (
     "UPDATE flags SET definition = ?, version = ?, updated_at = ?, updated_by = ?"
@@ -64,6 +64,7 @@ def _as_dict(flag: Flag) -> dict[str, Any]:
     """The stored definition (all but key and version), flat: also the change trail's fields."""
     data = {name: getattr(flag, name) for name in _SCALARS}
     data["variants"] = dict(flag.variants)
+    data["split"] = [[variant, weight] for variant, weight in flag.split]
     data |= {name: sorted(getattr(flag.targeting, name)) for name in _SETS}
     data["segments"] = list(flag.targeting.segments)  # in the order given
     return data
@@ -78,6 +79,7 @@ def _from_json(key: str, text: str, version: int) -> Flag:
     sets = {name: frozenset(data.pop(name, ())) for name in _SETS}
     targeting = Targeting(segments=tuple(data.pop("segments", ())), **sets)
     known = {name: data[name] for name in _SCALARS if name in data}  # older rows: defaults
+    known["split"] = tuple((str(v), int(w)) for v, w in known.get("split", ()))
     return Flag(key=key, targeting=targeting, version=version, **known)
 
 
@@ -87,6 +89,8 @@ def _text(value: Any) -> str:
         return "on" if value else "off"
     if isinstance(value, float):
         return t.format_percent(value)
+    if isinstance(value, list) and all(isinstance(v, list) and len(v) == 2 for v in value):
+        return ",".join(f"{name}={weight}" for name, weight in value)  # a split
     if isinstance(value, list):
         return ",".join(map(str, value))
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -119,6 +123,24 @@ def _membership(kind: str, value: str, exclude: bool) -> Change:
         return _targeting(flag, excluded_users=users, user_ids=always)
 
     return change
+
+
+def check_split(
+    split: Sequence[tuple[str, int]], variants: Mapping[str, t.FlagValue]
+) -> tuple[tuple[str, int], ...]:
+    """Known variants, each once, whole weights from 0 summing to more than 0."""
+    names = [name for name, _ in split]
+    unknown = [name for name in names if name not in variants]
+    if unknown:
+        known = ", ".join(sorted(variants))
+        raise t.InvalidTargeting(f"unknown variant {unknown[0][:40]!r} (known: {known})")
+    if len(set(names)) != len(names) or not split:
+        raise t.InvalidTargeting("name each variant once, e.g. control=50,treatment=50")
+    if any(weight < 0 or weight > 1_000_000 for _, weight in split) or not sum(
+        weight for _, weight in split
+    ):
+        raise t.InvalidTargeting("weights are whole numbers from 0, not all 0")
+    return tuple((name, int(weight)) for name, weight in split)
 
 
 def _segment_name(name: object) -> str:
@@ -167,11 +189,53 @@ class FlagStore:
         )
         return await asyncio.shield(self._commit(flag, actor, flag.description, "flag.created"))
 
+    async def create_variants(
+        self,
+        key: str,
+        description: str,
+        variants: Mapping[str, t.FlagValue],
+        default: str,
+        split: Sequence[tuple[str, int]],
+        actor: str,
+    ) -> Flag:
+        """A multi-variant flag (string, number or JSON values), enabled, split as given;
+        `default` is what the off state, exclusions and errors serve."""
+        if default not in variants:
+            raise t.InvalidTargeting(f"default {default!r} is not one of the variants")
+        # The allow list and segments get the first variant the split names besides default.
+        chosen = next((name for name, _ in split if name != default), default)
+        flag = Flag(
+            t.check_flag_key(key),
+            t.check_text(description, "description"),
+            True,
+            variants=dict(variants),
+            on_variant=chosen,
+            off_variant=default,
+            version=1,
+            split=check_split(split, variants),
+        )
+        return await asyncio.shield(self._commit(flag, actor, flag.description, "flag.created"))
+
+    async def set_split(self, key: str, split: Sequence[tuple[str, int]], actor: str) -> Flag:
+        """New weights for a multi-variant flag's variants (e.g. an A/B test 50/50 -> 80/20)."""
+
+        def change(flag: Flag) -> Flag:
+            if not flag.split:
+                raise t.InvalidTargeting(f"{flag.key} is a boolean flag: set a percentage")
+            return replace(flag, split=check_split(split, flag.variants))
+
+        return await self._update(key, actor, "", None, change, "flag.changed")
+
     async def set_rollout(
         self, key: str, percent: float, actor: str, note: str = "", *, if_version: Version = None
     ) -> Flag:
         percent = t.check_percentage(percent)
-        change = partial(replace, rollout_percent=percent)
+
+        def change(flag: Flag) -> Flag:
+            if flag.split:
+                raise t.InvalidTargeting(f"{flag.key} has variants: set its split instead.")
+            return replace(flag, rollout_percent=percent)
+
         return await self._update(key, actor, note, if_version, change, "flag.changed")
 
     async def set_enabled(

@@ -31,7 +31,8 @@ from services.errors import OpsgateError
 FLAG_KEY_PATTERN = r"[a-z][a-z0-9_-]{0,62}(\.[a-z0-9_-]{1,62}){0,3}"
 _FLAG_KEY_RE = re.compile(FLAG_KEY_PATTERN)
 
-FlagValue = bool | str
+# A variant's value: boolean flags have True/False; others a string, a number or JSON.
+FlagValue = bool | str | int | float | dict[str, Any] | list[Any]
 
 
 def is_valid_flag_key(key: str) -> bool:
@@ -123,6 +124,21 @@ class Flag:
     off_variant: str = "off"
     killed: bool = False  # the emergency switch: off for everyone, whatever else says
     version: int = 0
+    # A multi-variant flag's weighted split ((variant, weight), ...), sticky per user like the
+    # boolean rollout; empty for a boolean flag, which rolls out by rollout_percent instead.
+    split: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """boolean, string, number or object: what OFREP serves and flagd declares."""
+        values = list(self.variants.values())
+        if all(isinstance(v, bool) for v in values):
+            return "boolean"
+        if all(isinstance(v, str) for v in values):
+            return "string"
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return "number"
+        return "object"
 
 
 @dataclass(frozen=True)

@@ -435,3 +435,23 @@ def test_a_broken_section_others_refer_to_gives_only_its_schema_error() -> None:
     text = 'hosts = 5\npeople = []\n[roles]\nsre = [7]\n[services.web]\nenvironment = "a"\n'
     problems = problems_of(text + 'unit = "web.service"\nhost = "web1"')
     assert problems == ["people: not a table", "hosts: not a table"]
+
+
+def test_a_multi_variant_flag_names_its_split_and_default_among_its_variants() -> None:
+    config = parse_ops_text(
+        '[flags.banner]\nvariants = { blue = "b", green = "g" }\n'
+        'split = { blue = 50, green = 50 }\ndefault = "blue"\n'
+    )
+    assert config.flags["banner"].split == {"blue": 50, "green": 50}
+    problems = problems_of(
+        '[flags.a]\nvariants = { x = "1", y = 2 }\nsplit = { x = 1, z = 1 }\ndefault = "w"\n'
+        "[flags.b]\nsplit = { x = 1 }\n"
+        '[flags.c]\nvariants = { x = "1" }\nsplit = { x = 0 }\ndefault = "x"\n'
+    )
+    assert problems == [
+        "flags.a.variants: values of one type (strings, numbers or tables)",
+        "flags.a.default: one of the variants (x, y)",
+        "flags.a.split.z: not a variant",
+        "flags.b.split: only with variants",
+        "flags.c.split: weights of the variants, e.g. { a = 50, b = 50 }",
+    ]

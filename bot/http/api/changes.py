@@ -154,6 +154,13 @@ async def _apply_flag(
         return await flags.kill(key, who, text(body, "reason") or "killed through the API")
     if verb == "unkill":
         return await flags.unkill(key, who)
+    if verb == "split":
+        weights = body.get("split")
+        if not isinstance(weights, dict) or not all(
+            isinstance(w, int) and not isinstance(w, bool) for w in weights.values()
+        ):
+            raise ApiRefused(422, 'split: {"variant": weight, ...}, whole weights')
+        return await flags.set_split(key, [(str(k), int(w)) for k, w in weights.items()], who)
     if verb == "include":  # kept for older callers: unexclude, and a user also allowed
         kind, ident = _target(body)
         return await flags.include(key, kind, ident, who)
@@ -196,7 +203,17 @@ def _edit(verb: str, body: dict[str, Any]) -> TargetingEdit:
 
 def flag_json(flag: Flag) -> dict[str, Any]:
     tg = flag.targeting
-    return {
+    variants = (
+        {}
+        if not flag.split
+        else {
+            "kind": flag.kind,
+            "variants": dict(flag.variants),
+            "default": flag.off_variant,
+            "split": dict(flag.split),
+        }
+    )
+    return variants | {
         "key": flag.key,
         "rollout_percent": flag.rollout_percent,
         "enabled": flag.enabled,

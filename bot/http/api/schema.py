@@ -7,7 +7,7 @@ from typing import Any
 # The flag changes of `/flag KEY ...` the API makes (plans stay in the chat).
 FLAG_ACTIONS = (
     *("percent", "on", "off", "kill", "unkill", "exclude", "include", "unexclude"),
-    *("allow", "disallow", "segment_add", "segment_remove", "chats"),
+    *("allow", "disallow", "segment_add", "segment_remove", "chats", "split"),
 )
 
 _ERROR = {
@@ -237,6 +237,11 @@ OPENAPI: dict[str, Any] = {
                             "required": ["kind", "id"],
                         },
                         "segment": {"type": "string", "description": "for segment_add/remove"},
+                        "split": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer", "minimum": 0},
+                            "description": "for split: each variant's weight",
+                        },
                         "chat_types": {
                             "type": "array",
                             "items": {"enum": ["private", "group", "supergroup", "channel"]},

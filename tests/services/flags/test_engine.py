@@ -216,3 +216,23 @@ def test_a_segment_matches_its_keys_or_a_context_meeting_every_rule() -> None:
     assert on("x", chat_type="group", chat_id=-1) is False  # locale missing
     assert on("x", chat_type="group", chat_id=-1.0, locale="fr") is False
     assert Segment(frozenset({"a"})).matches("b", {"chat_type": "group"}) is False
+
+
+def test_a_split_flag_serves_its_variants_by_weight_and_its_default_when_off() -> None:
+    flag = Flag(
+        "banner",
+        enabled=True,
+        variants={"blue": "b", "green": "g", "red": "r"},
+        on_variant="green",
+        off_variant="blue",
+        split=(("blue", 70), ("green", 20), ("red", 10)),
+        targeting=Targeting(user_ids=frozenset({"vip"}), excluded_users=frozenset({"x"})),
+    )
+    seen = {evaluate(flag, "banner", EvaluationContext(f"u{i}"), {}).value for i in range(300)}
+    assert seen == {"b", "g", "r"}
+    assert evaluate(flag, "banner", EvaluationContext("vip"), {}).value == "g"  # allow list
+    assert evaluate(flag, "banner", EvaluationContext("x"), {}).value == "b"  # excluded: default
+    off = evaluate(replace(flag, enabled=False), "banner", EvaluationContext("u1"), {})
+    assert (off.value, off.reason) == ("b", Reason.DISABLED)
+    keyless = evaluate(flag, "banner", EvaluationContext(None), {})
+    assert keyless.error_code is ErrorCode.TARGETING_KEY_MISSING

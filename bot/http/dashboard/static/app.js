@@ -257,7 +257,9 @@ function renderFlags(state) {
   rows("flags", state.flags.map((f) => el("tr", { class: "flag", data: { flag: f.key } },
     el("td", {}, el("b", {}, f.key), f.description ? el("div", { class: "muted small" }, f.description) : null),
     el("td", {}, f.killed ? "killed" : f.enabled ? "on" : "off"),
-    el("td", {}, f.rollout_percent + "%"),
+    el("td", {}, Object.keys(f.split).length
+      ? Object.entries(f.split).map(([name, weight]) => name + " " + weight).join(" · ")
+      : f.rollout_percent + "%"),
     el("td", {}, f.plan ? f.plan.steps.map((s, i) => (i === f.plan.index ? "[" + s + "%]" : s + "%")).join(" → ") + " · " + f.plan.state : "–"))),
   "No flags.");
 }
