@@ -96,14 +96,13 @@ def opsgate(scheme: BucketingScheme) -> Contender:
 
 def live_source(directory: Path) -> Contender:
     async def build() -> LiveFlagSource:
-        storage = Storage(directory / "flags.db")
-        await storage.__aenter__()  # left open: the source reads only its in-memory snapshot
-        store = FlagStore(storage, AuditLog(storage))
-        await store.load()
-        await store.create(KEY, "bench", "bench")
-        await store.set_enabled(KEY, True, "bench")
-        await store.set_rollout(KEY, 25.0, "bench")
-        return LiveFlagSource(store, lambda: ops)
+        async with Storage(directory / "flags.db") as storage:
+            store = FlagStore(storage, AuditLog(storage))
+            await store.load()
+            await store.create(KEY, "bench", "bench")
+            await store.set_enabled(KEY, True, "bench")
+            await store.set_rollout(KEY, 25.0, "bench")
+        return LiveFlagSource(store, lambda: ops)  # evaluations read the in-memory snapshot
 
     ops = parse_ops_text("")
     source = asyncio.run(build())

@@ -18,9 +18,12 @@ C parser uvicorn uses when it is installed, as opsgate now has it):
   router and request/response wrappers (opsgate before the fast path);
 - fast:   the same with the fast path (bot/http/ofrep_fast.py) as middleware, as
   bot/http/app.py composes it: single-flag POSTs answered before the router;
-- asyncio: the machine's reference, a minimal asyncio server writing a fixed answer per
-  request (MinimalServer). Machines differ a lot (a shared VM's core can be 3x slower than
-  another's), so compare the stacks with it and with each other in the same run.
+- empty:  uvicorn (httptools) with an ASGI app that reads the request and writes a fixed
+  answer: the ceiling of any ASGI app on uvicorn on the asyncio loop;
+- asyncio: a minimal asyncio server writing the same fixed answer per request, no HTTP parsing
+  (MinimalServer): what the machine's loopback and one core allow at all.
+Machines differ a lot (a shared VM's core ran the same Python 2 to 3x slower from one hour to
+the next), so compare the stacks with these references and with each other in the same run.
 
 Rounds are interleaved: each round runs every stack once for `--seconds`, after one warm-up
 run each; the table gives medians over the rounds of requests/s, p50 and p99 latency, and how
@@ -46,6 +49,7 @@ from pathlib import Path
 
 import psutil
 from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from bot.http.ofrep import PREFIX, ofrep_routes
 from bot.http.ofrep_fast import ofrep_fast_path
@@ -58,7 +62,7 @@ from services.records.storage import Storage
 
 TOKEN = "bench-token-0123456789"
 STACKS = [(stack, http) for stack in ("routes", "fast") for http in ("h11", "httptools")]
-STACKS.append(("asyncio", "-"))  # the machine's reference: see MinimalServer
+STACKS += [("empty", "httptools"), ("asyncio", "-")]  # references: see serve()
 
 WRK_SCRIPT = """
 local n = 0
@@ -111,8 +115,25 @@ class MinimalServer(asyncio.Protocol):
         self.transport.write(self.ANSWER * data.count(b"\r\n\r\n"))
 
 
+async def empty_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The reference ASGI app: reads the request, answers MinimalServer's fixed answer."""
+    if scope["type"] == "http":
+        await receive()
+        head, _, body = MinimalServer.ANSWER.partition(b"\r\n\r\n")
+        headers = [tuple(line.split(b": ")) for line in head.split(b"\r\n")[1:]]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 async def serve(stack: str, http: str) -> None:
     """Child process: serve until stdin closes; the port goes to stdout."""
+    if stack == "empty":
+        server = BackgroundHTTPServer(empty_app, "127.0.0.1", 0, http=http)  # type: ignore[arg-type]
+        await server.start()
+        print(server.port, flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+        await server.stop()
+        return
     if stack == "asyncio":
         server = await asyncio.get_running_loop().create_server(MinimalServer, "127.0.0.1", 0)
         print(server.sockets[0].getsockname()[1], flush=True)
