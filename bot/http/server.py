@@ -42,6 +42,7 @@ class BackgroundHTTPServer:
             access_log=True,
             lifespan=lifespan,
             http=http,
+            ws="none",  # no websockets served: uvicorn need not load a websocket library
             timeout_graceful_shutdown=5,
         )
         self._server: _EmbeddedServer | None = None
