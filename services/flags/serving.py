@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from config.opsfile import OpsConfig
@@ -20,6 +21,14 @@ from services.flags.types import Evaluation, EvaluationContext
 from services.flags.usage import EvaluationTally
 
 
+@dataclass(frozen=True)
+class _PerOpsFile:
+    ops: OpsConfig
+    segments: engine.Segments
+    scheme: BucketingScheme
+    digest: str
+
+
 class LiveFlagSource:
     """The OFREP FlagSource over the live store; segments come from the current ops file."""
 
@@ -27,37 +36,39 @@ class LiveFlagSource:
         self._store = store
         self._ops = ops
         self.tally = EvaluationTally()  # what was served, for /metrics and /flag KEY
-        # Segment sets and their digest, per ops file: /reload replaces the OpsConfig whole.
-        self._cached: tuple[OpsConfig, engine.Segments, str] | None = None
+        # Per ops file (/reload replaces the OpsConfig whole): the segments, the bucketing
+        # scheme and their digest, read once per request from one place.
+        self._cached: _PerOpsFile | None = None
 
-    def _segments_and_digest(self) -> tuple[engine.Segments, str]:
+    def _current(self) -> _PerOpsFile:
         ops = self._ops()
-        if self._cached is None or self._cached[0] is not ops:
+        cached = self._cached
+        if cached is None or cached.ops is not ops:
             declared = sorted((k, v.model_dump_json()) for k, v in ops.segments.items())
             digest = hashlib.sha256(repr((declared, ops.flag_bucketing)).encode()).hexdigest()
-            digest = digest[:12]  # the scheme too: it changes who is in a rollout
-            self._cached = (ops, engine.segments_of(ops.segments), digest)
-        return self._cached[1], self._cached[2]
-
-    def _segments(self) -> engine.Segments:
-        return self._segments_and_digest()[0]
+            cached = self._cached = _PerOpsFile(
+                ops,
+                engine.segments_of(ops.segments),
+                BucketingScheme(ops.flag_bucketing),
+                digest[:12],  # the scheme too: it changes who is in a rollout
+            )
+        return cached
 
     def etag(self) -> str:
         # Segments change with /reload, and they change evaluations as much as flags do.
-        return f"{self._store.snapshot().etag}-{self._segments_and_digest()[1]}"
-
-    def _scheme(self) -> BucketingScheme:
-        return BucketingScheme(self._ops().flag_bucketing)
+        return f"{self._store.snapshot().etag}-{self._current().digest}"
 
     def evaluate(self, key: str, ctx: EvaluationContext) -> Evaluation:
+        current = self._current()
         flag = self._store.snapshot().get(key)
-        answer = engine.evaluate(flag, key, ctx, self._segments(), self._scheme())
+        answer = engine.evaluate(flag, key, ctx, current.segments, current.scheme)
         self.tally.count(answer, ctx.targeting_key)
         return answer
 
     def evaluate_all(self, ctx: EvaluationContext) -> list[Evaluation]:
+        current = self._current()
         flags = self._store.snapshot().flags.values()
-        answers = engine.evaluate_all(flags, ctx, self._segments(), self._scheme())
+        answers = engine.evaluate_all(flags, ctx, current.segments, current.scheme)
         for answer in answers:
             self.tally.count(answer, ctx.targeting_key)
         return answers

@@ -32,33 +32,43 @@ class _Slot:
     __slots__ = ("evaluations", "users")
 
     def __init__(self) -> None:
-        self.evaluations: Counter[tuple[str, str]] = Counter()
+        self.evaluations: dict[tuple[str, str], int] = {}
         self.users: dict[tuple[str, str], set[str]] = {}
 
 
 class EvaluationTally:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._totals: Counter[tuple[str, str, str]] = Counter()
+        self._totals: dict[tuple[str, str, str], int] = {}
         self._slots: dict[int, _Slot] = {}
+        self._slot = _Slot()
+        self._slot_ends = -float("inf")  # when the current slot is over
 
     def count(self, evaluation: Evaluation, targeting_key: str | None) -> None:
-        variant = evaluation.variant or "none"
-        self._totals[(evaluation.key, variant, evaluation.reason.value)] += 1
-        index = int(self._clock() // SLOT_S)
-        slot = self._slots.get(index)
-        if slot is None:
-            slot = self._slots[index] = _Slot()
-            for old in [i for i in self._slots if i <= index - SLOTS]:
-                del self._slots[old]
-        which = (evaluation.key, variant)
-        slot.evaluations[which] += 1
+        # On every OFREP answer: plain dict operations only.
+        key, variant = evaluation.key, evaluation.variant or "none"
+        total = (key, variant, evaluation.reason)  # a StrEnum: equal to its text
+        self._totals[total] = self._totals.get(total, 0) + 1
+        now = self._clock()
+        if now >= self._slot_ends:
+            self._roll(now)
+        slot, which = self._slot, (key, variant)
+        slot.evaluations[which] = slot.evaluations.get(which, 0) + 1
         if targeting_key:
             users = slot.users.get(which)
             if users is None:
                 users = slot.users[which] = set()
             if len(users) < CAP:
                 users.add(targeting_key)
+
+    def _roll(self, now: float) -> None:
+        index = int(now // SLOT_S)
+        slot = self._slots.get(index)
+        if slot is None:
+            slot = self._slots[index] = _Slot()
+            for old in [i for i in self._slots if i <= index - SLOTS]:
+                del self._slots[old]
+        self._slot, self._slot_ends = slot, (index + 1) * SLOT_S
 
     def flag_total(self, flag: str) -> int:
         """Evaluations of `flag` served since start, whatever the variant."""
