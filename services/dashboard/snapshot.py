@@ -24,7 +24,7 @@ from config.permissions import Action
 from services.alerts.model import AlertGroup
 from services.approvals.model import ApprovalRequest
 from services.container import Services
-from services.deploy.model import Deployment
+from services.deploy.model import Deployment, deployment_json
 from services.deploy.placements import Placement
 from services.reports.dora import TARGETS, DoraReport, meets
 
@@ -136,20 +136,8 @@ class DashboardView:
         }
 
     def _deployment(self, d: Deployment, steps: bool = False) -> dict[str, Any]:
-        ops = self._services.ops
-        item: dict[str, Any] = {
-            "id": d.id,
-            "service": d.service,
-            "environment": d.environment,
-            "version": d.version,
-            "previous_version": d.previous_version,
-            "kind": d.kind.value,
-            "state": d.state.value,
-            "requested_by": _name(ops, d.requested_by),
-            "created_at": d.created_at.isoformat(),
-            "finished_at": d.finished_at.isoformat() if d.finished_at else None,
-            "error": d.error or None,
-        }
+        item = deployment_json(d)
+        item["requested_by"] = _name(self._services.ops, d.requested_by)
         if steps:
             progress = self._services.runtime.progress_of.get(d.id)
             item["steps"] = [

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from services.deploy.errors import DeployError
 from services.records.audit import Event
@@ -228,3 +229,21 @@ def from_row(row: sqlite3.Row) -> Deployment:
         progress_chat_id=row["progress_chat_id"],
         progress_message_id=row["progress_message_id"],
     )
+
+
+def deployment_json(d: Deployment) -> dict[str, Any]:
+    """A deployment as the API and the dashboard answer with it."""
+    return {
+        "id": d.id,
+        "service": d.service,
+        "environment": d.environment,
+        "version": d.version,
+        "previous_version": d.previous_version,
+        "kind": d.kind.value,
+        "state": d.state.value,
+        "requested_by": d.requested_by,
+        "emergency": d.emergency,
+        "created_at": d.created_at.isoformat(),
+        "finished_at": d.finished_at.isoformat() if d.finished_at else None,
+        "error": d.error or None,
+    }

@@ -21,6 +21,8 @@ from handlers.commands import Command
 from services.records.audit import utc_now
 
 if TYPE_CHECKING:
+    from openfeature.client import OpenFeatureClient
+
     from bot.dev.harness.systemd import SystemdSandbox
     from tests.e2e.canary_stage import Ports, Stage
 
@@ -161,3 +163,30 @@ async def stage(
 
     async with canary_stage(systemd_sandbox, canary_ports, ops_file) as ready:
         yield ready
+
+
+OfrepClient = Callable[[Opsgate, str], "OpenFeatureClient"]
+
+
+@pytest.fixture
+def ofrep_client() -> Iterator[OfrepClient]:
+    """The real OpenFeature SDK with its OFREP provider, pointed at a running opsgate with
+    the given bearer token; providers are closed after the test."""
+    from openfeature import api
+    from openfeature.contrib.provider.ofrep import OFREPProvider
+
+    made: list[OFREPProvider] = []
+
+    def connect(opsgate: Opsgate, token: str) -> OpenFeatureClient:
+        headers = {"Authorization": f"Bearer {token}"}
+        url = f"http://127.0.0.1:{opsgate.http_port}"
+        provider = OFREPProvider(url, headers_factory=lambda: headers)
+        made.append(provider)
+        domain = f"e2e-ofrep-{len(made)}"
+        api.set_provider(provider, domain=domain)
+        return api.get_client(domain=domain)
+
+    yield connect
+    api.clear_providers()
+    for provider in made:
+        provider.session.close()

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from openfeature import api
 from openfeature.client import OpenFeatureClient
-from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext as SdkContext
 
 from bot.dev.sandbox import SandboxClient
-from bot.runner import Opsgate
 from services.flags.bucketing import BucketingScheme, in_rollout
-from tests.e2e.conftest import ALICE, BOB, CAROL, DEPLOYS, OPS_TEXT, StartOpsgate
+from tests.e2e.conftest import ALICE, BOB, CAROL, DEPLOYS, OPS_TEXT, OfrepClient, StartOpsgate
 
 API_TOKEN = "targeting-e2e-token"
 FLAGS = """
@@ -39,28 +34,6 @@ exclude_chats = [-100500]
 GROUP, PRIVATE = {"chat_type": "group", "chat_id": -100400}, {"chat_type": "private"}
 
 
-Connect = Callable[[Opsgate], OpenFeatureClient]
-
-
-@pytest.fixture
-def connect() -> Iterator[Connect]:
-    """The real SDK with the real OFREP provider, pointed at a running opsgate."""
-    made: list[OFREPProvider] = []
-
-    def to(opsgate: Opsgate) -> OpenFeatureClient:
-        headers = {"Authorization": f"Bearer {API_TOKEN}"}
-        url = f"http://127.0.0.1:{opsgate.http_port}"
-        provider = OFREPProvider(url, headers_factory=lambda: headers)
-        made.append(provider)
-        api.set_provider(provider, domain="targeting")
-        return api.get_client(domain="targeting")
-
-    yield to
-    api.clear_providers()
-    for provider in made:
-        provider.session.close()
-
-
 async def value(client: OpenFeatureClient, flag: str, user: str, attrs: dict[str, Any]) -> bool:
     details = await asyncio.to_thread(
         client.get_boolean_details, flag, False, SdkContext(user, attrs)
@@ -70,11 +43,11 @@ async def value(client: OpenFeatureClient, flag: str, user: str, attrs: dict[str
 
 
 async def test_targeting_from_chat_and_api_is_what_the_sdk_gets(
-    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path, connect: Connect
+    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path, ofrep_client: OfrepClient
 ) -> None:
     ops_file.write_text(FLAGS + OPS_TEXT)
     opsgate = await start_opsgate(api_token=API_TOKEN)
-    of = connect(opsgate)
+    of = ofrep_client(opsgate, API_TOKEN)
     assert not await value(of, "checkout", "u-beta", GROUP)  # 0%, no targeting
 
     async def chat(text: str) -> str:
@@ -157,11 +130,11 @@ async def test_targeting_from_chat_and_api_is_what_the_sdk_gets(
 
 
 async def test_an_ops_file_gives_a_new_flag_its_first_targeting(
-    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path, connect: Connect
+    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path, ofrep_client: OfrepClient
 ) -> None:
     ops_file.write_text(FLAGS + OPS_TEXT)
     opsgate = await start_opsgate(api_token=API_TOKEN)
-    of = connect(opsgate)
+    of = ofrep_client(opsgate, API_TOKEN)
     assert await value(of, "vip_only", "u-vip", PRIVATE)
     assert not await value(of, "vip_only", "u-vip", GROUP)  # only private chats
     assert not await value(of, "vip_only", "u-vip", {**PRIVATE, "chat_id": -100500})

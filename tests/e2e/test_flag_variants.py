@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 from openfeature import api
-from openfeature.client import OpenFeatureClient
-from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext as SdkContext
 
 from bot.dev.sandbox import SandboxClient
-from bot.runner import Opsgate
 from services.flags.bucketing import BucketingScheme
 from services.flags.flagd import export_flagd, write_flagd_file
 from services.flags.types import EvaluationContext
-from tests.e2e.conftest import BOB, CAROL, DEPLOYS, OPS_TEXT, StartOpsgate
+from tests.e2e.conftest import BOB, CAROL, DEPLOYS, OPS_TEXT, OfrepClient, StartOpsgate
 
 API_TOKEN = "variants-e2e-token"
 FLAGS = """
@@ -40,26 +35,6 @@ variants = { wide = { columns = 3, dense = false }, narrow = { columns = 1, dens
 split = { wide = 1, narrow = 1 }
 default = "narrow"
 """
-Connect = Callable[[Opsgate], OpenFeatureClient]
-
-
-@pytest.fixture
-def connect() -> Iterator[Connect]:
-    made: list[OFREPProvider] = []
-
-    def to(opsgate: Opsgate) -> OpenFeatureClient:
-        headers = {"Authorization": f"Bearer {API_TOKEN}"}
-        provider = OFREPProvider(
-            f"http://127.0.0.1:{opsgate.http_port}", headers_factory=lambda: headers
-        )
-        made.append(provider)
-        api.set_provider(provider, domain="variants")
-        return api.get_client(domain="variants")
-
-    yield to
-    api.clear_providers()
-    for provider in made:
-        provider.session.close()
 
 
 def keys(count: int) -> list[str]:
@@ -67,7 +42,7 @@ def keys(count: int) -> list[str]:
 
 
 async def test_a_three_variant_string_flag_is_split_by_its_weights_and_served_typed(
-    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path, connect: Connect
+    start_opsgate: StartOpsgate, client: SandboxClient, ops_file: Path, ofrep_client: OfrepClient
 ) -> None:
     ops_file.write_text(FLAGS + OPS_TEXT)
     opsgate = await start_opsgate(api_token=API_TOKEN)
@@ -81,7 +56,7 @@ async def test_a_three_variant_string_flag_is_split_by_its_weights_and_served_ty
         assert abs(shares[variant] / 1000 - weight) < 0.5, shares
 
     # Over HTTP to the real SDK, typed: every key gets what the engine gives it.
-    sdk = connect(opsgate)
+    sdk = ofrep_client(opsgate, API_TOKEN)
 
     def served(key: str) -> tuple[str, int, dict[str, object]]:
         ctx = SdkContext(key)

@@ -12,10 +12,11 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.http.api.common import ApiRefused, actor, body_of, deployment_json, services_of
+from bot.http.api.common import ApiRefused, actor, body_of, services_of
 from bot.http.api.schema import FLAG_ACTIONS
 from config.permissions import Action
 from services.deploy.front_door import Origin
+from services.deploy.model import deployment_json
 from services.flags.edits import TargetingEdit, Verb, apply_targeting, chat_types_of
 from services.flags.types import Flag, FlagError
 from services.releases.build import InvalidVersion

@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 from bot.http.bearer import bearer_ok, bearer_token, token_by_hash
 from config.permissions import Action
 from services.container import Services
-from services.deploy.model import Deployment
 from services.errors import OpsgateError
 
 MAX_BODY = 64 * 1024
@@ -128,20 +127,3 @@ def person(services: Services, body: dict[str, Any], action: Action) -> int:
         role = ops.permissions.role_for(action)
         raise ApiRefused(403, f"requested_by {who} does not hold the role {role}")
     return who
-
-
-def deployment_json(d: Deployment) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "service": d.service,
-        "environment": d.environment,
-        "version": d.version,
-        "previous_version": d.previous_version,
-        "kind": d.kind.value,
-        "state": d.state.value,
-        "requested_by": d.requested_by,
-        "emergency": d.emergency,
-        "created_at": d.created_at.isoformat(),
-        "finished_at": d.finished_at.isoformat() if d.finished_at else None,
-        "error": d.error or None,
-    }

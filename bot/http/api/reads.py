@@ -6,13 +6,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bot.http.api.changes import flag_json
-from bot.http.api.common import ApiRefused, deployment_json, services_of
+from bot.http.api.common import ApiRefused, services_of
 from bot.http.api.schema import OPENAPI
 from services.alerts.listing import apply as apply_filter
 from services.alerts.listing import filter_from_params
 from services.alerts.model import MatcherError
 from services.control.controller import ServiceState
-from services.deploy.model import DeploymentError
+from services.deploy.model import DeploymentError, deployment_json
 
 
 async def list_services(request: Request) -> Response:

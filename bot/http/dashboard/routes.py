@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.http.api.common import ApiRefused, body_of
 from bot.http.dashboard.auth import (
     COOKIE,
     InitDataRefused,
@@ -52,7 +53,6 @@ from services.deploy.model import BEFORE_SWITCH, DeploymentError, UnknownDeploym
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 8 * 1024
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 DEFAULTS = Dashboard(url="https://localhost/app/")  # limits when [dashboard] is not set
 FRAME_ANCESTORS = "'self' https://web.telegram.org https://*.telegram.org"
@@ -141,7 +141,7 @@ def dashboard_routes(
                 if write and not signer.csrf_ok(session, request.headers.get("x-csrf-token")):
                     raise Refused(403, "missing or wrong CSRF token")
                 response = await handler(request, session)
-            except Refused as exc:
+            except (Refused, ApiRefused) as exc:
                 return error(exc.status, str(exc))
             except RoleMissing as exc:
                 return error(403, str(exc))
@@ -181,12 +181,12 @@ def dashboard_routes(
         if (refused := limited(request)) is not None:
             return refused
         try:
-            body = await _body(request)
+            body = await body_of(request)
             raw = body.get("init_data")
             if not isinstance(raw, str):
                 raise Refused(401, "init_data: Telegram's initData string")
             user = validate_init_data(raw, bot_token, settings().auth_max_age_s, time.time())
-        except Refused as exc:
+        except (Refused, ApiRefused) as exc:
             return error(exc.status, str(exc))
         except InitDataRefused as exc:
             log.info("dashboard sign-in refused: %s", exc)
@@ -240,7 +240,7 @@ def dashboard_routes(
         return Response(body, media_type="application/json", headers={"ETag": etag})
 
     async def tick(request: Request, session: Session) -> Response:
-        body = await _body(request)
+        body = await body_of(request)
         ticked = body.get("ticked")
         if not isinstance(ticked, bool):
             raise Refused(422, "ticked: true or false")
@@ -265,7 +265,7 @@ def dashboard_routes(
         )
 
     async def reject(request: Request, session: Session) -> Response:
-        body = await _body(request)
+        body = await body_of(request)
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise Refused(422, "reason: a few words on why")
@@ -318,19 +318,6 @@ def dashboard_routes(
         Route("/app/api/alerts/{id}/ack", guarded(ack, write=True), methods=["POST"]),
         Route("/app/api/deployments/{id}/abort", guarded(abort, write=True), methods=["POST"]),
     ]
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise Refused(413, f"body over {MAX_BODY} bytes")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise Refused(400, "body is not JSON") from None
-    if not isinstance(body, dict):
-        raise Refused(422, "expected a JSON object")
-    return body
 
 
 def _id(request: Request) -> int:
