@@ -103,10 +103,15 @@ async def signoff_pressed(update: Update, context: OpsContext) -> None:
         return
     await query.answer(answer if changed else "Nothing to change.")
     if changed:  # one edit per press that changed something; none for a replay
-        if request.status is RequestStatus.APPROVED:
-            # First: the deploy need not wait for an edit.
-            await context.services.front_door.signed_off(request)
-        await _refresh(context, request)
+        await signoff_changed(context.bot, context.services, request)
+
+
+async def signoff_changed(bot: Bot, services: Services, request: ApprovalRequest) -> None:
+    """After a tick or an approval, in the chat or on the dashboard: a request now signed
+    off starts its deploy (first: the deploy need not wait for an edit), then one edit."""
+    if request.status is RequestStatus.APPROVED:
+        await services.front_door.signed_off(request)
+    await refresh_signoff(bot, services, request)
 
 
 async def _ask_reason(

@@ -122,17 +122,16 @@ def render_targeting(flag: Flag, segments: Mapping[str, SegmentDecl]) -> list[st
     for name in tg.segments:
         rules.append(f"segment {esc(name)} ({_segment_note(segments.get(name))}): {on}")
     everyone = "everyone else" if rules else "everyone"
+    share = esc(split_text(flag)) if flag.split else f"{flag.rollout_percent:g}%"
+    rules.append(f"{everyone}: {share}, sticky per user")
+    lines = [
+        "<b>Who gets it</b> (first match wins)",
+        *(f"{i}. {r}" for i, r in enumerate(rules, 1)),
+    ]
     if flag.split:
         values = ", ".join(f"{esc(n)} = {esc(json.dumps(v))}" for n, v in flag.variants.items())
-        rules.append(f"{everyone}: {esc(split_text(flag))}, sticky per user")
-        rules.append(f"(variants: {values}; served when off or excluded: {esc(flag.off_variant)})")
-        return [
-            "<b>Who gets it</b> (first match wins)",
-            *(f"{i}. {r}" for i, r in enumerate(rules[:-1], 1)),
-            rules[-1],
-        ]
-    rules.append(f"{everyone}: {flag.rollout_percent:g}%, sticky per user")
-    return ["<b>Who gets it</b> (first match wins)", *(f"{i}. {r}" for i, r in enumerate(rules, 1))]
+        lines.append(f"(variants: {values}; served when off or excluded: {esc(flag.off_variant)})")
+    return lines
 
 
 def render_flag(

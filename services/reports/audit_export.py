@@ -15,6 +15,7 @@ from config.opsfile import OpsConfig
 from services.approvals.model import ApprovalRequest, Item, RoleSignoff
 from services.approvals.signoff import Approvals
 from services.deploy.deployments import Deployments
+from services.deploy.model import deployment_json
 from services.records.audit import Event, event_from_row
 from services.records.storage import Storage
 
@@ -57,19 +58,11 @@ class AuditExport:
         d = await self._deployments.get(deployment_id)
         request = await self._approvals.for_deployment(deployment_id)
         return {
-            "deployment": {
-                "id": d.id,
-                "service": d.service,
-                "environment": d.environment,
-                "version": d.version,
-                "previous_version": d.previous_version,
-                "kind": d.kind.value,
-                "state": d.state.value,
+            "deployment": deployment_json(d)
+            | {
                 "requested_by": self._person(d.requested_by),
-                "emergency": d.emergency,
                 "created_at": _time(d.created_at),
                 "finished_at": _time(d.finished_at),
-                "error": d.error or None,
             },
             "signoff": None if request is None else self._signoff(request),
             "events": [

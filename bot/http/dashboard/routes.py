@@ -44,9 +44,9 @@ from bot.http.dashboard.auth import (
 from config.integrations import Dashboard
 from config.permissions import Action
 from handlers.alerts_chat import redraw_group
-from handlers.approvals_chat import refresh_signoff
+from handlers.approvals_chat import refresh_signoff, signoff_changed
 from handlers.context import OpsApplication
-from services.approvals.model import ApprovalError, ApprovalRequest, RequestStatus, RoleMissing
+from services.approvals.model import ApprovalError, RoleMissing
 from services.container import Services
 from services.dashboard.snapshot import DashboardView, HistoryFilter
 from services.deploy.model import BEFORE_SWITCH, DeploymentError, UnknownDeployment
@@ -247,19 +247,16 @@ def dashboard_routes(
         item = _id(request)
         signoff, changed = await services.approvals.tick(item, str(session.person), ticked)
         if changed:
-            await _refresh(signoff)
+            await signoff_changed(application.bot, services, signoff)
         return JSONResponse(
             {"message": ("Ticked." if ticked else "Unticked.") if changed else "Nothing to change."}
         )
 
     async def approve(request: Request, session: Session) -> Response:
         signoff, changed = await services.approvals.approve(_id(request), str(session.person))
-        if changed and signoff.status is RequestStatus.APPROVED:
-            await services.front_door.signed_off(signoff)  # first: the deploy need not wait
-        if changed:
-            await _refresh(signoff)
         if not changed:
             return JSONResponse({"message": "Nothing to change."})
+        await signoff_changed(application.bot, services, signoff)
         return JSONResponse(
             {"message": "Approved." if signoff.is_open else "Approved: signed off."}
         )
@@ -270,7 +267,7 @@ def dashboard_routes(
         if not isinstance(reason, str) or not reason.strip():
             raise Refused(422, "reason: a few words on why")
         signoff = await services.approvals.reject(_id(request), str(session.person), reason)
-        await _refresh(signoff)
+        await refresh_signoff(application.bot, services, signoff)
         return JSONResponse({"message": f"Rejected; deploy #{signoff.deployment_id} is cancelled."})
 
     async def ack(request: Request, session: Session) -> Response:
@@ -297,9 +294,6 @@ def dashboard_routes(
         if stopped.state.value == "cancelled":
             return JSONResponse({"message": f"#{stopped.id} cancelled; nothing was switched."})
         return JSONResponse({"message": f"Aborting #{stopped.id}: rolling back…"})
-
-    async def _refresh(signoff: ApprovalRequest) -> None:
-        await refresh_signoff(application.bot, services, await services.approvals.get(signoff.id))
 
     return [
         Route("/app", to_index, methods=["GET"]),
