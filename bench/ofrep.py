@@ -12,12 +12,13 @@ a 200 with "SPLIT" in it; a run with any such answer fails. Without wrk, a minim
 HTTP/1.1 client on keep-alive connections (the same requests, checked the same way), pinned to
 the other CPU with sched_setaffinity; it is slower than wrk, so its figures are lower bounds.
 
-Server stacks, each with both of uvicorn's HTTP/1.1 parsers (h11, pure Python; httptools, the
-C parser uvicorn uses when it is installed, as opsgate now has it):
-- routes: Starlette(routes=ofrep_routes(...)): every request through Starlette's middleware,
-  router and request/response wrappers (opsgate before the fast path);
-- fast:   the same with the fast path (bot/http/ofrep_fast.py) as middleware, as
-  bot/http/app.py composes it: single-flag POSTs answered before the router;
+Server stacks:
+- routes: Starlette(routes=ofrep_routes(...)) on uvicorn, with each of its HTTP/1.1 parsers
+  (h11, pure Python; httptools, the C parser uvicorn uses when it is installed): every request
+  through an ASGI cycle and Starlette's middleware, router and request/response wrappers
+  (opsgate before the fast path);
+- fast:   the same app served with the fast path's protocol (bot/http/ofrep_fast.py), as
+  bot/runner.py serves it: single-flag POSTs answered by the HTTP parser, no ASGI cycle;
 - empty:  uvicorn (httptools) with an ASGI app that reads the request and writes a fixed
   answer: the ceiling of any ASGI app on uvicorn on the asyncio loop;
 - asyncio: a minimal asyncio server writing the same fixed answer per request, no HTTP parsing
@@ -52,7 +53,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from bot.http.ofrep import PREFIX, ofrep_routes
-from bot.http.ofrep_fast import ofrep_fast_path
+from bot.http.ofrep_fast import ofrep_protocol
 from bot.http.server import BackgroundHTTPServer
 from config.opsfile import parse_ops_text
 from services.flags.serving import LiveFlagSource
@@ -61,7 +62,7 @@ from services.records.audit import AuditLog
 from services.records.storage import Storage
 
 TOKEN = "bench-token-0123456789"
-STACKS = [(stack, http) for stack in ("routes", "fast") for http in ("h11", "httptools")]
+STACKS = [("routes", "h11"), ("routes", "httptools"), ("fast", "httptools")]
 STACKS += [("empty", "httptools"), ("asyncio", "-")]  # references: see serve()
 
 WRK_SCRIPT = """
@@ -149,9 +150,9 @@ async def serve(stack: str, http: str) -> None:
             await store.set_rollout("half", 50.0, "bench")
             ops = parse_ops_text("")
             source = LiveFlagSource(store, lambda: ops)
-            middleware = [ofrep_fast_path(source, TOKEN)] if stack == "fast" else []
-            app = Starlette(routes=ofrep_routes(source, TOKEN), middleware=middleware)
-            server = BackgroundHTTPServer(app, "127.0.0.1", 0, http=http)  # type: ignore[arg-type]
+            app = Starlette(routes=ofrep_routes(source, TOKEN))
+            protocol = ofrep_protocol(source, TOKEN) if stack == "fast" else http
+            server = BackgroundHTTPServer(app, "127.0.0.1", 0, http=protocol)  # type: ignore[arg-type]
             await server.start()
             print(server.port, flush=True)
             await asyncio.to_thread(sys.stdin.read)

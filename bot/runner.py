@@ -19,6 +19,7 @@ from bot.alert_notifier import alert_tick
 from bot.app import all_buttons, all_commands, build_application
 from bot.deploy_cards import resume_after_restart, retire_card
 from bot.http.app import create_http_app
+from bot.http.ofrep_fast import ofrep_protocol
 from bot.http.server import BackgroundHTTPServer
 from bot.logs import redact_also
 from config.opsfile import OpsConfig, load_ops_file
@@ -139,7 +140,12 @@ class Opsgate:
             settings.api_token.get_secret_value(),
             settings.alerts_token.get_secret_value(),
         )
-        self._http = BackgroundHTTPServer(http_app, settings.http_host, settings.http_port)
+        self._http = BackgroundHTTPServer(
+            http_app,
+            settings.http_host,
+            settings.http_port,
+            http=ofrep_protocol(services.flag_source, settings.api_token.get_secret_value()),
+        )
         await self._http.start()
 
         if webhook:

@@ -19,7 +19,6 @@ from bot.http.api import api_routes
 from bot.http.dashboard.routes import dashboard_routes
 from bot.http.metrics import metrics_endpoint, metrics_response
 from bot.http.ofrep import ofrep_routes
-from bot.http.ofrep_fast import ofrep_fast_path
 from handlers.context import OpsApplication
 from services.container import Services
 
@@ -118,6 +117,6 @@ def create_http_app(
     routes += dashboard_routes(application, services, application.bot.token)
     if webhook_secret is not None:
         routes.append(Route(webhook_path(webhook_url), telegram_webhook, methods=["POST"]))
-    app = Starlette(routes=routes, middleware=[ofrep_fast_path(services.flag_source, api_token)])
+    app = Starlette(routes=routes)
     app.state.services = services  # the API's routes read it from here
     return app

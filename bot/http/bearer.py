@@ -11,7 +11,12 @@ from starlette.requests import Request
 
 def bearer_token(request: Request) -> bytes | None:
     """The token of `Authorization: Bearer <token>`, as bytes; None without one."""
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return bearer_of(request.headers.get("authorization", ""))
+
+
+def bearer_of(authorization: str) -> bytes | None:
+    """The token of an Authorization header's value (its first, if sent twice), or None."""
+    scheme, _, given = authorization.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         return None
     # Headers arrive as latin-1 text; back to their bytes for a constant-time compare.
@@ -20,7 +25,10 @@ def bearer_token(request: Request) -> bytes | None:
 
 def bearer_ok(request: Request, expected: bytes) -> bool:
     """`Authorization: Bearer <expected>`, compared in constant time; no token, no entry."""
-    given = bearer_token(request)
+    return bearer_matches(bearer_token(request), expected)
+
+
+def bearer_matches(given: bytes | None, expected: bytes) -> bool:
     if not expected or given is None:
         return False
     return hmac.compare_digest(given, expected)

@@ -19,22 +19,24 @@ context, not the key. `value` is omitted when the evaluation has none (the spec'
 `codeDefaultFlag`: the caller's code default applies).
 
 `Ofrep` holds the two endpoints; `ofrep_routes` mounts them in Starlette, and
-bot/http/ofrep_fast.py calls the single-flag one directly, before Starlette's routing.
+bot/http/ofrep_fast.py answers single-flag requests with `Ofrep.answer_one` straight from
+the HTTP parser, before any ASGI app.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bot.http.bearer import bearer_ok
+from bot.http.bearer import bearer_matches, bearer_of, bearer_ok
 from services.flags.engine import context_problem
 from services.flags.types import (
     ErrorCode,
@@ -70,14 +72,26 @@ def _reject_constant(name: str) -> Any:
 
 
 # Built once: json.loads and json.dumps build a new decoder or encoder on every call that
-# passes an option. The encoder writes exactly what Starlette's JSONResponse writes.
+# passes an option. The encoder writes exactly what Starlette's JSONResponse would write.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-class _JSONResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return _ENCODER.encode(content).encode("utf-8")
+class Answer(NamedTuple):  # a tuple: built on every evaluation, and cheaply
+    """An OFREP answer before it is framed: the same bytes whether a Starlette route or the
+    fast path (bot/http/ofrep_fast.py) sends it."""
+
+    status: int
+    body: bytes  # JSON
+    headers: tuple[tuple[str, str], ...] = ()  # names in lower case, as Starlette sends them
+
+    def response(self) -> Response:
+        headers = dict(self.headers) or None
+        return Response(self.body, self.status, headers, media_type="application/json")
+
+
+def _json(content: Any, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Answer:
+    return Answer(status, _ENCODER.encode(content).encode("utf-8"), headers)
 
 
 class FlagSource(Protocol):
@@ -93,7 +107,7 @@ class _Refused(Exception):
         super().__init__(details)
         self.status, self.details, self.code = status, details, code
 
-    def response(self, key: str | None = None) -> JSONResponse:
+    def answer(self, key: str | None = None) -> Answer:
         body: dict[str, str] = {}
         if key is not None and self.code is not None:
             body["key"] = key[:_ECHOED_KEY_CHARS]
@@ -101,8 +115,7 @@ class _Refused(Exception):
             body["errorCode"] = self.code.value
         body["errorDetails"] = self.details
         # Closing stops a client still sending a body we will never read.
-        headers = {"Connection": "close"} if self.status == 413 else None
-        return _JSONResponse(body, status_code=self.status, headers=headers)
+        return _json(body, self.status, (("connection", "close"),) if self.status == 413 else ())
 
 
 class Ofrep:
@@ -111,9 +124,13 @@ class Ofrep:
     def __init__(self, source: FlagSource, token: str) -> None:
         self._source = source
         self._expected = token.encode()
+        self._expected_header = f"Bearer {token}".encode("latin-1", "replace") if token else b""
 
     async def evaluate_one(self, request: Request, key: str) -> Response:
         """POST PREFIX/{key}: `key` as the path gave it (a query string is appended here)."""
+        return (await self._evaluate_one(request, key)).response()
+
+    async def _evaluate_one(self, request: Request, key: str) -> Answer:
         if not bearer_ok(request, self._expected):
             return _unauthorised()
         query: bytes = request.scope["query_string"]
@@ -121,23 +138,46 @@ class Ofrep:
             key = f"{key}?{query.decode('latin-1')}"
         if not is_valid_flag_key(key):
             details = f"not a valid flag key ({_KEY_RULE} characters), so no such flag"
-            return _Refused(404, details, ErrorCode.FLAG_NOT_FOUND).response(key)
+            return _Refused(404, details, ErrorCode.FLAG_NOT_FOUND).answer(key)
         try:
-            ctx, _ = await _read_context(request)
+            body = await _read_body(request)
+        except _Refused as refused:
+            return refused.answer(key)
+        except Exception:  # the boundary: log it, answer the spec's 500 without internals
+            log.exception("OFREP evaluation of %s failed", key)
+            return _internal_error()
+        return self._evaluate_body(key, body)
+
+    def answer_one(self, authorization: str, key: str, body: bytes) -> Answer:
+        """`evaluate_one` for a request read whole, whose key was found valid and came without
+        a query string; `authorization` is its (first) Authorization header, or ""."""
+        # The header as clients send it, in one constant-time compare; any other spelling
+        # (case, spaces) goes through the full parse.
+        given = authorization.encode("latin-1")
+        if not (
+            (self._expected_header and hmac.compare_digest(given, self._expected_header))
+            or bearer_matches(bearer_of(authorization), self._expected)
+        ):
+            return _unauthorised()
+        return self._evaluate_body(key, body)
+
+    def _evaluate_body(self, key: str, body: bytes) -> Answer:
+        try:
+            ctx, _ = _parse_context(body)
             evaluation = self._source.evaluate(key, ctx)
         except _Refused as refused:
-            return refused.response(key)
+            return refused.answer(key)
         except Exception:  # the boundary: log it, answer the spec's 500 without internals
             log.exception("OFREP evaluation of %s failed", key)
             return _internal_error()
         if _is_failure(evaluation):
-            status, body = _failure(evaluation)
-            return _JSONResponse(body, status_code=status)
-        return _JSONResponse(_success(evaluation))
+            status, failure = _failure(evaluation)
+            return _json(failure, status)
+        return _json(_success(evaluation))
 
     async def evaluate_all(self, request: Request) -> Response:
         if not bearer_ok(request, self._expected):
-            return _unauthorised()
+            return _unauthorised().response()
         try:
             ctx, raw = await _read_context(request)
             # Read before evaluating: if flags change in between, the tag is the older one and
@@ -147,12 +187,12 @@ class Ofrep:
                 return Response(status_code=304, headers={"ETag": etag})
             evaluations = self._source.evaluate_all(ctx)
         except _Refused as refused:
-            return refused.response()
+            return refused.answer().response()
         except Exception:
             log.exception("OFREP bulk evaluation failed")
-            return _internal_error()
+            return _internal_error().response()
         items = [_failure(e)[1] if _is_failure(e) else _success(e) for e in evaluations]
-        return _JSONResponse({"flags": items}, headers={"ETag": etag})
+        return _json({"flags": items}, headers=(("etag", etag),)).response()
 
 
 def ofrep_routes(source: FlagSource, token: str) -> list[BaseRoute]:
@@ -196,10 +236,16 @@ async def _read_body(request: Request) -> bytes:
 
 async def _read_context(request: Request) -> tuple[EvaluationContext, Mapping[str, Any]]:
     """The evaluation context and the raw `context` object it came from."""
-    body = await _read_body(request)
+    return _parse_context(await _read_body(request))
+
+
+def _parse_context(body: bytes) -> tuple[EvaluationContext, Mapping[str, Any]]:
     try:
         # What json.loads does with bytes (the encoding found from the first bytes).
-        document = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+        # `{` first: UTF-8, as json.detect_encoding would find, without asking it.
+        encoding = "utf-8" if body[:1] == b"{" and body[1:2] != b"\0" else None
+        text = body.decode(encoding or json.detect_encoding(body), "surrogatepass")
+        document = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise _Refused(400, f"request body is not JSON: {exc}", ErrorCode.PARSE_ERROR) from None
     if not isinstance(document, dict):
@@ -263,13 +309,13 @@ def _failure(evaluation: Evaluation) -> tuple[int, dict[str, Any]]:
     return status, {"key": evaluation.key, "errorCode": code.value, "errorDetails": details}
 
 
-def _unauthorised() -> JSONResponse:
-    return _JSONResponse(
+def _unauthorised() -> Answer:
+    return _json(
         {"errorDetails": "missing or wrong bearer token"},
-        status_code=401,
-        headers={"WWW-Authenticate": 'Bearer realm="ofrep"'},
+        401,
+        (("www-authenticate", 'Bearer realm="ofrep"'),),
     )
 
 
-def _internal_error() -> JSONResponse:
-    return _JSONResponse({"errorDetails": "internal error while evaluating"}, status_code=500)
+def _internal_error() -> Answer:
+    return _json({"errorDetails": "internal error while evaluating"}, 500)

@@ -1,52 +1,171 @@
-"""OFREP's single-flag evaluation answered before Starlette's routing: the HTTP hot path.
+"""OFREP's single-flag evaluation answered by the HTTP parser itself: the HTTP hot path.
 
-`POST /ofrep/v1/evaluate/flags/{key}` with a valid flag key and no query string goes straight
-to `Ofrep.evaluate_one`, the very endpoint the Starlette route calls: the same bearer check
-(constant time), body limits, JSON parsing, statuses and error bodies, and the same
-`FlagSource.evaluate`. What it skips is the work done per request before that endpoint: the
-middleware stack, matching the path against every route of the HTTP side, and the route's
-request/response wrappers.
+uvicorn runs every request as an ASGI cycle: a scope, a task, receive and send messages, then
+the app's middleware, router and wrappers. For `POST /ofrep/v1/evaluate/flags/{key}` all of
+that costs many times the evaluation, so `ofrep_protocol` gives uvicorn a subclass of its own
+httptools protocol that answers such a request as soon as its body is in, synchronously, from
+`Ofrep.answer_one`: the same bearer check, JSON parsing, statuses, bodies and headers as the
+Starlette route, and the same `FlagSource.evaluate`.
 
-Everything else (the bulk endpoint and its ETag, other methods, odd keys, query strings, every
-other route) is passed to the wrapped app unchanged, so those answers are Starlette's, as before.
+Only the plain case takes this path: HTTP/1.1, a valid key with no `%` and no query string, a
+Content-Length of at most MAX_BODY_BYTES, no Transfer-Encoding, no `Expect`, and no earlier
+request on the connection still being answered (answers keep their order). Anything else runs
+through uvicorn and the app as before, so odd requests get the routes' answers.
 tests/bot/test_ofrep_fast_path.py checks both paths give the same answers, byte for byte.
 """
 
 from __future__ import annotations
 
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+import asyncio
+from typing import Any
 
-from bot.http.ofrep import PREFIX, FlagSource, Ofrep
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from bot.http.ofrep import MAX_BODY_BYTES, PREFIX, FlagSource, Ofrep
 from services.flags.types import is_valid_flag_key
 
-_SINGLE = PREFIX + "/"
+_SINGLE = (PREFIX + "/").encode()
 
 
-class OfrepFastPath:
-    """ASGI middleware: single-flag OFREP evaluations answered here, the rest passed on."""
-
-    def __init__(self, app: ASGIApp, source: FlagSource, token: str) -> None:
-        self.app = app
-        self._ofrep = Ofrep(source, token)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and not scope["query_string"]
-            and not scope.get("root_path")  # routes match the path as given: no mount prefix
-        ):
-            path: str = scope["path"]
-            if path.startswith(_SINGLE) and is_valid_flag_key(key := path[len(_SINGLE) :]):
-                response = await self._ofrep.evaluate_one(Request(scope, receive), key)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+_default_block: tuple[object, bytes] = (None, b"")
 
 
-def ofrep_fast_path(source: FlagSource, token: str) -> Middleware:
-    """For `Starlette(middleware=[...])`: the fast path over the same source and token as
-    `ofrep_routes(source, token)`."""
-    return Middleware(OfrepFastPath, source=source, token=token)
+def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's headers for every answer (date, server) as one block; uvicorn replaces the
+    list each second, so the block is made once per list."""
+    global _default_block
+    if _default_block[0] is not headers:
+        _default_block = (headers, b"".join(b"%s: %s\r\n" % pair for pair in headers))
+    return _default_block[1]
+
+
+class OfrepProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering plain single-flag evaluations itself."""
+
+    ofrep: Ofrep  # set on the subclass `ofrep_protocol` makes
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast_key: str | None = None  # the request being answered here, if one is
+        self._fast_body = b""
+        self._close_after = False
+        self._active_at = 0.0  # loop time of the last read or answer
+
+    # Keep-alive. uvicorn cancels its idle timer on every read and arms a new one after every
+    # answer: two timer operations per request, a large share of a fast answer's cost. Here a
+    # timer, once armed, stays: reads and answers only note the time, and when it fires it
+    # closes the connection only if nothing happened for the whole timeout, else waits the rest.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._active_at = self.loop.time()
+
+    def timeout_keep_alive_handler(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._fast_key is not None or (self.cycle and not self.cycle.response_complete):
+            return  # mid-request: its answer arms the timer again, as uvicorn's does
+        idle = self.loop.time() - self._active_at
+        if idle < self.timeout_keep_alive:
+            self._arm_keep_alive(self.timeout_keep_alive - idle)
+        else:
+            super().timeout_keep_alive_handler()
+
+    def _arm_keep_alive(self, delay: float) -> None:
+        if self.timeout_keep_alive_task is None:
+            handler = self.timeout_keep_alive_handler
+            self.timeout_keep_alive_task = self.loop.call_later(delay, handler)
+
+    def on_response_complete(self) -> None:
+        # An ASGI answer: uvicorn arms a new timer without looking for one still armed.
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().connection_lost(exc)
+
+    def on_headers_complete(self) -> None:
+        key = self._fast_path_key()
+        if key is None:
+            super().on_headers_complete()
+            return
+        self._fast_key = key
+        self._fast_body = b""
+
+    def _fast_path_key(self) -> str | None:
+        url = self.url  # the target as sent: a `?` or `%` in it fails the key check below
+        if not url.startswith(_SINGLE):
+            return None
+        parser = self.parser
+        if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
+            return None
+        if self.root_path or self.pipeline or (self.cycle and not self.cycle.response_complete):
+            return None
+        key = url[len(_SINGLE) :].decode("ascii", "replace")
+        if not is_valid_flag_key(key):
+            return None
+        length = None
+        for name, value in self.headers:
+            if name == b"content-length" and length is None and value.isdigit():
+                length = int(value) if len(value) <= 12 else None
+            elif name in (b"content-length", b"transfer-encoding", b"expect"):
+                return None
+        if length is None or length > MAX_BODY_BYTES:
+            return None
+        return key
+
+    def on_body(self, body: bytes) -> None:
+        if self._fast_key is None:
+            super().on_body(body)
+        else:
+            self._fast_body += body
+
+    def on_message_complete(self) -> None:
+        key = self._fast_key
+        if key is None:
+            super().on_message_complete()
+            return
+        self._fast_key = None
+        authorization = next((v for n, v in self.headers if n == b"authorization"), b"")
+        answer = self.ofrep.answer_one(authorization.decode("latin-1"), key, self._fast_body)
+        keep_alive = self.parser.should_keep_alive() and not self._close_after
+        out = [STATUS_LINE[answer.status], _default_headers(self.server_state.default_headers)]
+        for text_name, text_value in answer.headers:
+            if text_name == "connection" and "close" in text_value.lower():
+                keep_alive = False
+            out += (text_name.encode(), b": ", text_value.encode("latin-1"), b"\r\n")
+        # As Starlette's Response lists them, after the answer's own headers; then uvicorn's
+        # `connection: close` when it closes without being told to.
+        out.append(b"content-length: %d\r\ncontent-type: application/json\r\n" % len(answer.body))
+        if not keep_alive and not any(name == "connection" for name, _ in answer.headers):
+            out.append(b"connection: close\r\n")
+        out += (b"\r\n", answer.body)
+        self.transport.write(b"".join(out))
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "POST %s HTTP/1.1" %d',
+                f"{self.client[0]}:{self.client[1]}" if self.client else "-",
+                self.url.decode("ascii"),
+                answer.status,
+            )
+        self.server_state.total_requests += 1
+        if not keep_alive:
+            self.transport.close()
+        else:  # nothing can be queued behind it: it was taken only with nothing in flight
+            self._active_at = self.loop.time()
+            self._arm_keep_alive(self.timeout_keep_alive)
+
+    def shutdown(self) -> None:
+        if self._fast_key is None:
+            super().shutdown()
+        else:
+            self._close_after = True  # answered, then closed, as uvicorn does mid-request
+
+
+def ofrep_protocol(source: FlagSource, token: str) -> type[asyncio.Protocol]:
+    """For `BackgroundHTTPServer(http=...)`: the fast path over the same source and token as
+    `ofrep_routes(source, token)`, which stays in the app for everything else."""
+    return type("OfrepFastProtocol", (OfrepProtocol,), {"ofrep": Ofrep(source, token)})

@@ -28,7 +28,9 @@ class BackgroundHTTPServer:
         host: str,
         port: int,
         lifespan: Literal["on", "off"] = "off",
-        http: Literal["auto", "h11", "httptools"] = "auto",  # auto: httptools, installed
+        # auto: httptools, installed; or a protocol class (bot/http/ofrep_fast.py's)
+        http: Literal["auto", "h11", "httptools"] | type[asyncio.Protocol] = "auto",
+        keep_alive_s: int = 5,  # uvicorn's default: an idle connection is closed after it
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -44,6 +46,7 @@ class BackgroundHTTPServer:
             http=http,
             ws="none",  # no websockets served: uvicorn need not load a websocket library
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=keep_alive_s,
         )
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
