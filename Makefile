@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the integration tests start for real (sshd on loopback, systemd in a namespace).
 DEBIAN_PACKAGES := openssh-server openssh-client systemd util-linux procps prometheus-alertmanager nginx \
                    prometheus haproxy chromium chromium-driver fonts-noto-color-emoji \
-                   git sqlite3 coreutils findutils
+                   postgresql git sqlite3 coreutils findutils
 
 .PHONY: install system-deps test lint demo bench clean
 

@@ -1,5 +1,6 @@
-"""The `opsgate` command: run, demo, check-config, doctor; and a client of a running opsgate's
-API (deploy, rollback, promote, flag, halt, lock, unlock, silence, unsilence, status)."""
+"""The `opsgate` command: run, demo, check-config, doctor, migrate; and a client of a running
+opsgate's API (deploy, rollback, promote, flag, halt, lock, unlock, silence, unsilence,
+status)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from bot.logs import configure_logging
 from bot.runner import Opsgate
 from bot.sdnotify import notify, start_watchdog, stop_watchdog
 from bot.startup import check_token_format, explain, preflight
+from config.database import redact_url
 from config.opsfile import OpsFileError, load_ops_file
 from config.settings import Settings
 from services.alerts.engine import routing_warnings
 from services.container import VERSION
+from services.records.storage import Storage, StorageError, is_database_error
 
 log = logging.getLogger("opsgate")
 
@@ -109,6 +112,29 @@ def settings_help() -> str:
     return "\n".join(lines)
 
 
+def migrate(settings: Settings) -> int:
+    """`opsgate migrate`: open the database (which migrates it) and say where it stands."""
+
+    async def to_latest() -> int:
+        storage = Storage(settings.db)
+        async with storage:
+            return await storage.version()
+
+    where = redact_url(settings.db)
+    try:
+        version = asyncio.run(to_latest())
+    except (StorageError, OSError) as exc:
+        print(f"cannot migrate the database {where}: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except Exception as exc:
+        if not is_database_error(exc):
+            raise
+        print(f"cannot migrate the database {where}: {exc}: check OPSGATE_DB", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(f"database {where}: schema version {version} (this opsgate's latest)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="opsgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"opsgate {VERSION}")
@@ -126,6 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="offline demo: sandbox + bot + terminal chat")
     demo.add_argument("--script", type=Path, help="play a scripted conversation and exit")
     sub.add_parser("doctor", help="check the token, chats, hosts and database; say what to fix")
+    sub.add_parser(
+        "migrate",
+        help="bring the database (OPSGATE_DB) to this opsgate's schema, then exit",
+        description="Apply the schema migrations this opsgate has and the database lacks; each"
+        " step is one transaction. `run` does the same at start; this is for doing it first,"
+        " e.g. once before starting several opsgates on one PostgreSQL.",
+    )
     add_commands(sub)
     args = parser.parse_args(argv)
 
@@ -133,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.doctor import run_doctor
 
         return run_doctor(load_settings())
+    if args.command == "migrate":
+        return migrate(load_settings())
     if args.command in CLIENT_COMMANDS:
         return run_client(args, load_settings())
     if args.command == "check-config":

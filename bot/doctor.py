@@ -4,7 +4,7 @@
     token         getMe answers (the token itself is never printed)
     chats         every chat in [chats] and the alert routes can be read by the bot
     hosts         systemctl (or supervisorctl) answers for every service, on its host
-    database      the SQLite file opens, migrates and takes a write
+    database      SQLite's file or PostgreSQL opens, migrates and takes a write
 
 Exit 0 when all is well, 1 when something needs fixing (each line says what).
 """
@@ -17,6 +17,7 @@ from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
 from bot.app import file_url_for
+from config.database import is_postgres_url, redact_url
 from config.inventory import Service
 from config.opsfile import OpsConfig, OpsFileError, load_ops_file
 from config.settings import Settings
@@ -86,16 +87,24 @@ async def check_hosts(ops: OpsConfig, hosts: Hosts, report: Report) -> None:
 
 
 async def check_database(settings: Settings, report: Report) -> None:
+    where = redact_url(settings.db)
     try:
         async with Storage(settings.db) as storage:
             writable = await storage.is_writable()
+            version = await storage.version()
     except Exception as exc:  # any failure to open is what this check reports
-        report.bad(f"database {settings.db}: {exc}", "check OPSGATE_DB and its directory")
+        fix = "check OPSGATE_DB and its directory"
+        if is_postgres_url(settings.db):
+            fix = "check OPSGATE_DB, that PostgreSQL runs there and lets this user in"
+        report.bad(f"database {where}: {exc}", fix)
         return
     if writable:
-        report.ok(f"database {settings.db}: writable")
+        report.ok(f"database {where}: schema version {version}, writable")
     else:
-        report.bad(f"database {settings.db}: not writable", "check the file's permissions")
+        report.bad(
+            f"database {where}: not writable",
+            "check the file's permissions, or that the server is not a read-only standby",
+        )
 
 
 async def diagnose(settings: Settings) -> Report:

@@ -22,9 +22,11 @@ from telegram import Bot
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
+from config.database import is_postgres_url
 from config.opsfile import OpsFileError
 from config.settings import BOT_TOKEN_PATTERN, Settings
 from services.flags.types import BucketingChangeRefused
+from services.records.storage import is_database_error
 from services.tls import client_context
 
 UNREACHABLE_WAIT_S = 10.0  # how long an unreachable Bot API is retried before giving up
@@ -68,10 +70,12 @@ def database_problem(db: Path, reason: str) -> ConfigurationError:
     )
 
 
-def check_database_place(db: Path) -> None:
-    """The database's directory exists (or is made, as Storage does) and takes a new file."""
-    if str(db) == ":memory:":
+def check_database_place(target: str | Path) -> None:
+    """A SQLite file's directory exists (or is made, as Storage does) and takes a new file.
+    (A PostgreSQL URL is checked by connecting to it.)"""
+    if str(target) == ":memory:" or is_postgres_url(str(target)):
         return
+    db = Path(target)
     for above in db.parents:
         if above.exists() and not above.is_dir():
             raise database_problem(db, f"{above} is a file, not a directory")
@@ -176,8 +180,9 @@ def explain(exc: BaseException) -> StartupError:
         return token_rejected()
     if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):
         return StartupError(f"lost the Bot API while starting: {exc.message}: try again")
-    if isinstance(exc, sqlite3.OperationalError | PermissionError):
-        return ConfigurationError(f"cannot open the database: {exc}: check OPSGATE_DB")
+    if isinstance(exc, sqlite3.OperationalError | PermissionError) or is_database_error(exc):
+        reason = " ".join(str(exc).split())  # libpq's messages run over several lines
+        return ConfigurationError(f"cannot open the database: {reason}: check OPSGATE_DB")
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return StartupError(
             f"the HTTP address is in use by another program ({exc.strerror}): stop it, or set"

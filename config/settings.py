@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.database import is_postgres_url, looks_like_url
+
 DEFAULT_BOT_API_URL = "https://api.telegram.org/bot"
 # What @BotFather hands out: the bot's id, a colon, the secret half (35 characters today).
 BOT_TOKEN_PATTERN = re.compile(r"^[0-9]{5,16}:[A-Za-z0-9_-]{30,}$")
@@ -43,7 +45,12 @@ class Settings(BaseSettings):
         description="the Bot API base URL (or a local Bot API server's)",
     )
     config: Path = Field(default=Path("config/opsgate.toml"), description="the ops file (TOML)")
-    db: Path = Field(default=Path("opsgate.db"), description="the SQLite database file")
+    # repr=False: a postgresql:// URL may carry a password.
+    db: str = Field(
+        default="opsgate.db",
+        description="the SQLite database file, or a postgresql:// URL",
+        repr=False,
+    )
     http_addr: str = Field(
         default="127.0.0.1:8080", description="host:port of the HTTP side (API, alerts, health)"
     )
@@ -69,6 +76,23 @@ class Settings(BaseSettings):
     # Crash drills only: a deployment that enters this state (e.g. "switching") waits there
     # until the process is killed, so a drill or a test kills opsgate at exactly that step.
     hold_at: str = Field(default="", description="crash drills only: stop at this step")
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value  # a path given in code
+
+    @field_validator("db")
+    @classmethod
+    def _check_db(cls, value: str) -> str:
+        # A URL that is not PostgreSQL's would otherwise be taken as a file name and opsgate
+        # would run, quietly, on a new local database named after it.
+        if looks_like_url(value) and not is_postgres_url(value):
+            raise ValueError(
+                "a URL here must be postgresql://user@host:port/database; for SQLite give a"
+                " file path"
+            )
+        return value
 
     @field_validator("http_addr")
     @classmethod

@@ -197,7 +197,7 @@ class Services:
             recent_changes=recent_changes,
             alert_messages=AlertMessages(alert_engine, recent_changes, current_ops),
             monitor=Monitor(alert_engine, current_ops, controller, sampler, clock),
-            retention=Retention(storage, Path(str(storage.path)), current_ops, clock),
+            retention=Retention(storage, storage.sqlite_file, current_ops, clock),
             webhooks=webhooks,
             webhook_sender=WebhookSender(webhooks, current_webhooks, audit),
             long_watches=long_watches,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bot.dev.harness.alertmanager import Alertmanager
 from bot.dev.harness.alertmanager import running as running_alertmanager
 from bot.dev.harness.fleet import Fleet, booted_fleet
+from bot.dev.harness.postgres import PostgresCluster
+from bot.dev.harness.postgres import running as running_postgres
 from bot.dev.harness.supervisord import SupervisordSandbox, running
 from bot.dev.harness.systemd import WORK_ROOT, SystemdSandbox, booted
 
@@ -46,6 +49,24 @@ def alertmanager() -> Iterator[Alertmanager]:
     """A private Alertmanager on loopback; skips without the Debian package (CI: fails)."""
     with running_alertmanager() as am:
         yield am
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster on loopback, once per session (per worker); skips without
+    the Debian package (CI: fails)."""
+    with running_postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """OPSGATE_DB for a test that runs on both databases: a SQLite file, then an empty
+    schema of the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "opsgate.db")
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.schema_url()
 
 
 # Tests that run for long in real time each open one worker's share of the suite, so they

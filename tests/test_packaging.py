@@ -91,8 +91,22 @@ def installed_by_dependencies() -> set[str]:
     return {name for name in closure if "[" not in name}
 
 
+def optional_extras() -> set[str]:
+    """Canonical names of what the extras for users (all but `dev`) add, e.g. psycopg for
+    PostgreSQL: imported only inside the code that needs them."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    return {
+        canonicalize_name(Requirement(text).name)
+        for extra, requirements in extras.items()
+        if extra != "dev"
+        for text in requirements
+    }
+
+
 def test_what_the_demo_imports_is_a_dependency_not_a_dev_extra() -> None:
-    installed = installed_by_dependencies()
+    installed = installed_by_dependencies() | optional_extras()
     providers = metadata.packages_distributions()
     missing = {
         top: providers.get(top, ["?"])

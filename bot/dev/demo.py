@@ -79,7 +79,7 @@ def demo_settings(
         bot_token=SecretStr(DEMO_TOKEN),
         bot_api_url=sandbox.base_url,
         config=ops_path,
-        db=workdir / "demo.db",
+        db=str(workdir / "demo.db"),
         http_addr="127.0.0.1:0",
         api_token=SecretStr(secrets.token_urlsafe(16)),  # OFREP stays closed to strangers
         alerts_token=SecretStr(alerts_token),

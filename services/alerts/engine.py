@@ -23,8 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from config.alerts import AlertRoute
 from config.opsfile import OpsConfig
 from services.alerts.model import (
@@ -38,7 +36,7 @@ from services.alerts.model import (
 )
 from services.alerts.rows import read_alerts, read_group, read_silences
 from services.records.audit import AuditLog, utc_now
-from services.records.storage import Storage
+from services.records.storage import Connection, Storage
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +152,7 @@ class AlertEngine:
         return IngestReport(tuple(new), tuple(resolved), unchanged, unrouted)
 
     async def _group(
-        self, db: aiosqlite.Connection, route: int, chat_id: int, labels: dict[str, str]
+        self, db: Connection, route: int, chat_id: int, labels: dict[str, str]
     ) -> tuple[int, float]:
         """The group's id, and how long a change to it waits (group_wait when it is new)."""
         key = f"{route}:{json.dumps(sorted(labels.items()))}"
@@ -182,7 +180,7 @@ class AlertEngine:
         return routes[index] if 0 <= index < len(routes) else None
 
     async def _upsert(
-        self, db: aiosqlite.Connection, alert: IncomingAlert, group_id: int, now: datetime
+        self, db: Connection, alert: IncomingAlert, group_id: int, now: datetime
     ) -> AlertStatus | None:
         """Store the alert; returns its new status when it changed, None for a repeat."""
         fp = alert.fingerprint
@@ -236,9 +234,7 @@ class AlertEngine:
             )
         return alert.status
 
-    async def _mark_due(
-        self, db: aiosqlite.Connection, group_id: int, now: datetime, wait: float
-    ) -> None:
+    async def _mark_due(self, db: Connection, group_id: int, now: datetime, wait: float) -> None:
         rows = list(
             await db.execute_fetchall(
                 "SELECT dirty, due_at, notified_at FROM alert_groups WHERE id = ?", (group_id,)
@@ -258,9 +254,7 @@ class AlertEngine:
             (due.isoformat(), group_id),
         )
 
-    async def _wake_inhibited(
-        self, db: aiosqlite.Connection, service: str | None, now: datetime
-    ) -> None:
+    async def _wake_inhibited(self, db: Connection, service: str | None, now: datetime) -> None:
         """A critical resolved: warnings it held for the same service may go out now."""
         if not service:
             return

@@ -6,9 +6,8 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-import aiosqlite
-
 from services.alerts.model import Alert, AlertGroup, AlertStatus, Matcher, Silence
+from services.records.storage import Connection, Row
 
 
 def _time(value: object) -> datetime | None:
@@ -25,7 +24,7 @@ _ALERT_COLUMNS = (
 )
 
 
-def _alert(a: aiosqlite.Row) -> Alert:
+def _alert(a: Row) -> Alert:
     return Alert(
         fingerprint=str(a[0]),
         group_id=int(a[1]),
@@ -40,7 +39,7 @@ def _alert(a: aiosqlite.Row) -> Alert:
     )
 
 
-async def read_alerts(db: aiosqlite.Connection, fingerprints: Sequence[str]) -> list[Alert]:
+async def read_alerts(db: Connection, fingerprints: Sequence[str]) -> list[Alert]:
     """These alerts, in the order asked (unknown ones left out), one query per 500."""
     found: dict[str, Alert] = {}
     for start in range(0, len(fingerprints), 500):
@@ -51,7 +50,7 @@ async def read_alerts(db: aiosqlite.Connection, fingerprints: Sequence[str]) -> 
     return [found[fp] for fp in fingerprints if fp in found]
 
 
-async def read_group(db: aiosqlite.Connection, group_id: int) -> AlertGroup | None:
+async def read_group(db: Connection, group_id: int) -> AlertGroup | None:
     rows = list(
         await db.execute_fetchall(
             "SELECT id, key, labels, chat_id, route, message_id, notified_at, escalation,"
@@ -86,7 +85,7 @@ async def read_group(db: aiosqlite.Connection, group_id: int) -> AlertGroup | No
     )
 
 
-async def read_silences(db: aiosqlite.Connection) -> list[Silence]:
+async def read_silences(db: Connection) -> list[Silence]:
     rows = await db.execute_fetchall(
         "SELECT id, matchers, starts_at, ends_at, created_by, comment, ended_by FROM silences"
         " ORDER BY id"

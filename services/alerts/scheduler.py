@@ -15,15 +15,13 @@ from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import aiosqlite
-
 from config.alerts import AlertRoute, QuietHours
 from config.opsfile import OpsConfig
 from services.alerts.engine import routes_of
 from services.alerts.model import Alert, AlertGroup, AlertStatus, Silence
 from services.alerts.rows import read_group, read_silences
 from services.records.audit import utc_now
-from services.records.storage import Storage
+from services.records.storage import Connection, Storage
 
 
 def is_quiet(quiet: QuietHours | None, now: datetime) -> bool:
@@ -108,7 +106,7 @@ class AlertScheduler:
 
     async def _changes(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         group: AlertGroup,
         silences: list[Silence],
         critical: set[str],
@@ -142,7 +140,7 @@ class AlertScheduler:
 
     async def _escalations(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         silences: list[Silence],
         critical: set[str],
         now: datetime,
@@ -179,7 +177,7 @@ class AlertScheduler:
 
     async def _enqueue(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         group: AlertGroup,
         kind: str,
         alerts: tuple[Alert, ...] | list[Alert],
@@ -216,14 +214,14 @@ class AlertScheduler:
         return 1
 
 
-async def _notified(db: aiosqlite.Connection, group_id: int) -> dict[str, str]:
+async def _notified(db: Connection, group_id: int) -> dict[str, str]:
     rows = await db.execute_fetchall(
         "SELECT fingerprint, notified FROM alerts WHERE group_id = ?", (group_id,)
     )
     return {str(r[0]): str(r[1]) for r in rows}
 
 
-async def _firing_critical_services(db: aiosqlite.Connection, silences: list[Silence]) -> set[str]:
+async def _firing_critical_services(db: Connection, silences: list[Silence]) -> set[str]:
     if not silences:  # the common case: SQL alone answers it
         rows = await db.execute_fetchall(
             "SELECT DISTINCT json_extract(labels, '$.service') FROM alerts WHERE status ="

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import aiosqlite
 import httpx
 
 from config.opsfile import OpsConfig
@@ -36,7 +35,7 @@ from services.alerts.engine import AlertEngine
 from services.alerts.model import AlertError, Matcher, Silence
 from services.alerts.rows import read_silences
 from services.records.audit import AuditLog, utc_now
-from services.records.storage import Storage
+from services.records.storage import Connection, Storage
 
 log = logging.getLogger(__name__)
 MIRROR = "alertmanager:"  # comment of a local row that mirrors an Alertmanager silence
@@ -243,7 +242,7 @@ class SilenceBook:
                 )
         return sorted(active, key=lambda s: s.ends_at)
 
-    async def _mirror(self, db: aiosqlite.Connection, silence: AmSilence) -> None:
+    async def _mirror(self, db: Connection, silence: AmSilence) -> None:
         """Insert or refresh the local row that makes opsgate honour this silence. Negative
         matchers (!=, !~) have no local form: Alertmanager alone applies those."""
         if any(not m.equal for m in silence.matchers):

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-import aiosqlite
-
 from services.approvals.model import (
     ApprovalRequest,
     ButtonNoLongerValid,
@@ -16,6 +14,7 @@ from services.approvals.model import (
     RoleSignoff,
     Vote,
 )
+from services.records.storage import Connection
 
 _REQUEST_COLUMNS = (
     "id, deployment_id, requester, status, any_role, origin_chat_id, origin_message_id,"
@@ -32,7 +31,7 @@ def _at(value: object) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
-async def request_id_of_role(db: aiosqlite.Connection, role_id: int) -> int:
+async def request_id_of_role(db: Connection, role_id: int) -> int:
     rows = list(
         await db.execute_fetchall("SELECT request_id FROM approval_roles WHERE id = ?", (role_id,))
     )
@@ -41,7 +40,7 @@ async def request_id_of_role(db: aiosqlite.Connection, role_id: int) -> int:
     return int(rows[0][0])
 
 
-async def read_request(db: aiosqlite.Connection, request_id: int) -> ApprovalRequest | None:
+async def read_request(db: Connection, request_id: int) -> ApprovalRequest | None:
     rows = list(
         await db.execute_fetchall(
             f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE id = ?",  # noqa: S608

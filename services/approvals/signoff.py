@@ -13,8 +13,6 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from config.opsfile import OpsConfig
 from services.approvals.model import (
     ApprovalRefused,
@@ -31,7 +29,7 @@ from services.approvals.rows import read_request, request_id_of_role
 from services.deploy.deployments import DeploymentError, Deployments
 from services.deploy.model import Deployment, DeploymentState
 from services.records.audit import AuditLog, utc_now
-from services.records.storage import Storage
+from services.records.storage import Connection, Storage
 
 REMIND = "UPDATE approval_requests SET reminded = 1 WHERE id = ?"
 ESCALATE = "UPDATE approval_requests SET reminded = 1, escalated = 1 WHERE id = ?"
@@ -303,7 +301,7 @@ class Approvals:
         return request
 
     async def _reject(
-        self, db: aiosqlite.Connection, request_id: int, role_id: int, user_id: str, reason: str
+        self, db: Connection, request_id: int, role_id: int, user_id: str, reason: str
     ) -> ApprovalRequest:
         request, role = await self._open_role(db, request_id, role_id, user_id)
         now = self._clock().isoformat()
@@ -456,7 +454,7 @@ class Approvals:
             return set()
         return {role for role, members in self._ops().roles.items() if int(user_id) in members}
 
-    async def _read(self, db: aiosqlite.Connection, request_id: int) -> ApprovalRequest:
+    async def _read(self, db: Connection, request_id: int) -> ApprovalRequest:
         request = await read_request(db, request_id)
         if request is None:
             raise ButtonNoLongerValid()
@@ -464,7 +462,7 @@ class Approvals:
 
     async def _open_role(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         request_id: int,
         role_id: int,
         user_id: str,
@@ -482,7 +480,7 @@ class Approvals:
 
     async def _end(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         request: ApprovalRequest,
         status: RequestStatus,
         actor: str,
@@ -498,7 +496,7 @@ class Approvals:
 
     async def _record(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         request: ApprovalRequest,
         kind: str,
         actor: str,
@@ -514,7 +512,7 @@ class Approvals:
         await self._audit.record(kind, actor, service, body)
 
 
-async def _deployment_ended(db: aiosqlite.Connection, request: ApprovalRequest) -> bool:
+async def _deployment_ended(db: Connection, request: ApprovalRequest) -> bool:
     rows = list(
         await db.execute_fetchall(
             "SELECT finished_at FROM deployments WHERE id = ?", (request.deployment_id,)

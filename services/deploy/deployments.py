@@ -13,8 +13,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-import aiosqlite
-
 from config.opsfile import is_valid_name
 from services.deploy.canary_rows import CanaryRows
 from services.deploy.host_rows import HostRows
@@ -38,7 +36,7 @@ from services.deploy.model import (
     state_durations,
 )
 from services.records.audit import AuditLog, Event, event_from_row, utc_now
-from services.records.storage import Storage
+from services.records.storage import Connection, Storage
 
 __all__ = [
     "BEFORE_SWITCH",
@@ -183,9 +181,11 @@ class Deployments:
     async def events(self, deployment_id: int) -> list[Event]:
         """The deployment's audit trail, in order (durations: `state_durations`)."""
         deployment = await self.get(deployment_id)
+        # Compared as text: SQLite reads the JSON number as an integer, PostgreSQL as text.
         rows = await self._storage.db.execute_fetchall(
             "SELECT id, at, kind, actor, subject, data FROM events WHERE subject = ?"
-            " AND kind LIKE 'deploy.%' AND json_extract(data, '$.deployment') = ? ORDER BY id",
+            " AND kind LIKE 'deploy.%' AND CAST(json_extract(data, '$.deployment') AS TEXT)"
+            " = CAST(? AS TEXT) ORDER BY id",
             (deployment.service, deployment_id),
         )
         return [event_from_row(row) for row in rows]
@@ -210,7 +210,7 @@ class Deployments:
             raise UnknownDeployment(f"no deployment #{deployment_id}")
 
     async def _acquire(
-        self, db: aiosqlite.Connection, service: str, environment: str, deployment_id: int, now: str
+        self, db: Connection, service: str, environment: str, deployment_id: int, now: str
     ) -> None:
         # The primary key makes this the one place two requests can race; the loser's insert
         # does nothing, and its whole transaction (its deployment row too) is rolled back.
@@ -284,7 +284,7 @@ def _check_request(service: str, environment: str, version: str, requester: str)
         raise InvalidRequest("a deployment needs a requester")
 
 
-async def _read(db: aiosqlite.Connection, deployment_id: int) -> Deployment:
+async def _read(db: Connection, deployment_id: int) -> Deployment:
     async with db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)) as cursor:
         row = await cursor.fetchone()
     if row is None:

@@ -10,12 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import aiosqlite
-
 from config.opsfile import is_valid_name
 from services.deploy.errors import DeployError
 from services.records.audit import AuditLog, utc_now
-from services.records.storage import Storage
+from services.records.storage import Connection, Row, Storage
 
 MAX_REASON = 200
 
@@ -62,7 +60,7 @@ def check_reason(reason: str) -> str:
     return text
 
 
-async def read_lock(db: aiosqlite.Connection, environment: str) -> EnvLock | None:
+async def read_lock(db: Connection, environment: str) -> EnvLock | None:
     """The lock on `environment`, read on `db` (so a caller's open transaction sees its own)."""
     async with db.execute("SELECT * FROM env_locks WHERE environment = ?", (environment,)) as cur:
         row = await cur.fetchone()
@@ -123,9 +121,7 @@ class EnvironmentLocks:
         )
         return [_lock(row) for row in rows]
 
-    async def _insert(
-        self, db: aiosqlite.Connection, environment: str, actor: str, reason: str
-    ) -> EnvLock:
+    async def _insert(self, db: Connection, environment: str, actor: str, reason: str) -> EnvLock:
         lock = EnvLock(environment, actor, reason, self._clock())
         await db.execute(
             "INSERT INTO env_locks (environment, locked_by, reason, since) VALUES (?, ?, ?, ?)",
@@ -135,7 +131,7 @@ class EnvironmentLocks:
         return lock
 
 
-def _lock(row: aiosqlite.Row) -> EnvLock:
+def _lock(row: Row) -> EnvLock:
     return EnvLock(
         environment=row["environment"],
         locked_by=row["locked_by"],

@@ -25,15 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import aiosqlite
-
 from config.inventory import DeployConfig
 from services.deploy.deployments import Deployments
 from services.deploy.errors import StepFailed
 from services.deploy.model import BEFORE_SWITCH, Deployment, DeploymentState
 from services.deploy.watch import Watch
 from services.records.audit import AuditLog, utc_now
-from services.records.storage import Storage
+from services.records.storage import Row, Storage
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +254,7 @@ class LongWatches:
                 log.exception("long watch of #%s: the chat was not told", row.deployment_id)
 
 
-def _from_row(row: aiosqlite.Row) -> LongWatch:
+def _from_row(row: Row) -> LongWatch:
     return LongWatch(
         deployment_id=row["deployment_id"],
         service=row["service"],

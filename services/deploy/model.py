@@ -22,7 +22,6 @@ Errors (text fit for chat):
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from typing import Any
 
 from services.deploy.errors import DeployError
 from services.records.audit import Event
+from services.records.storage import Row
 
 MAX_VERSION = 128
 MAX_NOTE = 2000  # notes and errors; hook output tails are kept elsewhere
@@ -209,7 +209,7 @@ class Busy(DeploymentError):
         self.holder = holder
 
 
-def from_row(row: sqlite3.Row) -> Deployment:
+def from_row(row: Row) -> Deployment:
     finished_at = row["finished_at"]
     return Deployment(
         id=row["id"],

@@ -16,14 +16,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-import aiosqlite
-
 from config.flag_plans import MIN_PHASE as MIN_INTERVAL
 from config.flag_plans import PlanDecl
 from config.flag_plans import parse_duration as parse_duration_text
 from services.flags.types import FlagError
 from services.records.audit import AuditLog, utc_now
-from services.records.storage import Storage
+from services.records.storage import Row, Storage
 
 MAX_STEPS = 20
 
@@ -353,7 +351,7 @@ class PlanService:
         return Plan(plan.id, plan.flag_key, plan.phases, index, state, next_at, reason)
 
 
-def _plan(row: aiosqlite.Row) -> Plan:
+def _plan(row: Row) -> Plan:
     next_at = row["next_at"]
     every = timedelta(seconds=row["every_s"])
     return Plan(

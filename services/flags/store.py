@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -26,7 +25,7 @@ from config.inventory import NAME_PATTERN
 from services.flags import types as t
 from services.flags.types import Flag, FlagChange, FlagSnapshot, Targeting
 from services.records.audit import AuditLog, utc_now
-from services.records.storage import Storage
+from services.records.storage import INTEGRITY_ERRORS, Storage
 
 _NUMBER_RE = re.compile(r"([-+]?)([0-9]+)(?:\.([0-9]+))?")  # ASCII only: float() takes "٢٥"
 _SEGMENT_RE = re.compile(NAME_PATTERN)
@@ -430,7 +429,7 @@ class FlagStore:
                 changes = [{"field": f, "from": a, "to": b} for f, a, b in rows]
                 data = {"version": flag.version, "changes": changes, "note": note}
                 await self._audit.record(kind, actor, flag.key, data)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             if not created:
                 raise
             raise t.FlagExists(f"there is already a flag {flag.key!r}") from None  # elsewhere

@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import aiosqlite
-
-from services.records.storage import Storage
+from services.records.storage import Row, Storage
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def event_from_row(row: aiosqlite.Row) -> Event:
+def event_from_row(row: Row) -> Event:
     """An events row (id, at, kind, actor, subject, data) as an Event."""
     return Event(
         row["id"],

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from config.opsfile import OpsConfig
 from services.records.audit import utc_now
-from services.records.storage import Storage
+from services.records.storage import Storage, StorageError
 
 # One deployment and everything of its sign-off, children first (?1 is its id).
 PRUNE_DEPLOYMENT = (
@@ -71,7 +71,7 @@ class Retention:
     def __init__(
         self,
         storage: Storage,
-        db_path: Path,
+        db_path: Path | None,  # None: not a SQLite file (PostgreSQL has its own backups)
         ops: Callable[[], OpsConfig],
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -91,7 +91,7 @@ class Retention:
             archived, archive = await self._archive_events(cutoff, Path(options.archive_dir))
         backup: Path | None = None
         removed: tuple[Path, ...] = ()
-        if options.backup_dir is not None:
+        if options.backup_dir is not None and self._db_path is not None:
             backup = await self.backup(Path(options.backup_dir))
             removed = self._rotate(Path(options.backup_dir), options.keep_backups)
         return RetentionReport(alerts, deployments, archived, archive, backup, removed)
@@ -169,6 +169,10 @@ class Retention:
         return len(kept), path
 
     async def backup(self, directory: Path) -> Path:
+        if self._db_path is None:
+            raise StorageError(
+                "only a SQLite database is backed up by opsgate (PostgreSQL: pg_dump)"
+            )
         stamp = self._clock().strftime("%Y%m%dT%H%M%SZ")
         target = directory / f"opsgate-{stamp}.db"
         await asyncio.to_thread(_online_backup, self._db_path, target)

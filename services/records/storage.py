@@ -1,24 +1,45 @@
-"""SQLite storage: one aiosqlite connection in WAL mode, versioned forward-only migrations.
+"""Storage: SQLite (one aiosqlite connection in WAL mode), or PostgreSQL at a postgresql:// URL;
+versioned forward-only migrations.
 
-The schema version is SQLite's `PRAGMA user_version`. Migration N turns a version N-1
-database into a version N one; released migrations are never edited, only appended to.
+SQLite is the default: one file, nothing to set up. PostgreSQL (services/records/postgres.py)
+runs the same queries and migrations, for several opsgates sharing one database. The schema
+version is SQLite's `PRAGMA user_version`, or PostgreSQL's `schema_version` row. Migration N
+turns a version N-1 database into a version N one; released migrations are never edited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeAlias
 
 import aiosqlite
 
+from config.database import is_postgres_url, looks_like_url, redact_url
 from services.errors import OpsgateError
 from services.records.migrations import LATEST_VERSION, MIGRATIONS, Migration
+from services.records.postgres import (
+    MIGRATION_LOCK,
+    SCHEMA_VERSION_TABLE,
+    IntegrityViolation,
+    PgConnection,
+    ddl,
+)
+
+# What the services query through: aiosqlite's connection, or its PostgreSQL stand-in.
+Connection: TypeAlias = aiosqlite.Connection | PgConnection
+# A row of either: read by position or by column name.
+Row: TypeAlias = Any
+# A write a constraint refused, on either database.
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, IntegrityViolation)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +101,54 @@ async def migrate(
     return current
 
 
+async def pg_schema_version(db: PgConnection) -> int:
+    rows = await db.execute_fetchall(
+        "SELECT version FROM schema_version"
+        if await _pg_has_version_table(db)
+        else "SELECT 0 WHERE false"
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+async def _pg_has_version_table(db: PgConnection) -> bool:
+    rows = await db.execute_fetchall("SELECT to_regclass('schema_version') IS NOT NULL")
+    return bool(rows[0][0])
+
+
+async def migrate_postgres(
+    db: PgConnection,
+    target: int = LATEST_VERSION,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> int:
+    """migrate() for PostgreSQL: each step in a transaction (DDL is transactional there), under
+    an advisory lock so that opsgates starting together migrate once."""
+    await db.execute("BEGIN")
+    try:
+        await db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+        await db.execute(SCHEMA_VERSION_TABLE)
+        rows = await db.execute_fetchall("SELECT version FROM schema_version")
+        if not rows:
+            await db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        current = int(rows[0][0]) if rows else 0
+        if current > LATEST_VERSION:
+            raise StorageError(
+                f"database schema version {current} is newer than this opsgate ({LATEST_VERSION})"
+            )
+        start = current
+        for migration in migrations:
+            if current < migration.version <= target:
+                await db.execute_script(migration.postgres or ddl(migration.sql))
+                await db.execute("UPDATE schema_version SET version = ?", (migration.version,))
+                current = migration.version
+        await db.commit()
+    except BaseException:
+        await db.rollback()
+        raise
+    if current != start:
+        log.info("database migrated from version %d to %d", start, current)
+    return current
+
+
 def _split_statements(sql: str) -> list[str]:
     """Split a migration into statements, keeping trigger bodies (BEGIN ... END;) whole."""
     statements: list[str] = []
@@ -96,11 +165,25 @@ def _split_statements(sql: str) -> list[str]:
 
 
 class Storage:
-    """Owns the connection; opened once at start-up, closed at shutdown."""
+    """Owns the connection; opened once at start-up, closed at shutdown.
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path) if str(path) != ":memory:" else path
-        self._db: aiosqlite.Connection | None = None
+    `target` is a SQLite file (or ":memory:"), or a postgresql:// URL. Any other URL is
+    refused: a mistyped DSN must not quietly become a local file named after it.
+    """
+
+    def __init__(self, target: Path | str) -> None:
+        text = str(target)
+        self.url: str | None = None
+        self.path: Path | str | None = Path(target) if text != ":memory:" else text
+        if looks_like_url(text):
+            if not is_postgres_url(text):
+                scheme = text.split("://", 1)[0]
+                raise StorageError(
+                    f"the database {redact_url(text)} is a {scheme}:// URL: opsgate stores in"
+                    " PostgreSQL (postgresql://user@host:port/database) or in a SQLite file path"
+                )
+            self.url, self.path = text, None
+        self._db: Connection | None = None
         # One connection is shared by every coroutine: a transaction must not take in another
         # coroutine's statements, nor be rolled back with them. So every write takes this lock,
         # except writes made by the task that holds an open transaction (they belong to it).
@@ -108,21 +191,54 @@ class Storage:
         self._owner: asyncio.Task[object] | None = None
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> Connection:
         if self._db is None:
             raise StorageError("storage is not open")
         return self._db
 
+    async def version(self) -> int:
+        """The schema version the database is at."""
+        if isinstance(self.db, PgConnection):
+            return await pg_schema_version(self.db)
+        return await schema_version(self.db)
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database's file; None in memory or on PostgreSQL."""
+        return self.path if isinstance(self.path, Path) else None
+
+    @property
+    def where(self) -> str:
+        """The database for people: its file, or its URL without the password."""
+        return redact_url(self.url) if self.url else str(self.path)
+
+    @property
+    def begin(self) -> str:
+        # SQLite: take the write lock at BEGIN, not at the first write, so a transaction
+        # cannot fail half-way on a lock another connection holds.
+        return "BEGIN" if self.url else "BEGIN IMMEDIATE"
+
     async def open(self) -> Storage:
+        if self.url is not None:
+            db = await PgConnection.connect(self.url)
+            self._db = db
+            try:
+                await migrate_postgres(db)
+                await db.learn_schema()
+            except BaseException:
+                await self.close()
+                raise
+            return self
         if isinstance(self.path, Path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN ourselves, so multi-statement writes are atomic.
-        self._db = await aiosqlite.connect(str(self.path), isolation_level=None)
-        self._db.row_factory = aiosqlite.Row
+        sqlite = await aiosqlite.connect(str(self.path), isolation_level=None)
+        self._db = sqlite
+        sqlite.row_factory = aiosqlite.Row
         try:
             for pragma in _PRAGMAS:
-                await self._db.execute(pragma)
-            await migrate(self._db)
+                await sqlite.execute(pragma)
+            await migrate(sqlite)
         except BaseException:
             await self.close()  # an open connection's thread would keep the process alive
             raise
@@ -145,14 +261,14 @@ class Storage:
         await self.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on any error), alone on the connection."""
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """BEGIN ... COMMIT (or ROLLBACK on any error), alone on the connection."""
         if self._owner is not None and self._owner is asyncio.current_task():
             raise StorageError("a transaction is already open in this task")
         async with self._lock:
             self._owner = asyncio.current_task()
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
+                await self.db.execute(self.begin)
                 try:
                     yield self.db
                 except BaseException:
@@ -181,10 +297,25 @@ class Storage:
 
     async def is_writable(self) -> bool:
         """A real write lock taken (and released), for health checks and `opsgate doctor`."""
-        try:
-            async with self._lock:
-                await self.db.execute("BEGIN IMMEDIATE")
+        async with self._lock:
+            try:
+                await self.db.execute(self.begin)
+                if self.url:  # a write PostgreSQL must accept: not a read-only standby
+                    await self.db.execute("CREATE TEMP TABLE opsgate_probe (x int) ON COMMIT DROP")
+            except Exception as exc:
+                if not is_database_error(exc):
+                    raise
+                ok = False
+            else:
+                ok = True
+            with contextlib.suppress(Exception):
                 await self.db.execute("ROLLBACK")
-        except aiosqlite.Error:
-            return False
+        return ok
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """An error of the database itself (SQLite's, or PostgreSQL's when it is in use)."""
+    if isinstance(exc, sqlite3.Error | IntegrityViolation):
         return True
+    psycopg = sys.modules.get("psycopg")  # loaded only with PostgreSQL
+    return psycopg is not None and isinstance(exc, psycopg.Error)

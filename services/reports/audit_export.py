@@ -46,9 +46,11 @@ class AuditExport:
         return {"id": user_id, "name": name or user_id}
 
     async def events(self, deployment_id: int) -> list[Event]:
+        # Compared as text: SQLite reads the JSON number as an integer, PostgreSQL as text.
         rows = await self._storage.db.execute_fetchall(
             "SELECT id, at, kind, actor, subject, data FROM events"
-            " WHERE json_extract(data, '$.deployment') = ? ORDER BY id",
+            " WHERE CAST(json_extract(data, '$.deployment') AS TEXT)"
+            " = CAST(? AS TEXT) ORDER BY id",
             (deployment_id,),
         )
         return [event_from_row(row) for row in rows]

@@ -89,9 +89,11 @@ class DoraReport:
 
     async def _failed_at(self, deployment_id: int) -> datetime | None:
         rows = list(
+            # Compared as text: SQLite reads the JSON number as an integer, PostgreSQL as text.
             await self._storage.db.execute_fetchall(
                 "SELECT at FROM events WHERE kind = 'deploy.failed'"
-                " AND json_extract(data, '$.deployment') = ? ORDER BY id LIMIT 1",
+                " AND CAST(json_extract(data, '$.deployment') AS TEXT)"
+                " = CAST(? AS TEXT) ORDER BY id LIMIT 1",
                 (deployment_id,),
             )
         )

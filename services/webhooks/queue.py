@@ -162,7 +162,8 @@ class WebhookQueue:
             await db.execute(
                 "INSERT INTO webhook_totals (subscription, delivered, last_delivered_at)"
                 " VALUES (?, 1, ?) ON CONFLICT (subscription) DO UPDATE SET"
-                " delivered = delivered + 1, last_delivered_at = excluded.last_delivered_at",
+                " delivered = webhook_totals.delivered + 1,"
+                " last_delivered_at = excluded.last_delivered_at",
                 (delivery.subscription, now),
             )
 
@@ -189,7 +190,8 @@ class WebhookQueue:
             await db.execute(
                 "INSERT INTO webhook_totals (subscription, failed, gave_up, last_error,"
                 " last_error_at) VALUES (?, 1, ?, ?, ?) ON CONFLICT (subscription) DO UPDATE"
-                " SET failed = failed + 1, gave_up = gave_up + excluded.gave_up,"
+                " SET failed = webhook_totals.failed + 1,"
+                " gave_up = webhook_totals.gave_up + excluded.gave_up,"
                 " last_error = excluded.last_error, last_error_at = excluded.last_error_at",
                 (delivery.subscription, int(gave_up), error, now.isoformat()),
             )

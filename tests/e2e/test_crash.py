@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.dev.harness.opsgate_process import OpsgateProcess, opsgate_process, read_db
+from bot.dev.harness.opsgate_process import OpsgateProcess, db_has_schema, opsgate_process, read_db
 from bot.dev.harness.systemd import SystemdSandbox
 from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from services.deploy.model import BEFORE_SWITCH
@@ -52,21 +52,21 @@ async def crash_app(
 
 @pytest.fixture
 async def bot(
-    sandbox: SandboxThread, client: SandboxClient, ops_file: Path, tmp_path: Path
+    sandbox: SandboxThread, client: SandboxClient, ops_file: Path, tmp_path: Path, database: str
 ) -> AsyncIterator[OpsgateProcess]:
     async with opsgate_process(
         tmp_path,
         bot_token=TOKEN,
         bot_api_url=sandbox.base_url,
         config=str(ops_file),
-        db=str(tmp_path / "crash.db"),
+        db=database,  # a SQLite file, then PostgreSQL: both must survive a SIGKILL
         http_addr="127.0.0.1:0",
         log_level="INFO",
     ) as running:
         yield running
 
 
-def deployment(db: Path, deployment_id: int) -> tuple[str, str | None, str]:
+def deployment(db: Path | str, deployment_id: int) -> tuple[str, str | None, str]:
     rows = read_db(
         db, "SELECT state, finished_at, error FROM deployments WHERE id = ?", deployment_id
     )
@@ -74,12 +74,12 @@ def deployment(db: Path, deployment_id: int) -> tuple[str, str | None, str]:
     return str(state), None if finished_at is None else str(finished_at), str(error)
 
 
-async def wait_for_state(db: Path, after_id: int, state: S, timeout: float = 30) -> int:
+async def wait_for_state(db: Path | str, after_id: int, state: S, timeout: float = 30) -> int:
     """The id of the first deployment after `after_id`, once it is in `state`."""
     order = list(S)
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
-        if db.exists():
+        if db_has_schema(db):
             rows = read_db(db, "SELECT id, state FROM deployments WHERE id > ?", after_id)
             if rows:
                 deployment_id, seen = int(str(rows[0][0])), S(str(rows[0][1]))
@@ -91,7 +91,7 @@ async def wait_for_state(db: Path, after_id: int, state: S, timeout: float = 30)
     raise AssertionError(f"no deployment after #{after_id} reached {state} in {timeout} s")
 
 
-async def wait_for_card(db: Path, deployment_id: int, timeout: float = 30) -> None:
+async def wait_for_card(db: Path | str, deployment_id: int, timeout: float = 30) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     sql = "SELECT progress_message_id FROM deployments WHERE id = ?"
     while read_db(db, sql, deployment_id) == [(None,)]:
@@ -99,7 +99,7 @@ async def wait_for_card(db: Path, deployment_id: int, timeout: float = 30) -> No
         await asyncio.sleep(POLL_S)
 
 
-async def wait_finished(db: Path, deployment_id: int, timeout: float = 60) -> str:
+async def wait_finished(db: Path | str, deployment_id: int, timeout: float = 60) -> str:
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         state, finished_at, _ = deployment(db, deployment_id)
@@ -133,15 +133,15 @@ async def assert_healthy(app: DeployApp) -> str:
     return current.name
 
 
-def nothing_in_flight(db: Path) -> None:
+def nothing_in_flight(db: Path | str) -> None:
     assert read_db(db, "SELECT id, state FROM deployments WHERE finished_at IS NULL") == []
     assert read_db(db, "SELECT * FROM deployment_locks") == []
 
 
 async def test_sigkill_at_every_step_ends_healthy_and_truthful(
-    crash_app: DeployApp, bot: OpsgateProcess, client: SandboxClient, tmp_path: Path
+    crash_app: DeployApp, bot: OpsgateProcess, client: SandboxClient, database: str
 ) -> None:
-    app, db = crash_app, tmp_path / "crash.db"
+    app, db = crash_app, database
     await bot.start()
     reply = await client.reply_after(CAROL, DEPLOYS, "/deploy app v1", timeout=30)
     assert "v1" in reply.text, reply.text

@@ -152,6 +152,29 @@ async def test_a_database_that_cannot_be_written_is_one_line(
     assert "ReadWritePaths=" in line
 
 
+@pytest.mark.parametrize(
+    "url", ["mysql://opsgate:hunter2@127.0.0.1:5432/opsgate", "postgresq://opsgate@db/opsgate"]
+)
+async def test_a_database_url_that_is_not_postgresql_is_refused_not_made_a_file(
+    sandbox: SandboxThread, ops_file: Path, tmp_path: Path, url: str
+) -> None:
+    """Such an OPSGATE_DB once became a local SQLite file named after it, and opsgate ran."""
+    code, _, line = await run_to_exit(run_env(sandbox, ops_file, tmp_path, db=url), tmp_path)
+    assert code == 2
+    assert "OPSGATE_DB" in line and "postgresql://" in line and "hunter2" not in line
+    assert list(tmp_path.rglob("*opsgate@*")) == [] and not (tmp_path / "mysql:").exists()
+
+
+async def test_an_unreachable_postgresql_is_one_line_without_its_password(
+    sandbox: SandboxThread, ops_file: Path, tmp_path: Path
+) -> None:
+    url = "postgresql://opsgate:hunter2@127.0.0.1:9/opsgate"
+    code, _, line = await run_to_exit(run_env(sandbox, ops_file, tmp_path, db=url), tmp_path)
+    assert code == 2
+    assert "cannot open the database: connection failed" in line and "OPSGATE_DB" in line
+    assert "hunter2" not in line
+
+
 async def test_an_http_address_in_use_is_one_line(
     sandbox: SandboxThread, ops_file: Path, tmp_path: Path
 ) -> None:

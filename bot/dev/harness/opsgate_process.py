@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from config.database import is_postgres_url
+from services.records.postgres import translate
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -78,7 +81,22 @@ async def opsgate_process(directory: Path, **settings: str) -> AsyncIterator[Ops
             await running.stop()
 
 
-def read_db(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    """A fresh read-only look (the bot may have just died half-way through a write)."""
+def read_db(db: Path | str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """A fresh read-only look (the bot may have just died half-way through a write), at a
+    SQLite file or a postgresql:// URL; `?` placeholders either way."""
+    if is_postgres_url(str(db)):
+        import psycopg
+
+        query, order = translate(sql)
+        with psycopg.connect(str(db), autocommit=True) as pg:
+            values = [params[i] for i in order] if order else None
+            return [tuple(row) for row in pg.execute(query, values).fetchall()]
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def db_has_schema(db: Path | str) -> bool:
+    """Whether the bot has made its tables there yet."""
+    if is_postgres_url(str(db)):
+        return read_db(db, "SELECT to_regclass('deployments') IS NOT NULL") == [(True,)]
+    return Path(db).exists()

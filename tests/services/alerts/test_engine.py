@@ -160,8 +160,8 @@ class MakeWorld(Protocol):
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "alerts.db") as storage:
+async def storage(tmp_path: Path, database: str) -> AsyncIterator[Storage]:
+    async with Storage(database) as storage:
         yield storage
 
 

@@ -63,7 +63,9 @@ class World:
 
 
 @pytest.fixture
-async def world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterator[World]:
+async def world(
+    systemd_sandbox: SystemdSandbox, tmp_path: Path, database: str
+) -> AsyncIterator[World]:
     base = Path(tempfile.mkdtemp(prefix="monitor_", dir=systemd_sandbox.work_dir))
     sleeper = f'ExecStart="{sys.executable}" -c "import time; time.sleep(3600)"'
     (systemd_sandbox.unit_dir / UNIT).write_text(f"[Service]\n{sleeper}\n")
@@ -71,7 +73,7 @@ async def world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterato
     ops: OpsConfig = parse_ops_text(OPS.format(pid=systemd_sandbox.pid, unit=UNIT))
     hosts = hosts_from_config(ops.hosts)
     now = [T0]
-    async with Storage(tmp_path / "opsgate.db") as storage, httpx.AsyncClient() as http:
+    async with Storage(database) as storage, httpx.AsyncClient() as http:
         engine = AlertEngine(storage, AuditLog(storage), lambda: ops, lambda: now[0])
         controller = ServiceController(ops, hosts, http)
         monitor = Monitor(engine, lambda: ops, lambda: controller, MetricsSampler(), lambda: now[0])

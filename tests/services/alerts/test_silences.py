@@ -5,6 +5,7 @@ local fallback when Alertmanager cannot be reached."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -62,8 +63,8 @@ class World:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "silences.db") as storage:
+async def storage(tmp_path: Path, database: str) -> AsyncIterator[Storage]:
+    async with Storage(database) as storage:
         yield storage
 
 
@@ -184,10 +185,11 @@ async def test_unknown_ids_change_nothing_in_alertmanager(
     storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
 ) -> None:
     world = World(storage, http, alertmanager.url)
-    await world.book.create(parse_matchers("alertname=Kept"), timedelta(hours=1), "1001")
+    kept = f"Kept{uuid.uuid4().hex[:8]}"  # the session's Alertmanager outlives this test
+    await world.book.create(parse_matchers(f"alertname={kept}"), timedelta(hours=1), "1001")
     with pytest.raises(SilenceNotFound):
         await world.book.expire("00000000-0000", "1001")
-    assert len(await query(alertmanager, "Kept")) == 1
+    assert len(await query(alertmanager, kept)) == 1
     assert await world.audit.events(kind="alert.unsilenced") == []
 
 

@@ -142,8 +142,8 @@ class MakeWorld(Protocol):
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "approvals.db") as storage:
+async def storage(tmp_path: Path, database: str) -> AsyncIterator[Storage]:
+    async with Storage(database) as storage:
         yield storage
 
 

@@ -10,9 +10,9 @@ from services.records.storage import Storage
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=datetime.now().astimezone().tzinfo)
 
 
-async def test_a_link_works_once_and_only_while_fresh(tmp_path: Path) -> None:
+async def test_a_link_works_once_and_only_while_fresh(tmp_path: Path, database: str) -> None:
     now = [T0]
-    async with Storage(tmp_path / "links.db") as storage:
+    async with Storage(database) as storage:
         links = LoginLinks(storage, AuditLog(storage), lambda: now[0])
         token = await links.issue(1001, ttl_s=300)
         assert await links.redeem(token) == 1001

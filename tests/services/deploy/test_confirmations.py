@@ -9,8 +9,8 @@ from services.records.audit import AuditLog
 from services.records.storage import Storage
 
 
-async def test_confirm_once_and_audit(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "c.db") as storage:
+async def test_confirm_once_and_audit(tmp_path: Path, database: str) -> None:
+    async with Storage(database) as storage:
         audit = AuditLog(storage)
         confirmations = Confirmations(storage, audit)
         opened = await confirmations.open("restart", "web", 1001, -100, timedelta(minutes=5))
@@ -29,8 +29,8 @@ async def test_confirm_once_and_audit(tmp_path: Path) -> None:
         assert len(kinds) == 2
 
 
-async def test_expired_wrong_action_or_unknown_is_stale(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "c.db") as storage:
+async def test_expired_wrong_action_or_unknown_is_stale(tmp_path: Path, database: str) -> None:
+    async with Storage(database) as storage:
         confirmations = Confirmations(storage, AuditLog(storage))
         expired = await confirmations.open("restart", "web", 1, -1, timedelta(seconds=-1))
         with pytest.raises(StaleConfirmation):

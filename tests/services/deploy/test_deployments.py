@@ -29,8 +29,8 @@ HAPPY = [S.AWAITING_APPROVAL, S.APPROVED, S.PRE_CHECKS, S.BUILDING, S.SWITCHING,
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "d.db") as storage:
+async def storage(tmp_path: Path, database: str) -> AsyncIterator[Storage]:
+    async with Storage(database) as storage:
         yield storage
 
 

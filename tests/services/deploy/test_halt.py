@@ -19,8 +19,10 @@ async def open_gate(key: str) -> GateVerdict:
     return GateVerdict(True)
 
 
-async def test_halt_cancels_unswitched_pauses_plans_and_locks(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "h.db") as storage:
+async def test_halt_cancels_unswitched_pauses_plans_and_locks(
+    tmp_path: Path, database: str
+) -> None:
+    async with Storage(database) as storage:
         audit = AuditLog(storage)
         deployments, locks = Deployments(storage, audit), EnvironmentLocks(storage, audit)
         plans = PlanService(storage, audit, Rollouts(), open_gate)

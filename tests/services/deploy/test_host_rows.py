@@ -10,8 +10,10 @@ from services.records.audit import AuditLog
 from services.records.storage import Storage
 
 
-async def test_rows_are_planned_once_and_keep_each_hosts_way_back(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "d.db") as storage:
+async def test_rows_are_planned_once_and_keep_each_hosts_way_back(
+    tmp_path: Path, database: str
+) -> None:
+    async with Storage(database) as storage:
         deployments = Deployments(storage, AuditLog(storage))
         deployment = await deployments.request("web", "production", "v2", "1001")
         rows = deployments.hosts

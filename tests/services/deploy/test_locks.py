@@ -18,8 +18,8 @@ SINCE = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "l.db") as storage:
+async def storage(tmp_path: Path, database: str) -> AsyncIterator[Storage]:
+    async with Storage(database) as storage:
         yield storage
 
 

@@ -97,6 +97,7 @@ class World:
 async def make_world(
     sandbox: SystemdSandbox,
     tmp_path: Path,
+    database: str,
     build: Sequence[Sequence[str]],
     hooks: dict[str, list[list[str]]] | None = None,
 ) -> AsyncIterator[World]:
@@ -119,7 +120,7 @@ async def make_world(
         text += "\n".join(["[services.app.deploy.hooks]", "hook_timeout_s = 10", *lines, ""])
     ops = parse_ops_text(text)
     hosts = hosts_from_config(ops.hosts)
-    async with Storage(tmp_path / "opsgate.db") as storage, httpx.AsyncClient() as http:
+    async with Storage(database) as storage, httpx.AsyncClient() as http:
         deployments = Deployments(storage, AuditLog(storage))
         controller = ServiceController(ops, hosts, http, start_timeout_s=10)
         pipeline = DeployPipeline(
@@ -137,14 +138,20 @@ async def make_world(
 
 
 @pytest.fixture
-async def world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterator[World]:
-    async for made in make_world(systemd_sandbox, tmp_path, CHECK_APP):
+async def world(
+    systemd_sandbox: SystemdSandbox, tmp_path: Path, database: str
+) -> AsyncIterator[World]:
+    async for made in make_world(systemd_sandbox, tmp_path, database, CHECK_APP):
         yield made
 
 
 @pytest.fixture
-async def picky_world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterator[World]:
-    async for made in make_world(systemd_sandbox, tmp_path, [[sys.executable, "-c", NOT_V2]]):
+async def picky_world(
+    systemd_sandbox: SystemdSandbox, tmp_path: Path, database: str
+) -> AsyncIterator[World]:
+    async for made in make_world(
+        systemd_sandbox, tmp_path, database, [[sys.executable, "-c", NOT_V2]]
+    ):
         yield made
 
 
@@ -241,14 +248,16 @@ def step(progress: Progress, title: str) -> Step:
 
 
 @pytest.fixture
-async def hooked_world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterator[World]:
+async def hooked_world(
+    systemd_sandbox: SystemdSandbox, tmp_path: Path, database: str
+) -> AsyncIterator[World]:
     hooks = {
         "pre_deploy": [[sys.executable, "-c", RECORD, "pre"]],
         "post_deploy": [["touch", "{base}/post-deployed"], [sys.executable, "-c", RECORD, "post"]],
         "pre_rollback": [["false"], ["touch", "{base}/pre-rolled"]],
         "post_rollback": [[sys.executable, "-c", RECORD, "post_rollback"]],
     }
-    async for made in make_world(systemd_sandbox, tmp_path, CHECK_APP, hooks):
+    async for made in make_world(systemd_sandbox, tmp_path, database, CHECK_APP, hooks):
         yield made
 
 

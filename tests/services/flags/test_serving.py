@@ -18,8 +18,8 @@ def ops(segment_members: str, flagd_file: Path | None = None) -> OpsConfig:
     return parse_ops_text(f"{bot}[segments]\nbeta = [{segment_members}]\n")
 
 
-async def test_segments_from_the_current_ops_file_and_etag(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "s.db") as storage:
+async def test_segments_from_the_current_ops_file_and_etag(tmp_path: Path, database: str) -> None:
+    async with Storage(database) as storage:
         store = FlagStore(storage, AuditLog(storage))
         await store.load()
         await store.create("checkout", "", "1")
@@ -35,9 +35,9 @@ async def test_segments_from_the_current_ops_file_and_etag(tmp_path: Path) -> No
         assert [e.key for e in source.evaluate_all(EvaluationContext("7"))] == ["checkout"]
 
 
-async def test_flagd_export_written_when_something_changed(tmp_path: Path) -> None:
+async def test_flagd_export_written_when_something_changed(tmp_path: Path, database: str) -> None:
     target = tmp_path / "flagd.json"
-    async with Storage(tmp_path / "s.db") as storage:
+    async with Storage(database) as storage:
         store = FlagStore(storage, AuditLog(storage))
         await store.load()
         await store.create("checkout", "", "1")

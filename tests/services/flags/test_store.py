@@ -1,13 +1,12 @@
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.dev.harness.databases import committed_rows
 from services.flags.store import FlagStore, parse_percentage
 from services.flags.types import (
     BucketingChangeRefused,
@@ -23,15 +22,15 @@ from services.flags.types import (
     UnknownFlag,
 )
 from services.records.audit import AuditLog
-from services.records.storage import Storage
+from services.records.storage import INTEGRITY_ERRORS, Storage
 
 MakeStore = Callable[..., Awaitable[FlagStore]]
 BAD_PERCENTS = [-1, 101, 25.55, float("nan"), float("inf"), True, "25"]
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "flags.db") as storage:
+async def storage(tmp_path: Path, database: str) -> AsyncIterator[Storage]:
+    async with Storage(database) as storage:
         yield storage
 
 
@@ -50,12 +49,6 @@ def make_store(storage: Storage) -> MakeStore:
 @pytest.fixture
 async def store(make_store: MakeStore) -> FlagStore:
     return await make_store()
-
-
-def committed_rows(storage: Storage, query: str) -> list[tuple[Any, ...]]:
-    """Rows as a second, independent connection sees them: only what was committed."""
-    with closing(sqlite3.connect(storage.path)) as db:
-        return db.execute(query).fetchall()
 
 
 async def test_create_get_all(store: FlagStore, storage: Storage) -> None:
@@ -259,9 +252,9 @@ async def test_a_failed_write_rolls_back_everything(
 
 async def test_flag_changes_are_append_only(store: FlagStore, storage: Storage) -> None:
     await store.create("f", "", "alice")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(INTEGRITY_ERRORS, match="append-only"):
         await storage.db.execute("UPDATE flag_changes SET actor = 'mallory'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(INTEGRITY_ERRORS, match="append-only"):
         await storage.db.execute("DELETE FROM flag_changes")
 
 

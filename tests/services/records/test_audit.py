@@ -18,8 +18,8 @@ async def test_record_is_durable_before_return(tmp_path: Path) -> None:
         assert event.data == {"version": "v1.2.3"}
 
 
-async def test_events_filter_and_order(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "a.db") as storage:
+async def test_events_filter_and_order(tmp_path: Path, database: str) -> None:
+    async with Storage(database) as storage:
         audit = AuditLog(storage)
         first = await audit.record("a", "1", "web")
         await audit.record("b", "1", "api")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.dev.harness.postgres import PostgresCluster
 from config.opsfile import parse_ops_text
 from services.alerts.engine import AlertEngine
 from services.alerts.model import AlertStatus, IncomingAlert
@@ -21,7 +22,7 @@ from services.approvals.signoff import Approvals
 from services.deploy.deployments import Deployments, DeploymentState
 from services.records.audit import AuditLog
 from services.records.retention import Retention
-from services.records.storage import Storage
+from services.records.storage import INTEGRITY_ERRORS, Storage
 
 S = DeploymentState
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,8 +61,8 @@ class Clock:
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "opsgate.db") as storage:
+async def storage(tmp_path: Path, database: str) -> AsyncIterator[Storage]:
+    async with Storage(database) as storage:
         yield storage
 
 
@@ -95,7 +96,7 @@ async def test_old_history_goes_and_audit_events_only_through_the_archive(
     new = await deployments.request("web", "production", "v2", "1")
 
     # Nothing may delete an event that is not archived: the database refuses.
-    with pytest.raises(sqlite3.IntegrityError, match="append-only until archived"):
+    with pytest.raises(INTEGRITY_ERRORS, match="append-only until archived"):
         await storage.write("DELETE FROM events WHERE id = 1", ())
 
     report = await retention.run()
@@ -117,11 +118,29 @@ async def test_old_history_goes_and_audit_events_only_through_the_archive(
         e["kind"] for e in archived
     }
     # The watermark covers them; the newest event stays protected.
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await storage.write("DELETE FROM events WHERE id = ?", (remaining[0].id,))
 
 
-async def test_backups_are_consistent_copies_and_rotate(storage: Storage, tmp_path: Path) -> None:
+async def test_backups_are_consistent_copies_and_rotate(tmp_path: Path) -> None:
+    async with Storage(tmp_path / "opsgate.db") as storage:  # SQLite's own online backup
+        await backups_rotate(storage, tmp_path)
+
+
+async def test_on_postgresql_opsgate_makes_no_backups_of_its_own(
+    tmp_path: Path, postgres: PostgresCluster
+) -> None:
+    """PostgreSQL's are its own tools' (pg_dump, base backups); the rest of retention runs."""
+    clock = Clock()
+    ops = parse_ops_text(ops_text(tmp_path))
+    async with Storage(postgres.schema_url()) as storage:
+        retention = Retention(storage, storage.sqlite_file, lambda: ops, clock)
+        await AuditLog(storage, clock).record("test.marker", "1", "", {})
+        report = await retention.run()
+    assert report.backup is None and not (tmp_path / "backups").exists()
+
+
+async def backups_rotate(storage: Storage, tmp_path: Path) -> None:
     clock = Clock()
     ops = parse_ops_text(ops_text(tmp_path))
     audit = AuditLog(storage, clock)

@@ -32,7 +32,7 @@ async def run_until(queue: WebhookQueue, done: int, timeout: float = 5) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_posts_in_order_per_subject_retrying_failures(tmp_path: Path) -> None:
+async def test_posts_in_order_per_subject_retrying_failures(database: str) -> None:
     seen: list[tuple[str, int]] = []
     answers = iter([503, 200, 500, 200, 200, 200, 200])
 
@@ -44,7 +44,7 @@ async def test_posts_in_order_per_subject_retrying_failures(tmp_path: Path) -> N
         return httpx.Response(status)
 
     subs = {"ci": hook()}
-    async with Storage(tmp_path / "d.db") as storage:
+    async with Storage(database) as storage:
         queue = WebhookQueue(storage, lambda: subs)
         audit = AuditLog(storage, tap=queue)
         events = [await audit.record("deploy.host", "a", "web") for _ in range(4)]
@@ -66,10 +66,12 @@ async def test_posts_in_order_per_subject_retrying_failures(tmp_path: Path) -> N
         assert status.failed == 2 and not status.failing and status.pending == 0
 
 
-async def test_a_missing_secret_is_a_visible_failure_never_a_post(tmp_path: Path) -> None:
+async def test_a_missing_secret_is_a_visible_failure_never_a_post(
+    tmp_path: Path, database: str
+) -> None:
     posted: list[httpx.Request] = []
     subs = {"ci": hook(max_attempts=2)}
-    async with Storage(tmp_path / "d.db") as storage:
+    async with Storage(database) as storage:
         queue = WebhookQueue(storage, lambda: subs)
         audit = AuditLog(storage, tap=queue)
         await audit.record("flag.changed", "a", "dark")
@@ -96,12 +98,12 @@ async def test_a_missing_secret_is_a_visible_failure_never_a_post(tmp_path: Path
         assert gave_up[0].subject == "ci" and gave_up[0].data["attempts"] == 2
 
 
-async def test_errors_never_carry_the_url(tmp_path: Path) -> None:
+async def test_errors_never_carry_the_url(database: str) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
 
     subs = {"ci": hook(max_attempts=1)}
-    async with Storage(tmp_path / "d.db") as storage:
+    async with Storage(database) as storage:
         queue = WebhookQueue(storage, lambda: subs)
         audit = AuditLog(storage, tap=queue)
         await audit.record("flag.changed", "a", "dark")

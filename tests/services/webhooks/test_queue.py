@@ -27,9 +27,9 @@ class Clock:
         return self.now
 
 
-async def test_wanted_events_are_queued_with_their_audit_row(tmp_path: Path) -> None:
+async def test_wanted_events_are_queued_with_their_audit_row(tmp_path: Path, database: str) -> None:
     subs = {"ci": hook(), "all": hook(events=["*"])}
-    async with Storage(tmp_path / "q.db") as storage:
+    async with Storage(database) as storage:
         queue = WebhookQueue(storage, lambda: subs)
         audit = AuditLog(storage, tap=queue)
         await audit.record("deploy.requested", "alice", "web", {"version": "v1"})
@@ -46,8 +46,9 @@ async def test_wanted_events_are_queued_with_their_audit_row(tmp_path: Path) -> 
 
 async def test_a_rolled_back_transaction_leaves_neither_event_nor_delivery(
     tmp_path: Path,
+    database: str,
 ) -> None:
-    async with Storage(tmp_path / "q.db") as storage:
+    async with Storage(database) as storage:
         queue = WebhookQueue(storage, lambda: {"ci": hook()})
         audit = AuditLog(storage, tap=queue)
         with pytest.raises(RuntimeError):
@@ -57,8 +58,8 @@ async def test_a_rolled_back_transaction_leaves_neither_event_nor_delivery(
         assert await queue.heads() == [] and await audit.events() == []
 
 
-async def test_heads_are_the_oldest_per_subject(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "q.db") as storage:
+async def test_heads_are_the_oldest_per_subject(tmp_path: Path, database: str) -> None:
+    async with Storage(database) as storage:
         queue = WebhookQueue(storage, lambda: {"ci": hook()})
         audit = AuditLog(storage, tap=queue)
         first = await audit.record("deploy.requested", "a", "web")
@@ -67,11 +68,11 @@ async def test_heads_are_the_oldest_per_subject(tmp_path: Path) -> None:
         assert sorted(d.event_id for d in await queue.heads()) == [first.id, other.id]
 
 
-async def test_failures_back_off_capped_then_give_up_visibly(tmp_path: Path) -> None:
+async def test_failures_back_off_capped_then_give_up_visibly(tmp_path: Path, database: str) -> None:
     clock = Clock()
     sub = hook(backoff_s=1, backoff_max_s=4, max_attempts=4)
     assert [backoff(sub, n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 4, 4]
-    async with Storage(tmp_path / "q.db") as storage:
+    async with Storage(database) as storage:
         queue = WebhookQueue(storage, lambda: {"ci": sub}, clock)
         await AuditLog(storage, tap=queue).record("deploy.requested", "a", "web")
         for attempt in (1, 2, 3):
@@ -90,10 +91,10 @@ async def test_failures_back_off_capped_then_give_up_visibly(tmp_path: Path) -> 
         assert await queue.heads() == []
 
 
-async def test_too_old_is_given_up_and_delivered_is_counted(tmp_path: Path) -> None:
+async def test_too_old_is_given_up_and_delivered_is_counted(tmp_path: Path, database: str) -> None:
     clock = Clock()
     sub = hook(max_age_h=1)
-    async with Storage(tmp_path / "q.db") as storage:
+    async with Storage(database) as storage:
         queue = WebhookQueue(storage, lambda: {"ci": sub}, clock)
         audit = AuditLog(storage, tap=queue)
         await audit.record("deploy.requested", "a", "web")
