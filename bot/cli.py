@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -19,7 +20,7 @@ from bot.api_client import add_commands, run_client
 from bot.logs import configure_logging
 from bot.runner import Opsgate
 from bot.sdnotify import notify, start_watchdog, stop_watchdog
-from bot.startup import check_token_format, explain, preflight
+from bot.startup import LeadLost, check_token_format, explain, preflight
 from config.database import redact_url
 from config.opsfile import OpsFileError, load_ops_file
 from config.settings import Settings
@@ -58,10 +59,23 @@ async def serve_until_signalled(opsgate: Opsgate) -> None:
         loop.add_signal_handler(signum, stop.set)
     watchdog = None
     try:
-        await opsgate.start()
+        # A standby waits in start() for the lead: a signal must still stop it.
+        starting = asyncio.create_task(opsgate.start())
+        signalled = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            log.info("signal received while standing by, shutting down")
+            return
+        starting.result()
         notify("READY=1")  # Type=notify: systemd counts opsgate started only now
         watchdog = start_watchdog()
-        await stop.wait()
+        lost = asyncio.create_task(opsgate.lost_lead.wait())
+        await asyncio.wait({signalled, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if opsgate.lost_lead.is_set():
+            raise LeadLost(opsgate.lost_reason)
         log.info("signal received, shutting down")
     finally:
         notify("STOPPING=1")

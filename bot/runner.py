@@ -6,9 +6,11 @@ exactly as production does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -18,7 +20,7 @@ from telegram.error import TelegramError
 from bot.alert_notifier import alert_tick
 from bot.app import all_buttons, all_commands, build_application
 from bot.deploy_cards import resume_after_restart, retire_card
-from bot.http.app import create_http_app
+from bot.http.app import create_http_app, standby_http_app
 from bot.http.ofrep_fast import ofrep_protocol
 from bot.http.server import BackgroundHTTPServer
 from bot.logs import redact_also
@@ -37,6 +39,7 @@ from services.deploy.host_rows import HoldAt
 from services.deploy.model import DeploymentState
 from services.deploy.recovery import reconcile
 from services.records.audit import utc_now
+from services.records.leadership import Leadership
 from services.records.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,11 @@ class Opsgate:
         self._application: OpsApplication | None = None
         self._http: BackgroundHTTPServer | None = None
         self._services: Services | None = None
+        self._leadership: Leadership | None = None
+        self._watching: asyncio.Task[None] | None = None
+        # Set when this opsgate, leading a shared PostgreSQL, lost its session (and the lead).
+        self.lost_lead = asyncio.Event()
+        self.lost_reason = ""
 
     @property
     def application(self) -> OpsApplication:
@@ -85,7 +93,17 @@ class Opsgate:
         ops = self._ops or load_ops_file(settings.config)
         redact_also(os.environ.get(hook.secret_env, "") for hook in ops.webhooks.values())
         storage = await Storage(settings.db).open()
+        self._leadership = leadership = Leadership(storage, f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            if leadership.shared:
+                await self._stand_by(leadership)
+            else:
+                await leadership.wait_to_lead()
+        except BaseException:  # stopped while standing by, or the database went away
+            await storage.close()
+            raise
         self._services = services = Services.create(ops, settings.config, storage, self._clock)
+        services.leadership = leadership
         if settings.hold_at.startswith("host."):
             services.deployments.hosts.hold_at = HoldAt.parse(settings.hold_at)
         elif settings.hold_at.startswith("canary.step."):
@@ -156,8 +174,11 @@ class Opsgate:
             assert application.updater is not None
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
         await services.audit.record(
-            "opsgate.started", actor="opsgate", data={"mode": settings.mode.value}
+            "opsgate.started",
+            actor="opsgate",
+            data={"mode": settings.mode.value, "leader": leadership.name},
         )
+        self._watching = asyncio.create_task(leadership.watch(self._lose_lead))
         log.info(
             "opsgate %s started as @%s (%s mode, HTTP on %s:%d)",
             services.version,
@@ -166,6 +187,23 @@ class Opsgate:
             settings.http_host,
             self._http.port,
         )
+
+    async def _stand_by(self, leadership: Leadership) -> None:
+        """Wait for the lead, answering /health meanwhile: 503, this process stands by, and who
+        leads (a load balancer's health check sends traffic to the leader only)."""
+
+        settings = self.settings
+        app = standby_http_app(leadership)
+        standby = BackgroundHTTPServer(app, settings.http_host, settings.http_port)
+        await standby.start()
+        try:
+            await leadership.wait_to_lead()
+        finally:
+            await standby.stop()
+
+    def _lose_lead(self, reason: str) -> None:
+        self.lost_reason = reason
+        self.lost_lead.set()
 
     async def _reconcile_deployments(self) -> None:
         """Deployments a previous run left in flight: end or report them, in the deploys chat."""
@@ -190,6 +228,9 @@ class Opsgate:
         application = self._application
         if application is None and self._services is None:
             return  # nothing started (the ops file failed to load): nothing to say either
+        if self._watching is not None:
+            self._watching.cancel()
+            self._watching = None
         updater = application.updater if application is not None else None
         if updater is not None and updater.running:
             await updater.stop()
@@ -202,7 +243,8 @@ class Opsgate:
             await application.shutdown()
             self._application = None
         if self._services is not None:
-            await self._services.audit.record("opsgate.stopped", actor="opsgate")
+            if not self.lost_lead.is_set():  # without its session there is nothing to write to
+                await self._services.audit.record("opsgate.stopped", actor="opsgate")
             await self._services.aclose()
             self._services = None
         log.info("opsgate stopped")

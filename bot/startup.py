@@ -56,6 +56,17 @@ def check_token_format(token: str) -> None:
         )
 
 
+class LeadLost(StartupError):
+    """This opsgate led a shared PostgreSQL and lost its session: it stopped acting (exit 1;
+    started again, it stands by)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"lost the database, and with it the lead ({reason}): stopped acting; another"
+            " opsgate takes over, and this one stands by when started again"
+        )
+
+
 def ops_file_problem(exc: OpsFileError) -> ConfigurationError:
     return ConfigurationError(
         f"ops file {exc.source}: {len(exc.problems)} problem(s): {'; '.join(exc.problems)}"

@@ -64,6 +64,10 @@ async def status(update: Update, context: OpsContext) -> None:
         f"<b>opsgate</b> {esc(services.version)}, up {duration(services.uptime_seconds())}",
         f"Services known: {len(services.ops.services)}",
     ]
+    leadership = services.leadership
+    if leadership is not None and leadership.shared and leadership.leading is not None:
+        since = leadership.leading.since.strftime("%Y-%m-%d %H:%M UTC")
+        lines.append(f"Leader: {esc(leadership.leading.name)} (since {since}), on PostgreSQL")
     for name, service in sorted(services.ops.services.items()):
         where = f"{esc(service.manager)} {code(service.control_name)}"
         envs = ", ".join(

@@ -40,6 +40,7 @@ from services.flags.store import FlagStore
 from services.flags.types import Targeting
 from services.hosts.registry import Hosts, hosts_from_config
 from services.records.audit import AuditLog, utc_now
+from services.records.leadership import Leadership
 from services.records.retention import Retention
 from services.records.storage import Storage
 from services.releases.queries import ReleaseQueries
@@ -93,6 +94,7 @@ class Services:
     login_links: LoginLinks  # the dashboard's one-time sign-in links
     four_eyes: FourEyes  # flag changes above a threshold wait for a second person
     runtime: RuntimeStatus = field(default_factory=RuntimeStatus)
+    leadership: Leadership | None = None  # set by the runner once this process leads
     clock: Callable[[], datetime] = utc_now  # tests drive time-based rules with their own
     started_at: datetime = field(default_factory=utc_now)
     version: str = VERSION

@@ -147,9 +147,21 @@ class PgConnection:
         import psycopg
 
         conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
+            url,
+            autocommit=True,
+            cursor_factory=psycopg.AsyncClientCursor,
+            application_name="opsgate",
+            connect_timeout=10,
+            # A silent network (a partition, a dead host) is noticed in about 11 s by both
+            # ends: this process stops leading, and PostgreSQL frees the lead for a standby.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
         )
         _adapt(conn)
+        for setting in KEEPALIVE_SETTINGS:
+            await conn.execute(setting)
         return cls(conn, url)
 
     async def learn_schema(self) -> None:
@@ -271,6 +283,11 @@ class Row(tuple[Any, ...]):
         return list(self._index)
 
 
+KEEPALIVE_SETTINGS = (
+    "SET tcp_keepalives_idle = 5",
+    "SET tcp_keepalives_interval = 2",
+    "SET tcp_keepalives_count = 3",
+)
 SCHEMA_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"
 # One opsgate migrates at a time when several start together (any constant would do).
 MIGRATION_LOCK = 0x6F707367  # "opsg"

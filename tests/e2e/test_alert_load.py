@@ -1,4 +1,5 @@
-"""Alert load: 1000 alerts a minute for two minutes, with and without a restart of opsgate.
+"""Alert load: 1000 alerts a minute for two minutes, with and without a restart of opsgate, and
+across a failover between two opsgates on one PostgreSQL.
 
 The scenario itself (what is sent, how the outcome is read) lives in
 bot/dev/harness/alert_load.py, which bench/alerts.py uses too; this module judges it.
@@ -21,6 +22,7 @@ from bot.dev.harness.alert_load import (
     run_scenario,
     severity,
 )
+from bot.dev.harness.postgres import PostgresCluster
 
 
 def check(outcome: Outcome, *, exact: bool) -> None:
@@ -47,7 +49,9 @@ def check(outcome: Outcome, *, exact: bool) -> None:
         assert (outcome.new_firing, outcome.unchanged) == (len(outcome.accepted), repeats)
 
 
-async def test_thousand_alerts_a_minute_with_and_without_a_restart(tmp_path: Path) -> None:
+async def test_thousand_alerts_a_minute_with_and_without_a_restart_and_across_a_failover(
+    tmp_path: Path, postgres: PostgresCluster
+) -> None:
     started = time.monotonic()
     results = await asyncio.gather(
         run_scenario(
@@ -60,14 +64,23 @@ async def test_thousand_alerts_a_minute_with_and_without_a_restart(tmp_path: Pat
             seed=1,
             restart=True,
         ),
+        run_scenario(
+            "failover",
+            "7100000023:AAE2E-load-failover-token-for-the-test",
+            tmp_path / "failover",
+            seed=1,
+            postgres_url=postgres.schema_url(),
+        ),
         return_exceptions=True,
     )
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    plain, restarted = (r for r in results if isinstance(r, Outcome))
+    plain, restarted, failed_over = (r for r in results if isinstance(r, Outcome))
     print(f"\nalert load, {time.monotonic() - started:.0f} s wall:", file=sys.stderr)
-    for outcome in (plain, restarted):
+    for outcome in (plain, restarted, failed_over):
         print("  " + outcome.summary(), file=sys.stderr)
     check(plain, exact=True)
     check(restarted, exact=False)
+    check(failed_over, exact=False)
+    assert failed_over.takeover_s is not None

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from bot.dev.harness.opsgate_process import OpsgateProcess, db_has_schema, opsgate_process, read_db
+from bot.dev.harness.postgres import PostgresCluster
 from bot.dev.harness.systemd import SystemdSandbox
 from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from services.deploy.model import BEFORE_SWITCH
@@ -199,3 +200,42 @@ async def test_sigkill_at_every_step_ends_healthy_and_truthful(
 
     # Every crash left exactly one deployment: no update was handled twice after a restart.
     assert read_db(db, "SELECT count(*) FROM deployments") == [(1 + len(CRASH_STATES),)]
+
+
+async def test_a_standby_takes_over_the_deploy_its_leader_died_in(
+    crash_app: DeployApp,
+    sandbox: SandboxThread,
+    client: SandboxClient,
+    ops_file: Path,
+    tmp_path: Path,
+    postgres: PostgresCluster,
+) -> None:
+    """Two opsgates on one PostgreSQL: the leader is SIGKILLed after the switch, mid-verify;
+    the standby leads and finishes that deploy as a restarted opsgate would."""
+    app, db = crash_app, postgres.schema_url()
+    for place in ("leader", "standby"):
+        (tmp_path / place).mkdir()
+    settings = dict(bot_token=TOKEN, bot_api_url=sandbox.base_url, config=str(ops_file), db=db)
+    async with (
+        opsgate_process(tmp_path / "leader", **settings, http_addr="127.0.0.1:0") as leader,
+        opsgate_process(tmp_path / "standby", **settings, http_addr="127.0.0.1:0") as standby,
+    ):
+        await leader.start(OPSGATE_HOLD_AT=S.VERIFYING.value)
+        reply = await client.reply_after(CAROL, DEPLOYS, "/deploy app v1", timeout=30)
+        assert "v1" in reply.text, reply.text
+        deployment_id = await wait_for_state(db, 0, S.VERIFYING)
+        await wait_for_card(db, deployment_id)
+        await standby.start()
+        await asyncio.sleep(1)  # standing by: the leader holds the lead
+        assert deployment(db, deployment_id)[:2] == (S.VERIFYING, None)
+        await leader.kill()
+
+        notice = await client.wait_for(
+            DEPLOYS, bot_message("♻️ opsgate restarted", f"#{deployment_id} app"), timeout=30
+        )
+        assert "was verifying: verifying it again now" in notice.text, notice.text
+        assert await wait_finished(db, deployment_id) == S.SUCCEEDED
+        assert await assert_healthy(app) == "v1"
+        nothing_in_flight(db)
+        leaders = read_db(db, "SELECT data FROM events WHERE kind = 'opsgate.started' ORDER BY id")
+        assert len(leaders) == 2 and leaders[0] != leaders[1]

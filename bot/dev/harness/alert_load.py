@@ -17,11 +17,16 @@ least one bot message in its severity's chat (on its own or in a digest), and in
 other chat; with opsgate up throughout none is named twice and the sandbox never had to refuse
 a message for flooding. Across the restart at-least-once delivery may repeat what was sent just
 before the kill: those repeats and any flood refusals are counted and printed, not failed.
+
+The failover scenario runs two opsgates on one PostgreSQL instead: the leader is SIGKILLed in
+the middle and the standby takes over; the load is posted as a load balancer would, to the
+first process that answers (a standby answers 503, so the post goes to the other).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import time
@@ -109,7 +114,8 @@ class Outcome:
     outbox: dict[str, int] = field(default_factory=dict)  # rows by state
     alive: bool = False
     log: Path | None = None
-    db: Path | None = None
+    db: Path | str | None = None
+    takeover_s: float | None = None  # failover: from the kill to the standby's /health 200
 
     def named(self, chat_id: int) -> Counter[str]:
         """In how many of the chat's bot messages each instance is named."""
@@ -143,6 +149,11 @@ class Outcome:
             f" flood refusals {self.faults.get('flood_refusals')};"
             f" {len(self.duplicates())} alerts named twice or more; outbox {self.outbox};"
             f" drained {self.drain_s:.1f} s after the load"
+            + (
+                f"; the standby led {self.takeover_s:.1f} s after the kill"
+                if self.takeover_s
+                else ""
+            )
         )
 
 
@@ -162,12 +173,16 @@ async def wait_ready(bot: OpsgateProcess, port: int, timeout: float = 30) -> Non
 
 
 async def post_until_accepted(
-    http: httpx.AsyncClient, outcome: Outcome, batch: list[str], deadline: float
+    backends: list[httpx.AsyncClient], outcome: Outcome, batch: list[str], deadline: float
 ) -> None:
-    """Post the batch; on a network error or 5xx try again (as Alertmanager does)."""
+    """Post the batch; on a network error or 5xx try again (as Alertmanager does), at the
+    next backend when there are several (as a load balancer would)."""
     body = {"alerts": [alert(instance) for instance in batch]}
     headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
+    attempt = 0
     while True:
+        http = backends[attempt % len(backends)]
+        attempt += 1
         started = time.monotonic()
         try:
             response = await http.post("/webhooks/generic", json=body, headers=headers)
@@ -189,10 +204,11 @@ async def post_until_accepted(
         outcome.failed_attempts += 1
         if time.monotonic() > deadline:
             return  # never accepted: its alerts are not expected in the chats
-        await asyncio.sleep(0.25)
+        if attempt % len(backends) == 0:
+            await asyncio.sleep(0.25)
 
 
-async def send_load(port: int, outcome: Outcome, seconds: int) -> None:
+async def send_load(ports: list[int], outcome: Outcome, seconds: int) -> None:
     """PER_SECOND new alerts every second for `seconds`; every REPEAT_EVERY-th second the
     previous batch once more."""
     loop = asyncio.get_running_loop()
@@ -200,24 +216,29 @@ async def send_load(port: int, outcome: Outcome, seconds: int) -> None:
     deadline = time.monotonic() + seconds + 60
     tasks: list[asyncio.Task[None]] = []
     limits = httpx.Limits(max_connections=100)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits
-    ) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        backends = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits)
+            )
+            for port in ports
+        ]
         previous: list[str] = []
         for second in range(seconds):
             await asyncio.sleep(max(0.0, start + second - loop.time()))
             first = len(outcome.generated)
             batch = [f"i-{n:05d}" for n in range(first, first + PER_SECOND)]
             outcome.generated += batch
-            tasks.append(asyncio.create_task(post_until_accepted(http, outcome, batch, deadline)))
+            post = post_until_accepted(backends, outcome, batch, deadline)
+            tasks.append(asyncio.create_task(post))
             if second % REPEAT_EVERY == REPEAT_EVERY - 1:
-                again = post_until_accepted(http, outcome, previous, deadline)
+                again = post_until_accepted(backends, outcome, previous, deadline)
                 tasks.append(asyncio.create_task(again))
             previous = batch
         await asyncio.gather(*tasks)
 
 
-async def wait_drained(db: Path, timeout: float) -> float:
+async def wait_drained(db: Path | str, timeout: float) -> float:
     """Seconds until every stored alert was enqueued and the outbox has nothing pending."""
     started = time.monotonic()
     queries = (
@@ -242,6 +263,15 @@ async def restart_midway(bot: OpsgateProcess, port: int) -> None:
     await wait_ready(bot, port)
 
 
+async def fail_over_midway(leader: OpsgateProcess, standby: OpsgateProcess, port: int) -> float:
+    """SIGKILL the leader at KILL_AT_S; seconds until the standby answers /health 200."""
+    await asyncio.sleep(KILL_AT_S)
+    await leader.kill()
+    killed = time.monotonic()
+    await wait_ready(standby, port)
+    return time.monotonic() - killed
+
+
 async def run_scenario(
     name: str,
     token: str,
@@ -249,24 +279,30 @@ async def run_scenario(
     *,
     seed: int = 0,
     restart: bool = False,
+    postgres_url: str | None = None,
     faults: tuple[float, float] = (RATE_429, RATE_5XX),
     seconds: int = LOAD_S,
 ) -> Outcome:
     """One opsgate process and its own sandbox under `seconds` of load; the outcome once the
-    outbox drained (the database stays in `tmp`)."""
+    outbox drained (the database stays in `tmp`). With `postgres_url`: two processes on that
+    database, the leader SIGKILLed midway (failover)."""
     outcome = Outcome(name)
     tmp.mkdir()  # noqa: ASYNC240 - once, before anything runs
-    ops_file, db, port = tmp / "ops.toml", tmp / "opsgate.db", free_port()
+    ops_file, ports = tmp / "ops.toml", [free_port(), free_port()]
+    db: Path | str = postgres_url or tmp / "opsgate.db"
     outcome.db = db
     ops_file.write_text(OPS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    with SandboxThread(token) as sandbox, (tmp / "opsgate.log").open("ab") as log:
+    with (
+        SandboxThread(token) as sandbox,
+        (tmp / "opsgate.log").open("ab") as log,
+        (tmp / "standby.log").open("ab") as standby_log,
+    ):
         env.update(
             OPSGATE_BOT_TOKEN=token,
             OPSGATE_BOT_API_URL=sandbox.base_url,
             OPSGATE_CONFIG=str(ops_file),
             OPSGATE_DB=str(db),
-            OPSGATE_HTTP_ADDR=f"127.0.0.1:{port}",
             OPSGATE_ALERTS_TOKEN=ALERTS_TOKEN,
             OPSGATE_LOG_LEVEL="INFO",
             PYTHONPATH=str(REPO),
@@ -278,18 +314,31 @@ async def run_scenario(
                 await client.add_chat(chat_id, "supergroup", title)
             await client.set_flood(CHAT_PER_MINUTE, GLOBAL_PER_SECOND)
             await client.set_faults(*faults, retry_after=1, seed=seed)
-            bot = OpsgateProcess(env, tmp, log)
+            bot = OpsgateProcess({**env, "OPSGATE_HTTP_ADDR": f"127.0.0.1:{ports[0]}"}, tmp, log)
+            standby = OpsgateProcess(
+                {**env, "OPSGATE_HTTP_ADDR": f"127.0.0.1:{ports[1]}"}, tmp, standby_log
+            )
+            survivor = bot
             try:
                 await bot.start()
-                await wait_ready(bot, port)
-                load = send_load(port, outcome, seconds)
-                if restart:
-                    await asyncio.gather(load, restart_midway(bot, port))
+                await wait_ready(bot, ports[0])
+                if postgres_url is None:
+                    load = send_load(ports[:1], outcome, seconds)
+                    if restart:
+                        await asyncio.gather(load, restart_midway(bot, ports[0]))
+                    else:
+                        await load
                 else:
-                    await load
+                    await standby.start()
+                    await asyncio.sleep(2)  # standing by before the load starts
+                    _, outcome.takeover_s = await asyncio.gather(
+                        send_load(ports, outcome, seconds),
+                        fail_over_midway(bot, standby, ports[1]),
+                    )
+                    survivor = standby
                 outcome.drain_s = await wait_drained(db, DRAIN_S)
                 await client.wait_idle(quiet=1.0, timeout=30)
-                outcome.alive = bot.process is not None and bot.process.returncode is None
+                outcome.alive = survivor.process is not None and survivor.process.returncode is None
                 for chat_id in (CRITICAL, WARNING):
                     outcome.messages[chat_id] = await client.messages(chat_id)
                 outcome.faults = await client.fault_counts()
@@ -299,4 +348,5 @@ async def run_scenario(
                 outcome.outbox = {str(s): int(str(n)) for s, n in states}
             finally:
                 await bot.stop()
+                await standby.stop()
     return outcome
