@@ -69,9 +69,10 @@ def _as_server_user(argv: Sequence[str]) -> list[str]:
 
 
 @contextmanager
-def running() -> Iterator[PostgresCluster]:
+def running(durable: bool = False) -> Iterator[PostgresCluster]:
     """Start a cluster, yield it, stop it fast and remove it. Skips where PostgreSQL is not
-    installed; under CI=true fails instead."""
+    installed; under CI=true fails instead. `durable`: fsync and synchronous commits on, as
+    in production (the tests leave them off: they need no durability across a power cut)."""
     require(unavailable_reason())
     binaries = bin_dir()
     assert binaries is not None
@@ -82,9 +83,10 @@ def running() -> Iterator[PostgresCluster]:
     data, log = directory / "data", directory / "server.log"
     port = free_port()
     server_options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off"
-        " -c full_page_writes=off -c synchronous_commit=off -c max_connections=200"
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c max_connections=200"
     )
+    if not durable:
+        server_options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
     run = _as_server_user
     try:
         initdb = [str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "opsgate"]

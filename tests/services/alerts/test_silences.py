@@ -64,7 +64,16 @@ class World:
 
 @pytest.fixture
 async def storage(tmp_path: Path, database: str) -> AsyncIterator[Storage]:
+    """On both databases: for the tests of opsgate's own silences."""
     async with Storage(database) as storage:
+        yield storage
+
+
+@pytest.fixture
+async def am_storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    """SQLite only, for the tests against the session's Alertmanager: they name their silences
+    for themselves, and a second run on another database would find the first run's there."""
+    async with Storage(tmp_path / "opsgate.db") as storage:
         yield storage
 
 
@@ -75,9 +84,9 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_a_silence_is_made_in_alertmanager_with_the_persons_name(
-    storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
+    am_storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
 ) -> None:
-    world = World(storage, http, alertmanager.url)
+    world = World(am_storage, http, alertmanager.url)
     matchers = parse_matchers("alertname=DiskFull service=~api|web")
     made = await world.book.create(matchers, timedelta(hours=2), "1001", "disk swap")
     assert made.unreachable is None and made.entry.where == "alertmanager"
@@ -109,9 +118,9 @@ async def test_a_silence_is_made_in_alertmanager_with_the_persons_name(
 
 
 async def test_silences_made_with_amtool_are_listed_and_mirrored(
-    storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
+    am_storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
 ) -> None:
-    world = World(storage, http, alertmanager.url)
+    world = World(am_storage, http, alertmanager.url)
     out = await amtool(
         alertmanager, "silence", "add", "alertname=Flappy", "--author=bob", "--comment=noisy",
         "--duration=1h",
@@ -171,10 +180,10 @@ async def test_without_alertmanager_silences_are_local(
 
 
 async def test_an_all_digit_id_prefix_is_alertmanagers(
-    storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
+    am_storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
 ) -> None:
     """A uuid can begin with 8 digits: with 8 or more, a bare number is Alertmanager's."""
-    world = World(storage, http, alertmanager.url)
+    world = World(am_storage, http, alertmanager.url)
     await world.book.create(parse_matchers("alertname=Digits"), timedelta(hours=1), "1001")
     with pytest.raises(SilenceNotFound, match="in Alertmanager"):
         await world.book.expire("12345678", "1001")
@@ -182,9 +191,9 @@ async def test_an_all_digit_id_prefix_is_alertmanagers(
 
 
 async def test_unknown_ids_change_nothing_in_alertmanager(
-    storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
+    am_storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
 ) -> None:
-    world = World(storage, http, alertmanager.url)
+    world = World(am_storage, http, alertmanager.url)
     kept = f"Kept{uuid.uuid4().hex[:8]}"  # the session's Alertmanager outlives this test
     await world.book.create(parse_matchers(f"alertname={kept}"), timedelta(hours=1), "1001")
     with pytest.raises(SilenceNotFound):
@@ -194,9 +203,9 @@ async def test_unknown_ids_change_nothing_in_alertmanager(
 
 
 async def test_a_matcher_alertmanager_refuses_changes_nothing(
-    storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
+    am_storage: Storage, http: httpx.AsyncClient, alertmanager: Alertmanager
 ) -> None:
-    world = World(storage, http, alertmanager.url)
+    world = World(am_storage, http, alertmanager.url)
     lookahead = parse_matchers("alertname=~(?=x)x")  # Python reads it; Go's RE2 does not
     with pytest.raises(SilenceRefused):
         await world.book.create(lookahead, timedelta(hours=1), "1001")
