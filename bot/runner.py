@@ -194,7 +194,8 @@ class Opsgate:
 
         settings = self.settings
         app = standby_http_app(leadership)
-        standby = BackgroundHTTPServer(app, settings.http_host, settings.http_port)
+        # Its answers are all 503s, retried elsewhere: nothing to wait for when it hands over.
+        standby = BackgroundHTTPServer(app, settings.http_host, settings.http_port, graceful_s=0.5)
         await standby.start()
         try:
             await leadership.wait_to_lead()

@@ -31,6 +31,7 @@ class BackgroundHTTPServer:
         # auto: httptools, installed; or a protocol class (bot/http/ofrep_fast.py's)
         http: Literal["auto", "h11", "httptools"] | type[asyncio.Protocol] = "auto",
         keep_alive_s: int = 5,  # uvicorn's default: an idle connection is closed after it
+        graceful_s: float = 5,  # at stop, how long requests in flight may take to finish
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -45,7 +46,7 @@ class BackgroundHTTPServer:
             lifespan=lifespan,
             http=http,
             ws="none",  # no websockets served: uvicorn need not load a websocket library
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]
             timeout_keep_alive=keep_alive_s,
         )
         self._server: _EmbeddedServer | None = None
