@@ -189,9 +189,8 @@ class Opsgate:
         )
 
     async def _stand_by(self, leadership: Leadership) -> None:
-        """Wait for the lead, answering /health meanwhile: 503, this process stands by, and who
-        leads (a load balancer's health check sends traffic to the leader only)."""
-
+        """Wait for the lead; meanwhile the HTTP side answers 503 to everything, naming the
+        leader (bot/http/app.py `standby_http_app`)."""
         settings = self.settings
         app = standby_http_app(leadership)
         # Its answers are all 503s, retried elsewhere: nothing to wait for when it hands over.

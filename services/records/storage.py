@@ -102,17 +102,11 @@ async def migrate(
 
 
 async def pg_schema_version(db: PgConnection) -> int:
-    rows = await db.execute_fetchall(
-        "SELECT version FROM schema_version"
-        if await _pg_has_version_table(db)
-        else "SELECT 0 WHERE false"
-    )
+    exists = await db.execute_fetchall("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not exists[0][0]:
+        return 0
+    rows = await db.execute_fetchall("SELECT version FROM schema_version")
     return int(rows[0][0]) if rows else 0
-
-
-async def _pg_has_version_table(db: PgConnection) -> bool:
-    rows = await db.execute_fetchall("SELECT to_regclass('schema_version') IS NOT NULL")
-    return bool(rows[0][0])
 
 
 async def migrate_postgres(
@@ -206,11 +200,6 @@ class Storage:
     def sqlite_file(self) -> Path | None:
         """The SQLite database's file; None in memory or on PostgreSQL."""
         return self.path if isinstance(self.path, Path) else None
-
-    @property
-    def where(self) -> str:
-        """The database for people: its file, or its URL without the password."""
-        return redact_url(self.url) if self.url else str(self.path)
 
     @property
     def begin(self) -> str:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from bot.dev.harness.databases import committed_rows
 from bot.dev.harness.postgres import PostgresCluster
+from config.database import redact_url
 from config.settings import Settings
 from services.records.migrations import LATEST_VERSION
 from services.records.postgres import ddl, translate
@@ -59,7 +60,8 @@ def test_a_url_that_is_not_postgresql_is_refused_not_taken_as_a_file(url: str) -
 
 def test_paths_and_postgresql_urls_are_taken() -> None:
     assert Settings(db="postgresql://opsgate@127.0.0.1:5432/opsgate").db.startswith("postgresql")
-    assert Storage("postgres://u:secret@h/d").where == "postgres://u:***@h/d"
+    assert redact_url("postgres://u:secret@h/d") == "postgres://u:***@h/d"
+    assert Storage("postgres://u:secret@h/d").sqlite_file is None
     assert Storage("data/opsgate.db").sqlite_file is not None
     assert "hunter2" not in repr(Settings(db="postgresql://u:hunter2@h/d"))
 
