@@ -289,7 +289,8 @@ class CanaryStrategy(BlueGreenStrategy):
         """One interval, cut short by a button (Abort, Promote, Pause, Resume)."""
         changed = self.control.changed
         try:
-            await asyncio.wait_for(changed.wait(), seconds)
+            async with asyncio.timeout(seconds):  # unlike wait_for, never swallows a cancel
+                await changed.wait()
         except TimeoutError:
             return
         changed.clear()

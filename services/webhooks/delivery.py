@@ -90,8 +90,11 @@ class WebhookSender:
                 wait = await self._launch_due()
             except Exception:
                 log.exception("webhook sender: could not read the queue")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
+            # the wake is set (stop() does both), and this loop then never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.01))
+                async with asyncio.timeout(max(wait, 0.01)):
+                    await self._wake.wait()
 
     async def _launch_due(self) -> float:
         """Start a POST for each due head not already in flight; seconds to the next due."""

@@ -122,3 +122,20 @@ async def test_errors_never_carry_the_url(database: str) -> None:
             await sender.stop()
         (status,) = await queue.status()
         assert status.last_error == "ConnectError: cannot reach <url>"
+
+
+async def test_stop_ends_the_sender_even_when_it_is_woken_at_that_moment(database: str) -> None:
+    """stop() cancels the loop just as a finished POST (or a new event) wakes it; on Python
+    3.11 asyncio.wait_for swallowed that cancel and the loop ran on, so stop() never returned."""
+    subs = {"ci": hook()}
+    async with Storage(database) as storage:
+        queue = WebhookQueue(storage, lambda: subs)
+        audit = AuditLog(storage, tap=queue)
+        sender = WebhookSender(queue, lambda: subs, audit, poll_s=5)
+        for _ in range(20):
+            sender.start()
+            await asyncio.sleep(0.01)  # the loop waits for its wake
+            sender.wake()
+            stopping = asyncio.create_task(sender.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=5)
+            assert stopping in done, "stop() did not return: the loop swallowed its cancel"
