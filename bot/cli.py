@@ -169,9 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser(
         "migrate",
         help="bring the database (OPSGATE_DB) to this opsgate's schema, then exit",
-        description="Apply the schema migrations this opsgate has and the database lacks; each"
-        " step is one transaction. `run` does the same at start; this is for doing it first,"
-        " e.g. once before starting several opsgates on one PostgreSQL.",
+        description="Apply the schema migrations this opsgate has and the database lacks; a"
+        " failed step leaves the database at its last good version. `run` does the same at"
+        " start; this is for doing it first, e.g. once before starting several opsgates on"
+        " one PostgreSQL.",
     )
     add_commands(sub)
     args = parser.parse_args(argv)

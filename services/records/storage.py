@@ -74,11 +74,7 @@ async def migrate(
     migrations: Sequence[Migration] = MIGRATIONS,
 ) -> int:
     """Apply every migration above the current version up to `target`; returns the version."""
-    current = await schema_version(db)
-    if current > LATEST_VERSION:
-        raise StorageError(
-            f"database schema version {current} is newer than this opsgate ({LATEST_VERSION})"
-        )
+    current = _not_newer(await schema_version(db))
     start = current
     for migration in migrations:
         if current < migration.version <= target:
@@ -114,8 +110,9 @@ async def migrate_postgres(
     target: int = LATEST_VERSION,
     migrations: Sequence[Migration] = MIGRATIONS,
 ) -> int:
-    """migrate() for PostgreSQL: each step in a transaction (DDL is transactional there), under
-    an advisory lock so that opsgates starting together migrate once."""
+    """migrate() for PostgreSQL: every step in one transaction (DDL is transactional there), so
+    a failed step leaves the database as it was; under an advisory lock, so that opsgates
+    starting together migrate once."""
     await db.execute("BEGIN")
     try:
         await db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
@@ -123,11 +120,7 @@ async def migrate_postgres(
         rows = await db.execute_fetchall("SELECT version FROM schema_version")
         if not rows:
             await db.execute("INSERT INTO schema_version (version) VALUES (0)")
-        current = int(rows[0][0]) if rows else 0
-        if current > LATEST_VERSION:
-            raise StorageError(
-                f"database schema version {current} is newer than this opsgate ({LATEST_VERSION})"
-            )
+        current = _not_newer(int(rows[0][0]) if rows else 0)
         start = current
         for migration in migrations:
             if current < migration.version <= target:
@@ -141,6 +134,14 @@ async def migrate_postgres(
     if current != start:
         log.info("database migrated from version %d to %d", start, current)
     return current
+
+
+def _not_newer(version: int) -> int:
+    if version > LATEST_VERSION:
+        raise StorageError(
+            f"database schema version {version} is newer than this opsgate ({LATEST_VERSION})"
+        )
+    return version
 
 
 def _split_statements(sql: str) -> list[str]:

@@ -4,6 +4,10 @@ SQLite schema gives, checked on a real PostgreSQL (the session's private cluster
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -138,3 +142,25 @@ async def test_an_unreachable_server_fails_to_open_with_its_reason(
         await storage.open()
     assert is_database_error(failed.value) and "failed" in str(failed.value)
     assert "hunter2" not in str(failed.value)
+
+
+async def test_opsgate_migrate_brings_a_new_database_to_the_latest_version(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    """`opsgate migrate` as a process: a new database migrated and said so; a refused URL is
+    one line and exit 2."""
+    url = postgres.schema_url()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
+    argv = [sys.executable, "-m", "bot.cli", "migrate"]
+    done = subprocess.run(
+        argv, env={**env, "OPSGATE_DB": url}, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"schema version {LATEST_VERSION}" in done.stdout
+    assert committed_rows(Storage(url), "SELECT version FROM schema_version") == [(LATEST_VERSION,)]
+    refused = subprocess.run(
+        argv, env={**env, "OPSGATE_DB": "mysql://u:hunter2@h/d"}, cwd=tmp_path,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "OPSGATE_DB" in refused.stderr
+    assert "hunter2" not in refused.stderr + refused.stdout
