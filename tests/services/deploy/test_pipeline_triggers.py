@@ -171,14 +171,14 @@ class World:
 
 
 @pytest.fixture
-async def world(
-    systemd_sandbox: SystemdSandbox, tmp_path: Path, database: str
-) -> AsyncIterator[World]:
+async def world(systemd_sandbox: SystemdSandbox, tmp_path: Path) -> AsyncIterator[World]:
     sandbox = systemd_sandbox
     # Under work_dir, not /tmp: the sandbox has its own /tmp, and git runs inside it.
     base = Path(tempfile.mkdtemp(prefix="triggers_", dir=sandbox.work_dir))
     repo = make_app_repo(base / "app.git")
-    async with Storage(database) as storage, httpx.AsyncClient() as http:
+    # SQLite only: what the triggers decide is the pipeline's, and the pipeline's writes run on
+    # PostgreSQL too in test_pipeline.py (the suite's time is better spent there).
+    async with Storage(tmp_path / "opsgate.db") as storage, httpx.AsyncClient() as http:
         made = World(sandbox, base, repo.url, http, Deployments(storage, AuditLog(storage)))
         argv = app_argv(f"{made.root}/current", made.port, python=sys.executable)
         unit = ["[Unit]", "Description=pipeline trigger test app", "[Service]", "Type=notify"]
