@@ -1,9 +1,9 @@
-"""Failover: SIGKILL the leading opsgate, time until the standby answers /status in the chat.
+"""Failover: SIGKILL the leading opsgate, time until the follower answers /status in the chat.
 
 Two `opsgate run` processes share a private PostgreSQL cluster (started here, as the tests
-start it); the first leads, the second stands by. Each run: /status is answered by the leader,
+start it); the first leads, the second follows. Each run: /status is answered by the leader,
 then the leader is SIGKILLed and /status sent at once; the time runs from the kill to the
-standby's answer. The killed one is started again (it stands by) and the roles swap for the
+follower's answer. The killed one is started again (it follows) and the roles swap for the
 next run. Baseline, in the same run: a cold start of opsgate on the same database to its first
 answered /status (what a supervisor restarting a single opsgate would give).
 
@@ -47,19 +47,14 @@ class Member:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
 
-    async def leads(self) -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=1) as http:
-                return (await http.get(f"http://127.0.0.1:{self.port}/health")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     async def wait_until(self, role_leads: bool) -> None:
+        """Until /health answers 200 as the leader (or as a follower)."""
+        role = "leader" if role_leads else "follower"
         async with httpx.AsyncClient(timeout=1) as http:
             while True:
                 try:
-                    code = (await http.get(f"http://127.0.0.1:{self.port}/health")).status_code
-                    if (code == 200) == role_leads:
+                    answer = await http.get(f"http://127.0.0.1:{self.port}/health")
+                    if answer.status_code == 200 and answer.json().get("role") == role:
                         return
                 except httpx.HTTPError:
                     pass
@@ -114,11 +109,11 @@ async def main(runs: int, ops_path: Path) -> None:
                 await answered(client, person, deploys)
                 cold.append(time.perf_counter() - started)
                 await alone.stop()
-            leader, standby = Member(env, Path(tmp)), Member(env, Path(tmp))
+            leader, follower = Member(env, Path(tmp)), Member(env, Path(tmp))
             await leader.start()
             await leader.wait_until(role_leads=True)
-            await standby.start()
-            await standby.wait_until(role_leads=False)
+            await follower.start()
+            await follower.wait_until(role_leads=False)
             failovers: list[float] = []
             try:
                 for _ in range(runs):
@@ -127,12 +122,12 @@ async def main(runs: int, ops_path: Path) -> None:
                     await leader.kill()
                     await answered(client, person, deploys)
                     failovers.append(time.perf_counter() - killed)
-                    await leader.start()  # comes back as the standby
+                    await leader.start()  # comes back as a follower
                     await leader.wait_until(role_leads=False)
-                    leader, standby = standby, leader
+                    leader, follower = follower, leader
             finally:
                 await leader.stop()
-                await standby.stop()
+                await follower.stop()
     print(f"ops file: {ops_path}; runs: {runs}; cores: {os.cpu_count()}")
     for label, values in (("failover (kill -> /status)", failovers), ("cold start", cold)):
         print(

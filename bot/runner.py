@@ -7,6 +7,7 @@ exactly as production does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -20,10 +21,12 @@ from telegram.error import TelegramError
 from bot.alert_notifier import alert_tick
 from bot.app import all_buttons, all_commands, build_application
 from bot.deploy_cards import resume_after_restart, retire_card
-from bot.http.app import create_http_app, standby_http_app
+from bot.http.app import create_http_app
 from bot.http.ofrep_fast import ofrep_protocol
+from bot.http.relay import FollowerApp, keep_flags_current, relay_worker
 from bot.http.server import BackgroundHTTPServer
 from bot.logs import redact_also
+from bot.startup import ConfigurationError
 from config.opsfile import OpsConfig, load_ops_file
 from config.settings import Settings, UpdateMode
 from handlers.alerts_chat import monitor_tick
@@ -40,6 +43,8 @@ from services.deploy.model import DeploymentState
 from services.deploy.recovery import reconcile
 from services.records.audit import utc_now
 from services.records.leadership import Leadership
+from services.records.postgres import PgListener
+from services.records.relay import RelayQueue
 from services.records.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,8 @@ class Opsgate:
         self._services: Services | None = None
         self._leadership: Leadership | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._relaying: asyncio.Task[None] | None = None  # acting on what followers stored
+        self._listener: PgListener | None = None
         # Set when this opsgate, leading a shared PostgreSQL, lost its session (and the lead).
         self.lost_lead = asyncio.Event()
         self.lost_reason = ""
@@ -92,17 +99,25 @@ class Opsgate:
         settings = self.settings
         ops = self._ops or load_ops_file(settings.config)
         redact_also(os.environ.get(hook.secret_env, "") for hook in ops.webhooks.values())
+        webhook = settings.mode is UpdateMode.WEBHOOK
         storage = await Storage(settings.db).open()
         self._leadership = leadership = Leadership(storage, f"{socket.gethostname()}:{os.getpid()}")
+        if leadership.shared and webhook and not settings.webhook_secret.get_secret_value():
+            await storage.close()
+            raise ConfigurationError(
+                "webhook mode with a shared PostgreSQL needs OPSGATE_WEBHOOK_SECRET: every"
+                " opsgate takes Telegram's updates and must know the secret the leader sets"
+            )
+        services = Services.create(ops, settings.config, storage, self._clock)
         try:
             if leadership.shared:
-                await self._stand_by(leadership)
+                await self._follow(leadership, services)
             else:
                 await leadership.wait_to_lead()
-        except BaseException:  # stopped while standing by, or the database went away
-            await storage.close()
+        except BaseException:  # stopped while following, or the database went away
+            await services.aclose()
             raise
-        self._services = services = Services.create(ops, settings.config, storage, self._clock)
+        self._services = services
         services.leadership = leadership
         if settings.hold_at.startswith("host."):
             services.deployments.hosts.hold_at = HoldAt.parse(settings.hold_at)
@@ -145,7 +160,6 @@ class Opsgate:
         keep = ops.retention.every_h * 3600
         application.job_queue.run_repeating(retention_tick, keep, first=60, name="retention")
 
-        webhook = settings.mode is UpdateMode.WEBHOOK
         secret = None
         if webhook:
             # Without a configured secret, a fresh random one still keeps strangers out.
@@ -165,6 +179,12 @@ class Opsgate:
             http=ofrep_protocol(services.flag_source, settings.api_token.get_secret_value()),
         )
         await self._http.start()
+        if leadership.shared and storage.url is not None:
+            # What followers took on their HTTP side, acted on here through this same app.
+            worker, self._listener = relay_worker(
+                http_app, RelayQueue(storage, leadership.name), storage.url
+            )
+            self._relaying = asyncio.create_task(worker.run())
 
         if webhook:
             await application.bot.set_webhook(
@@ -188,18 +208,40 @@ class Opsgate:
             self._http.port,
         )
 
-    async def _stand_by(self, leadership: Leadership) -> None:
-        """Wait for the lead; meanwhile the HTTP side answers 503 to everything, naming the
-        leader (bot/http/app.py `standby_http_app`)."""
+    async def _follow(self, leadership: Leadership, services: Services) -> None:
+        """Until this process leads: serve the HTTP side as a follower (bot/http/relay.py):
+        /health, /metrics and OFREP from here, anything else stored for the leader to act on."""
         settings = self.settings
-        app = standby_http_app(leadership)
-        # Its answers are all 503s, retried elsewhere: nothing to wait for when it hands over.
-        standby = BackgroundHTTPServer(app, settings.http_host, settings.http_port, graceful_s=0.5)
-        await standby.start()
+        api_token = settings.api_token.get_secret_value()
+        webhook = settings.mode is UpdateMode.WEBHOOK
+        app = FollowerApp(
+            services,
+            leadership,
+            RelayQueue(services.storage, leadership.name),
+            settings.relay_wait_s,
+            api_token,
+            settings.webhook_secret.get_secret_value() if webhook else None,
+            settings.webhook_url,
+        )
+        await services.flags.reload_if_changed()
+        flags = asyncio.create_task(keep_flags_current(services))
+        server = BackgroundHTTPServer(
+            app,
+            settings.http_host,
+            settings.http_port,
+            http=ofrep_protocol(services.flag_source, api_token),
+            graceful_s=2,  # requests waiting on the leader are answered 202 at once
+        )
+        await server.start()
+        log.info("following (HTTP on %s:%d)", settings.http_host, server.port)
         try:
             await leadership.wait_to_lead()
         finally:
-            await standby.stop()
+            app.closing.set()
+            flags.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flags
+            await server.stop()
 
     def _lose_lead(self, reason: str) -> None:
         self.lost_reason = reason
@@ -231,6 +273,14 @@ class Opsgate:
         if self._watching is not None:
             self._watching.cancel()
             self._watching = None
+        if self._relaying is not None:
+            self._relaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relaying
+            self._relaying = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         updater = application.updater if application is not None else None
         if updater is not None and updater.running:
             await updater.stop()

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr = Field(
         default=SecretStr(""), description="secret Telegram sends with webhook updates"
     )
+    # Several opsgates on one PostgreSQL: how long a follower waits for the leader to act on a
+    # request it relays, before it answers 202 (stored; the leader acts when it can).
+    relay_wait_s: float = Field(
+        default=10.0, gt=0, le=60, description="how long a follower waits for the leader"
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: LogFormat = Field(
         default=LogFormat.TEXT, description="text, or json: one JSON object per line"

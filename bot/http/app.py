@@ -21,7 +21,6 @@ from bot.http.metrics import metrics_endpoint, metrics_response
 from bot.http.ofrep import ofrep_routes
 from handlers.context import OpsApplication
 from services.container import Services
-from services.records.leadership import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,12 @@ def create_http_app(
         reachable = runtime.chat_reachable
         checked = runtime.chat_checked_at
         uptime = round(services.uptime_seconds(), 1)
-        leading = services.leadership.leading if services.leadership else None
+        leadership = services.leadership
+        leading = leadership.leading if leadership else None
         body = {
             "status": "healthy" if writable and reachable is not False else "degraded",
+            "role": "leader",
+            "this": leadership.name if leadership else None,
             "version": services.version,
             "uptime": uptime,
             "uptime_seconds": uptime,
@@ -123,21 +125,3 @@ def create_http_app(
     app = Starlette(routes=routes)
     app.state.services = services  # the API's routes read it from here
     return app
-
-
-def standby_http_app(leadership: Leadership) -> Starlette:
-    """What a standby serves while it waits for the lead: 503 to everything, naming this
-    process and the leader, so a load balancer sends traffic (alerts, CI, OFREP) to the leader
-    and Alertmanager retries what reached the standby."""
-
-    async def standby(request: Request) -> JSONResponse:
-        leader = await leadership.current()
-        body = {
-            "status": "standby",
-            "this": leadership.name,
-            "leader": leader.as_json() if leader else None,
-        }
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
-
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-    return Starlette(routes=[Route("/{path:path}", standby, methods=methods)])

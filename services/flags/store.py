@@ -159,12 +159,28 @@ class FlagStore:
         self._flags: dict[str, Flag] | None = None
         self._snapshot: FlagSnapshot | None = None
         self._lock = asyncio.Lock()  # one writer at a time, and never a load mid-write
+        self._mark: tuple[int, int] | None = None  # (flags, sum of versions) at the last look
 
     async def load(self) -> FlagSnapshot:
         """(Re)read every flag from the database and publish a snapshot of them."""
         async with self._lock:
             await self._load()
             return self.snapshot()
+
+    async def reload_if_changed(self) -> bool:
+        """Read every flag again if the table changed since the last look (a following
+        opsgate keeps its copy in step with the leader's writes so); whether it did."""
+        rows = list(
+            await self._storage.db.execute_fetchall(
+                "SELECT count(*), coalesce(sum(version), 0) FROM flags"  # versions only grow
+            )
+        )
+        mark = (int(rows[0][0]), int(rows[0][1]))
+        if mark == self._mark and self._snapshot is not None:
+            return False
+        await self.load()
+        self._mark = mark
+        return True
 
     def snapshot(self) -> FlagSnapshot:
         """Every flag, from memory: what evaluations read. Replaced, never mutated, on writes."""

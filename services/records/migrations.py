@@ -537,6 +537,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE state = 'pending';
         """,
     ),
+    Migration(
+        17,
+        "relayed requests: what a following opsgate took on its HTTP side, for the leader to act",
+        """
+        CREATE TABLE relayed_requests (
+            id             INTEGER PRIMARY KEY AUTOINCREMENT,
+            received_at    TEXT    NOT NULL,
+            received_by    TEXT    NOT NULL,
+            method         TEXT    NOT NULL,
+            target         TEXT    NOT NULL,
+            headers        TEXT    NOT NULL,
+            body           BLOB    NOT NULL,
+            client         TEXT    NOT NULL DEFAULT '',
+            taken_by       TEXT,
+            status         INTEGER,
+            answer_headers TEXT,
+            answer_body    BLOB,
+            done_at        TEXT
+        );
+        CREATE INDEX relayed_requests_open ON relayed_requests (id) WHERE done_at IS NULL;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

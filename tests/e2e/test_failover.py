@@ -1,9 +1,10 @@
-"""Two opsgates on one PostgreSQL: one leads, the other stands by and takes over.
+"""Two opsgates on one PostgreSQL: one leads, the other follows and takes over.
 
 Real processes (`python -m bot.cli run`), the session's real PostgreSQL, the Bot API sandbox.
 The lead is a session advisory lock on the leader's data connection
 (services/records/leadership.py): SIGKILL the leader, or have PostgreSQL end its session, and
-the standby leads; the old leader, cut off, stops acting.
+the follower leads; the old leader, cut off, stops acting. The follower serves HTTP meanwhile
+(tests/e2e/test_followers.py).
 """
 
 from __future__ import annotations
@@ -48,18 +49,17 @@ class Member:
             answer = await http.get(f"http://127.0.0.1:{self.port}/health")
         return answer.status_code, answer.json()
 
-    async def wait_health(
-        self, status: int, timeout: float = TAKEOVER_TIMEOUT_S
-    ) -> dict[str, object]:
+    async def wait_role(self, role: str, timeout: float = TAKEOVER_TIMEOUT_S) -> dict[str, object]:
+        """Until /health answers 200 as the `role` (leader or follower)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
                 code, body = await self.health()
-                if code == status:
+                if code == 200 and body.get("role") == role:
                     return body
             except httpx.HTTPError:
                 pass
-            assert asyncio.get_running_loop().time() < deadline, f"no {status} from /health"
+            assert asyncio.get_running_loop().time() < deadline, f"not the {role} in time"
             await asyncio.sleep(0.05)
 
     def log(self) -> str:
@@ -105,27 +105,28 @@ async def pair(
         yield Pair(members[0], members[1], url)
 
 
-async def lead_and_stand_by(pair: Pair) -> None:
-    """The first leads (its /health 200), the second stands by (503, naming the first)."""
+async def lead_and_follow(pair: Pair) -> None:
+    """The first leads, the second follows (its /health names the first)."""
     await pair.first.process.start()
-    body = await pair.first.wait_health(200)
+    body = await pair.first.wait_role("leader")
     assert body["leader"] == {"name": pair.first.name, "since": body["leader"]["since"]}  # type: ignore[index]
+    assert body["this"] == pair.first.name
     await pair.second.process.start()
-    standby = await pair.second.wait_health(503)
-    assert standby["status"] == "standby" and standby["this"] == pair.second.name
-    assert standby["leader"]["name"] == pair.first.name  # type: ignore[index]
+    following = await pair.second.wait_role("follower")
+    assert following["status"] == "following" and following["this"] == pair.second.name
+    assert following["leader"]["name"] == pair.first.name  # type: ignore[index]
 
 
-async def test_the_standby_takes_over_when_the_leader_is_killed(
+async def test_the_follower_takes_over_when_the_leader_is_killed(
     pair: Pair, client: SandboxClient
 ) -> None:
-    await lead_and_stand_by(pair)
+    await lead_and_follow(pair)
     status = await client.reply_after(CAROL, DEPLOYS, "/status", timeout=30)
     assert f"Leader: {pair.first.name}" in status.text, status.text
 
     first_name = pair.first.name
     await pair.first.process.kill()
-    body = await pair.second.wait_health(200)
+    body = await pair.second.wait_role("leader")
     assert body["leader"]["name"] == pair.second.name  # type: ignore[index]
     status = await client.reply_after(CAROL, DEPLOYS, "/status", timeout=30)
     assert f"Leader: {pair.second.name}" in status.text, status.text
@@ -139,10 +140,10 @@ async def test_the_standby_takes_over_when_the_leader_is_killed(
     assert "Conflict" not in pair.first.log() + pair.second.log()
 
 
-async def test_a_leader_cut_off_from_the_database_stops_and_the_standby_leads(
+async def test_a_leader_cut_off_from_the_database_stops_and_the_follower_leads(
     pair: Pair, client: SandboxClient
 ) -> None:
-    await lead_and_stand_by(pair)
+    await lead_and_follow(pair)
     # PostgreSQL ends the leader's session: the one holding the lead, its data connection.
     [(backend,)] = read_db(
         pair.url,
@@ -154,7 +155,7 @@ async def test_a_leader_cut_off_from_the_database_stops_and_the_standby_leads(
     assert first is not None
     assert await asyncio.wait_for(first.wait(), TAKEOVER_TIMEOUT_S) == 1  # it stopped itself
     assert "lost the database, and with it the lead" in pair.first.log()
-    await pair.second.wait_health(200)
+    await pair.second.wait_role("leader")
     status = await client.reply_after(CAROL, DEPLOYS, "/status", timeout=30)
     assert f"Leader: {pair.second.name}" in status.text, status.text
     # The cut-off leader wrote nothing after its session ended: not even its own stop.
@@ -170,18 +171,18 @@ async def test_a_reminder_due_after_the_leader_died_goes_out_once(
     tmp_path: Path,
 ) -> None:
     """A sign-off waits, its reminder due 6 s after the request; the leader dies at once.
-    The standby leads, and the reminder goes out once, from it."""
+    The follower leads, and the reminder goes out once, from it."""
     for user_id, name in NEW_PEOPLE.items():
         await client.add_user(user_id, name.capitalize())
     base = systemd_sandbox.work_dir / f"failover-{tmp_path.name}"
     async with installed_app(systemd_sandbox, base) as app:
         text = approvals_ops_text(systemd_sandbox, app)
         ops_file.write_text(text.replace("reminder_s = 60\n", "reminder_s = 6\n", 1))
-        await lead_and_stand_by(pair)
+        await lead_and_follow(pair)
         await ask_deploy(client, CAROL, "/deploy app v1")
         await approval_message(client, 1)
         await pair.first.process.kill()
-        await pair.second.wait_health(200)
+        await pair.second.wait_role("leader")
 
         def reminders(messages: list[SandboxMessage]) -> list[SandboxMessage]:
             return [m for m in messages if m.from_bot and m.text.startswith("⏰ Reminder: #1")]

@@ -19,8 +19,10 @@ a message for flooding. Across the restart at-least-once delivery may repeat wha
 before the kill: those repeats and any flood refusals are counted and printed, not failed.
 
 The failover scenario runs two opsgates on one PostgreSQL instead: the leader is SIGKILLed in
-the middle and the standby takes over; the load is posted as a load balancer would, to the
-first process that answers (a standby answers 503, so the post goes to the other).
+the middle and the follower takes over; the load is posted as a load balancer would, each
+batch to the next process in turn and to the other when that one fails. The follower relays
+what it takes to the leader (bot/http/relay.py): a post it could not get answered in time is
+answered 202, stored for whichever process leads next.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class Outcome:
     accepted_at: dict[str, float] = field(default_factory=dict)  # first 200 (time.time())
     round_trips: list[float] = field(default_factory=list)  # of posts answered 200, seconds
     posts: int = 0  # answered 200 (repeats included)
+    queued: int = 0  # answered 202 by a follower: stored, acted on by the next leader
+    relayed: int = 0  # posts a follower took and a leader acted on (failover only)
     failed_attempts: int = 0  # posts that failed and were retried
     new_firing: int = 0
     unchanged: int = 0
@@ -115,7 +119,7 @@ class Outcome:
     alive: bool = False
     log: Path | None = None
     db: Path | str | None = None
-    takeover_s: float | None = None  # failover: from the kill to the standby's /health 200
+    takeover_s: float | None = None  # failover: from the kill to the follower leading
 
     def named(self, chat_id: int) -> Counter[str]:
         """In how many of the chat's bot messages each instance is named."""
@@ -141,7 +145,8 @@ class Outcome:
         digests = self.digests()
         return (
             f"{self.name}: {len(self.generated)} alerts sent, {len(self.accepted)} accepted"
-            f" ({self.posts} posts answered 200, {self.failed_attempts} failed attempts"
+            f" ({self.posts} posts answered 200, {self.queued} answered 202 (queued),"
+            f" {self.relayed} relayed by a follower, {self.failed_attempts} failed attempts"
             f" retried; new_firing {self.new_firing}, unchanged {self.unchanged});"
             f" {len(messages)} messages ({len(messages) - digests} individual, {digests}"
             f" digests, {sum(m.edits for m in messages)} edits);"
@@ -150,21 +155,25 @@ class Outcome:
             f" {len(self.duplicates())} alerts named twice or more; outbox {self.outbox};"
             f" drained {self.drain_s:.1f} s after the load"
             + (
-                f"; the standby led {self.takeover_s:.1f} s after the kill"
+                f"; the follower led {self.takeover_s:.1f} s after the kill"
                 if self.takeover_s
                 else ""
             )
         )
 
 
-async def wait_ready(bot: OpsgateProcess, port: int, timeout: float = 30) -> None:
-    """Until /health answers 200; fails at once if the process died."""
+async def wait_ready(
+    bot: OpsgateProcess, port: int, timeout: float = 30, role: str | None = None
+) -> None:
+    """Until /health answers 200 (and names `role`, when given); fails at once if the process
+    died."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as http:
         while time.monotonic() < deadline:
             assert bot.process is not None and bot.process.returncode is None, "opsgate died"
             try:
-                if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                answer = await http.get(f"http://127.0.0.1:{port}/health")
+                if answer.status_code == 200 and role in (None, answer.json().get("role")):
                     return
             except httpx.TransportError:
                 pass
@@ -173,16 +182,20 @@ async def wait_ready(bot: OpsgateProcess, port: int, timeout: float = 30) -> Non
 
 
 async def post_until_accepted(
-    backends: list[httpx.AsyncClient], outcome: Outcome, batch: list[str], deadline: float
+    backends: list[httpx.AsyncClient],
+    outcome: Outcome,
+    batch: list[str],
+    deadline: float,
+    attempt: int = 0,
 ) -> None:
     """Post the batch; on a network error or 5xx try again (as Alertmanager does), at the
-    next backend when there are several (as a load balancer would)."""
+    next backend when there are several (as a load balancer would), starting at `attempt`."""
     body = {"alerts": [alert(instance) for instance in batch]}
     headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
-    attempt = 0
+    tries = 0
     while True:
-        http = backends[attempt % len(backends)]
-        attempt += 1
+        http = backends[(attempt + tries) % len(backends)]
+        tries += 1
         started = time.monotonic()
         try:
             response = await http.post("/webhooks/generic", json=body, headers=headers)
@@ -199,12 +212,16 @@ async def post_until_accepted(
             outcome.unchanged += report["unchanged"]
             outcome.accepted.update(batch)
             return
+        if response is not None and response.status_code == 202:  # a follower stored it
+            outcome.queued += 1
+            outcome.accepted.update(batch)
+            return
         if response is not None and response.status_code < 500:
             raise AssertionError(f"a post was refused: {response.status_code} {response.text}")
         outcome.failed_attempts += 1
         if time.monotonic() > deadline:
             return  # never accepted: its alerts are not expected in the chats
-        if attempt % len(backends) == 0:
+        if tries % len(backends) == 0:  # every backend failed once more: a pause
             await asyncio.sleep(0.25)
 
 
@@ -229,10 +246,10 @@ async def send_load(ports: list[int], outcome: Outcome, seconds: int) -> None:
             first = len(outcome.generated)
             batch = [f"i-{n:05d}" for n in range(first, first + PER_SECOND)]
             outcome.generated += batch
-            post = post_until_accepted(backends, outcome, batch, deadline)
+            post = post_until_accepted(backends, outcome, batch, deadline, second)
             tasks.append(asyncio.create_task(post))
             if second % REPEAT_EVERY == REPEAT_EVERY - 1:
-                again = post_until_accepted(backends, outcome, previous, deadline)
+                again = post_until_accepted(backends, outcome, previous, deadline, second + 1)
                 tasks.append(asyncio.create_task(again))
             previous = batch
         await asyncio.gather(*tasks)
@@ -264,13 +281,13 @@ async def restart_midway(bot: OpsgateProcess, port: int) -> None:
 
 
 async def fail_over_midway(leader: OpsgateProcess, standby: OpsgateProcess, port: int) -> float:
-    """SIGKILL the leader at KILL_AT_S; seconds until the standby answers /health 200."""
+    """SIGKILL the leader at KILL_AT_S; seconds until the follower's /health says it leads."""
     await asyncio.sleep(KILL_AT_S)
     await leader.kill()
     killed = time.monotonic()
     # A bound for a hung test: on a loaded machine the new leader first works off the backlog
     # of posts that failed meanwhile, each a transaction; bench/failover.py measures takeover.
-    await wait_ready(standby, port, timeout=90)
+    await wait_ready(standby, port, timeout=90, role="leader")
     return time.monotonic() - killed
 
 
@@ -348,6 +365,9 @@ async def run_scenario(
                 outcome.stored = {str(r[0]) for r in rows}
                 states = read_db(db, "SELECT state, count(*) FROM alert_outbox GROUP BY state")
                 outcome.outbox = {str(s): int(str(n)) for s, n in states}
+                if postgres_url is not None:
+                    done = "SELECT count(*) FROM relayed_requests WHERE done_at IS NOT NULL"
+                    outcome.relayed = int(str(read_db(db, done)[0][0]))
             finally:
                 await bot.stop()
                 await standby.stop()
