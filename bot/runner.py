@@ -23,7 +23,7 @@ from bot.app import all_buttons, all_commands, build_application
 from bot.deploy_cards import resume_after_restart, retire_card
 from bot.http.app import create_http_app
 from bot.http.ofrep_fast import ofrep_protocol
-from bot.http.relay import FollowerApp, keep_flags_current, relay_worker
+from bot.http.relay import FollowerApp, answers_listener, keep_flags_current, relay_worker
 from bot.http.server import BackgroundHTTPServer
 from bot.logs import redact_also
 from bot.startup import ConfigurationError
@@ -225,6 +225,9 @@ class Opsgate:
         )
         await services.flags.reload_if_changed()
         flags = asyncio.create_task(keep_flags_current(services))
+        assert services.storage.url is not None  # only a shared database has followers
+        listener = answers_listener(services.storage.url)
+        answers = asyncio.create_task(app.listen_for_answers(listener.wait))
         server = BackgroundHTTPServer(
             app,
             settings.http_host,
@@ -237,10 +240,12 @@ class Opsgate:
         try:
             await leadership.wait_to_lead()
         finally:
-            app.closing.set()
-            flags.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flags
+            app.close()
+            for task in (flags, answers):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await listener.close()
             await server.stop()
 
     def _lose_lead(self, reason: str) -> None:

@@ -40,7 +40,13 @@ from bot.http.ofrep import ofrep_routes
 from services.container import Services
 from services.records.leadership import Leadership
 from services.records.postgres import PgListener
-from services.records.relay import CHANNEL, RelayedAnswer, RelayedRequest, RelayQueue
+from services.records.relay import (
+    ANSWERED_CHANNEL,
+    CHANNEL,
+    RelayedAnswer,
+    RelayedRequest,
+    RelayQueue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,7 @@ class FollowerApp:
         self._webhook_secret = webhook_secret
         self._webhook_path = webhook_path(webhook_url) if webhook_secret is not None else None
         self.closing = asyncio.Event()  # set when this follower is about to lead
+        self._answered = asyncio.Event()  # replaced each time answers were stored
         self.waiting = 0  # relayed requests waiting for the leader's answer
         routes = [
             Route("/health", self._health, methods=["GET"]),
@@ -163,12 +170,28 @@ class FollowerApp:
         given = next((v for k, v in headers if k.lower() == SECRET_HEADER.lower()), "")
         return hmac.compare_digest(given.encode(), self._webhook_secret.encode())
 
+    def close(self) -> None:
+        """This follower is about to lead: requests waiting are answered 202 at once (they
+        stay stored, and it acts on them itself)."""
+        self.closing.set()
+        self._answered.set()
+
+    async def listen_for_answers(self, wake: Callable[[float], Awaitable[None]]) -> None:
+        """Wake the waiting requests whenever the leader stored answers (`wake` returns on
+        PostgreSQL's notification, or after a timeout)."""
+        while True:
+            await wake(1.0)
+            answered, self._answered = self._answered, asyncio.Event()
+            answered.set()
+
     async def _answer(self, request_id: int) -> RelayedAnswer | None:
-        """The leader's answer, looked for often at first, then less; None when none came in
-        time, or this follower is about to lead (the request stays stored: it acts on it)."""
+        """The leader's answer, looked for whenever answers were stored and every so often;
+        None when none came in time, or this follower is about to lead (the request stays
+        stored: it acts on it)."""
         loop = asyncio.get_running_loop()
-        deadline, pause = loop.time() + self._wait_s, 0.01
+        deadline, pause = loop.time() + self._wait_s, 0.02
         while not self.closing.is_set():
+            answered = self._answered  # before looking: an answer stored meanwhile wakes it
             answer = await self._queue.answer_of(request_id)
             if answer is not None:
                 return answer
@@ -177,8 +200,8 @@ class FollowerApp:
                 return None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(pause, remaining)):
-                    await self.closing.wait()
-            pause = min(pause * 1.5, 0.2)
+                    await answered.wait()
+            pause = min(pause * 2, 0.25)
         return None
 
 
@@ -317,10 +340,8 @@ class RelayWorker:
     async def work_off(self) -> int:
         """Act on every open request; how many."""
         done = 0
-        while requests := await self._queue.open_requests():
+        while requests := await self._queue.claim():
             for request in requests:
-                if not await self._queue.take(request.id):
-                    continue  # withdrawn by its follower meanwhile
                 answer = await replay(self._app, request)
                 await self._queue.answer(request.id, answer)
                 done += 1
@@ -332,3 +353,8 @@ def relay_worker(app: ASGIApp, queue: RelayQueue, url: str) -> tuple[RelayWorker
     """The leader's worker, woken by PostgreSQL's NOTIFY on a connection of its own."""
     listener = PgListener(url, CHANNEL)
     return RelayWorker(app, queue, listener.wait), listener
+
+
+def answers_listener(url: str) -> PgListener:
+    """What wakes a follower's waiting requests: a connection of its own, listening."""
+    return PgListener(url, ANSWERED_CHANNEL)

@@ -7,8 +7,8 @@ answered, and the leader replays it through its own HTTP app, then stores the an
 follower to give. A request is acted on at least once: a leader that dies between acting and
 storing the answer leaves it open, and the next leader replays it (as a client's retry would).
 
-With PostgreSQL, a stored request wakes the leader at once (NOTIFY); a sweep each second
-catches what a lost notification would miss.
+With PostgreSQL, a stored request wakes the leader at once, and a stored answer the followers
+(NOTIFY); a look every so often catches what a lost notification would miss.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from services.records.storage import Storage
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "opsgate_relay"
+# PostgreSQL's triggers on relayed_requests notify these (migration 17).
+CHANNEL = "opsgate_relay"  # a request was stored: the leader wakes
+ANSWERED_CHANNEL = "opsgate_relay_answered"  # an answer was stored: followers look again
 Headers = list[tuple[str, str]]  # as they came, in order; latin-1 text, as HTTP carries it
 
 
@@ -75,8 +77,6 @@ class RelayQueue:
             ),
         )
         assert result.lastrowid is not None
-        if self._storage.url is not None:
-            await self._storage.write("SELECT pg_notify(?, '')", (CHANNEL,))
         return result.lastrowid
 
     async def answer_of(self, request_id: int) -> RelayedAnswer | None:
@@ -100,26 +100,20 @@ class RelayQueue:
         )
         return result.rowcount == 1
 
-    async def open_requests(self, after: int = 0, limit: int = 50) -> list[RelayedRequest]:
-        """Requests not acted on yet, oldest first (a previous leader's unfinished ones too)."""
-        rows = await self._storage.db.execute_fetchall(
-            "SELECT id, method, target, headers, body, client FROM relayed_requests"
-            " WHERE done_at IS NULL AND id > ? ORDER BY id LIMIT ?",
-            (after, limit),
+    async def claim(self, limit: int = 50) -> list[RelayedRequest]:
+        """Requests not answered yet, oldest first (a previous leader's unfinished ones too),
+        marked as this leader's: their followers can no longer take them back."""
+        rows = await self._storage.write_returning(
+            "UPDATE relayed_requests SET taken_by = ? WHERE id IN (SELECT id FROM"
+            " relayed_requests WHERE done_at IS NULL ORDER BY id LIMIT ?)"
+            " RETURNING id, method, target, headers, body, client",
+            (self._name, limit),
         )
-        return [
+        requests = [
             RelayedRequest(int(r[0]), str(r[1]), str(r[2]), _headers(r[3]), bytes(r[4]), str(r[5]))
             for r in rows
         ]
-
-    async def take(self, request_id: int) -> bool:
-        """This leader starts on the request (a follower can no longer withdraw it); False
-        when it is gone (withdrawn) or already answered."""
-        result = await self._storage.write(
-            "UPDATE relayed_requests SET taken_by = ? WHERE id = ? AND done_at IS NULL",
-            (self._name, request_id),
-        )
-        return result.rowcount == 1
+        return sorted(requests, key=lambda request: request.id)  # RETURNING keeps no order
 
     async def answer(self, request_id: int, answer: RelayedAnswer) -> None:
         await self._storage.write(

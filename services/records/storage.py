@@ -279,6 +279,14 @@ class Storage:
         async with self._lock:
             return await self._execute(sql, params)
 
+    async def write_returning(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        """One statement that writes and gives rows back (`... RETURNING ...`), committed on
+        return (or part of this task's open transaction)."""
+        if self._owner is not None and self._owner is asyncio.current_task():
+            return list(await self.db.execute_fetchall(sql, params))
+        async with self._lock:
+            return list(await self.db.execute_fetchall(sql, params))
+
     async def _execute(self, sql: str, params: Sequence[object]) -> WriteResult:
         cursor = await self.db.execute(sql, params)
         result = WriteResult(cursor.lastrowid, cursor.rowcount)
