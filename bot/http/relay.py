@@ -131,7 +131,10 @@ class FollowerApp:
         if telegram and not self._telegram_secret_ok(headers):
             log.warning("refused a webhook request without the right secret header")
             return _json(403, {"error": "forbidden"})
-        body = await _read_body(receive, limit)
+        try:
+            body = await _read_body(receive, limit)
+        except _ClientGone:
+            return Response(status_code=400)  # never sent: the connection is closed
         if body is None:
             return _json(413, {"error": f"body over {limit} bytes"})
         target = scope.get("raw_path") or scope["path"].encode()
@@ -218,20 +221,24 @@ class _Relayed:
         await send({"type": "http.response.body", "body": answer.body})
 
 
+class _ClientGone(Exception):
+    """The client hung up before its whole body was in: nothing to store, no one to answer."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body; None when it is over `limit` bytes."""
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 async def keep_flags_current(services: Services, every_s: float = FLAGS_CHECK_S) -> None:
@@ -295,9 +302,12 @@ async def replay(app: ASGIApp, request: RelayedRequest) -> RelayedAnswer:
         return _error(504, f"the leading opsgate did not finish in {REPLAY_TIMEOUT_S:.0f} s")
     except Exception:
         log.exception("a relayed %s %s failed", request.method, path)
-        return _error(500, "the leading opsgate failed on this request")
+        if not done.is_set():  # no whole answer: the app's own error page was not sent
+            return _error(500, "the leading opsgate failed on this request")
     finally:
         done.set()
+    # A whole answer: what the leader's port gives, also when the app raised after it
+    # (Starlette's error page for a route that raised, a background task that failed).
     return RelayedAnswer(status, headers, b"".join(chunks))
 
 
@@ -338,13 +348,13 @@ class RelayWorker:
             await self._wake(self._sweep_s)
 
     async def work_off(self) -> int:
-        """Act on every open request; how many."""
+        """Act on every open request; how many. Each is claimed just before it is replayed:
+        a read still waiting behind a slow one can be taken back by its follower."""
         done = 0
-        while requests := await self._queue.claim():
-            for request in requests:
-                answer = await replay(self._app, request)
-                await self._queue.answer(request.id, answer)
-                done += 1
+        while requests := await self._queue.claim(limit=1):
+            answer = await replay(self._app, requests[0])
+            await self._queue.answer(requests[0].id, answer)
+            done += 1
         self.replayed += done
         return done
 

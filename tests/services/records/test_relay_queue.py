@@ -1,6 +1,6 @@
-"""RelayQueue on both databases: a follower's request stored whole, taken by the leader or
-withdrawn by its follower (never both), answered, listed oldest first, pruned once long
-answered (services/records/relay.py)."""
+"""RelayQueue on both databases: a follower's request stored whole, claimed by the leader or
+withdrawn by its follower (never both), claimed oldest first until answered, answered, pruned
+once long answered (services/records/relay.py)."""
 
 from __future__ import annotations
 
@@ -50,73 +50,78 @@ def queue(storage: Storage, clock: Clock) -> RelayQueue:
     return RelayQueue(storage, "follower:1", clock)
 
 
-def leader_queue(storage: Storage, clock: Clock) -> RelayQueue:
+def leader_queue(storage: Storage, clock: Clock, name: str = "leader:2") -> RelayQueue:
     """The leader's queue: another process's name (on the same connection, for the test)."""
-    return RelayQueue(storage, "leader:2", clock)
+    return RelayQueue(storage, name, clock)
 
 
-async def test_a_request_is_stored_whole_and_another_connection_reads_it(
+def ids(requests: list[RelayedRequest]) -> list[int]:
+    return [request.id for request in requests]
+
+
+async def test_a_request_is_stored_whole_and_another_connection_claims_it(
     storage: Storage, queue: RelayQueue, database: str
 ) -> None:
     request_id = await queue.put("POST", TARGET, HEADERS, BODY, CLIENT)
     empty_id = await queue.put("GET", "/health?", [], b"", "")
     assert empty_id > request_id
-    expected = [
-        RelayedRequest(request_id, "POST", TARGET, HEADERS, BODY, CLIENT),
-        RelayedRequest(empty_id, "GET", "/health?", [], b"", ""),
-    ]
-    assert await queue.open_requests() == expected
-    # Committed on return: another opsgate (its own connection) reads the same, byte for byte.
-    async with Storage(database) as other:
-        assert await RelayQueue(other, "leader:2").open_requests() == expected
     rows = committed_rows(
         storage,
         "SELECT received_at, received_by, taken_by, status, done_at FROM relayed_requests"
         " ORDER BY id",
     )
     assert rows == [(T0.isoformat(), "follower:1", None, None, None)] * 2
+    # Committed on return: another opsgate (its own connection) reads the same, byte for byte.
+    async with Storage(database) as other:
+        claimed = await RelayQueue(other, "leader:2").claim()
+    assert claimed == [
+        RelayedRequest(request_id, "POST", TARGET, HEADERS, BODY, CLIENT),
+        RelayedRequest(empty_id, "GET", "/health?", [], b"", ""),
+    ]
+    # The claim is committed too (SQLite: UPDATE ... RETURNING in autocommit).
+    assert committed_rows(storage, "SELECT taken_by FROM relayed_requests") == [
+        ("leader:2",),
+        ("leader:2",),
+    ]
 
 
-async def test_a_taken_request_can_no_longer_be_withdrawn(
+async def test_a_claimed_request_can_no_longer_be_withdrawn(
     storage: Storage, queue: RelayQueue, clock: Clock
 ) -> None:
     request_id = await queue.put("POST", "/api/deploy", HEADERS, BODY, CLIENT)
     leader = leader_queue(storage, clock)
-    assert await leader.take(request_id)
+    assert ids(await leader.claim()) == [request_id]
     assert not await queue.withdraw(request_id)
-    # Still there, still open (the leader has not answered), and taken by the leader.
-    assert [r.id for r in await queue.open_requests()] == [request_id]
-    assert committed_rows(storage, "SELECT taken_by FROM relayed_requests") == [("leader:2",)]
-    # Once answered it cannot be taken again (nor withdrawn).
+    assert committed_rows(storage, "SELECT id, taken_by FROM relayed_requests") == [
+        (request_id, "leader:2")
+    ]
+    # Once answered it is claimed no more (nor withdrawn).
     await leader.answer(request_id, RelayedAnswer(200, [], b"done"))
-    assert not await leader.take(request_id)
+    assert await leader.claim() == []
     assert not await queue.withdraw(request_id)
     assert await queue.answer_of(request_id) == RelayedAnswer(200, [], b"done")
 
 
-async def test_an_unanswered_request_is_taken_again_by_the_next_leader(
+async def test_an_unanswered_request_is_claimed_again_by_the_next_leader(
     storage: Storage, queue: RelayQueue, clock: Clock
 ) -> None:
     """At least once: a leader that died before answering leaves it open for the next one."""
     request_id = await queue.put("POST", "/api/deploy", [], b"{}", CLIENT)
-    assert await leader_queue(storage, clock).take(request_id)
-    next_leader = RelayQueue(storage, "leader:3", clock)
-    assert [r.id for r in await next_leader.open_requests()] == [request_id]
-    assert await next_leader.take(request_id)
+    assert ids(await leader_queue(storage, clock).claim()) == [request_id]
+    assert ids(await leader_queue(storage, clock, "leader:3").claim()) == [request_id]
     assert committed_rows(storage, "SELECT taken_by FROM relayed_requests") == [("leader:3",)]
 
 
-async def test_an_untaken_request_is_withdrawn_once_and_then_cannot_be_taken(
+async def test_an_unclaimed_request_is_withdrawn_once_and_then_never_claimed(
     storage: Storage, queue: RelayQueue, clock: Clock
 ) -> None:
     kept = await queue.put("GET", "/api/services", HEADERS, b"", CLIENT)
     request_id = await queue.put("GET", "/api/deployments", HEADERS, b"", CLIENT)
     assert await queue.withdraw(request_id)
     assert not await queue.withdraw(request_id)
-    assert not await leader_queue(storage, clock).take(request_id)
     assert await queue.answer_of(request_id) is None
-    assert [r.id for r in await queue.open_requests()] == [kept]
     assert committed_rows(storage, "SELECT id FROM relayed_requests") == [(kept,)]
+    assert ids(await leader_queue(storage, clock).claim()) == [kept]
 
 
 async def test_the_answer_is_given_back_whole_once_stored(
@@ -126,8 +131,8 @@ async def test_the_answer_is_given_back_whole_once_stored(
     other_id = await queue.put("POST", "/api/other", [], b"", CLIENT)
     leader = leader_queue(storage, clock)
     assert await queue.answer_of(request_id) is None
-    assert await leader.take(request_id)
-    assert await queue.answer_of(request_id) is None  # taken is not answered
+    assert ids(await leader.claim()) == [request_id, other_id]
+    assert await queue.answer_of(request_id) is None  # claimed is not answered
     answer = RelayedAnswer(
         201,
         [
@@ -148,21 +153,26 @@ async def test_the_answer_is_given_back_whole_once_stored(
     ) == [(201, clock.now.isoformat())]
 
 
-async def test_open_requests_are_the_unanswered_ones_oldest_first(
+async def test_claims_are_the_unanswered_requests_oldest_first(
     storage: Storage, queue: RelayQueue, clock: Clock
 ) -> None:
-    ids = [await queue.put("POST", f"/r/{n}", [], str(n).encode(), CLIENT) for n in range(5)]
+    made = [await queue.put("POST", f"/r/{n}", [], str(n).encode(), CLIENT) for n in range(6)]
     leader = leader_queue(storage, clock)
-    assert await leader.take(ids[1])
-    await leader.answer(ids[1], RelayedAnswer(200, [], b""))
-    assert await leader.take(ids[3])  # taken, not answered: still open
-    assert await queue.withdraw(ids[4])
-    open_now = await queue.open_requests()
-    assert [r.id for r in open_now] == [ids[0], ids[2], ids[3]]
-    assert [r.target for r in open_now] == ["/r/0", "/r/2", "/r/3"]
-    assert [r.body for r in open_now] == [b"0", b"2", b"3"]
-    assert [r.id for r in await queue.open_requests(after=ids[0])] == [ids[2], ids[3]]
-    assert [r.id for r in await queue.open_requests(limit=2)] == [ids[0], ids[2]]
+    assert await queue.withdraw(made[4])
+    assert ids(await leader.claim(limit=2)) == made[:2]
+    await leader.answer(made[1], RelayedAnswer(200, [], b""))
+    # Claimed and not answered (made[0]) is claimed again; answered and withdrawn ones not.
+    claimed = await leader.claim()
+    assert ids(claimed) == [made[0], made[2], made[3], made[5]]
+    assert [r.target for r in claimed] == ["/r/0", "/r/2", "/r/3", "/r/5"]
+    assert [r.body for r in claimed] == [b"0", b"2", b"3", b"5"]
+    assert ids(await leader.claim(limit=3)) == [made[0], made[2], made[3]]
+    assert (
+        committed_rows(
+            storage, "SELECT id FROM relayed_requests WHERE taken_by IS NULL ORDER BY id"
+        )
+        == []
+    )
 
 
 async def test_prune_forgets_only_answers_older_than_kept(
@@ -171,11 +181,10 @@ async def test_prune_forgets_only_answers_older_than_kept(
     leader = leader_queue(storage, clock)
     old = await queue.put("POST", "/old", [], b"", CLIENT)
     never_answered = await queue.put("POST", "/never", [], b"", CLIENT)
-    assert await leader.take(old)
+    assert ids(await leader.claim()) == [old, never_answered]
     await leader.answer(old, RelayedAnswer(200, [], b""))  # answered at T0
     clock.now = T0 + timedelta(minutes=30)
     recent = await queue.put("POST", "/recent", [], b"", CLIENT)
-    assert await leader.take(recent)
     await leader.answer(recent, RelayedAnswer(200, [], b""))  # answered at T0 + 30 min
 
     def remaining() -> list[int]:
@@ -192,4 +201,4 @@ async def test_prune_forgets_only_answers_older_than_kept(
     clock.now = T0 + timedelta(days=30)  # an open request is never pruned, however old
     assert await queue.prune(keep) == 1
     assert remaining() == [never_answered]
-    assert [r.id for r in await queue.open_requests()] == [never_answered]
+    assert ids(await leader.claim()) == [never_answered]
