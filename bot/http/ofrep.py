@@ -173,7 +173,7 @@ class Ofrep:
         if _is_failure(evaluation):
             status, failure = _failure(evaluation)
             return _json(failure, status)
-        return _json(_success(evaluation))
+        return _success_answer(evaluation)
 
     async def evaluate_all(self, request: Request) -> Response:
         if not bearer_ok(request, self._expected):
@@ -284,6 +284,24 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 def _is_failure(evaluation: Evaluation) -> bool:
     return evaluation.error_code is not None or evaluation.reason is Reason.ERROR
+
+
+# The engine hands out one Evaluation object per flag definition, variant and reason
+# (services/flags/engine.py `_resolve`): its answer is encoded once, not on every request. The
+# cache holds the evaluation itself, so an id here cannot be reused by another object.
+_ENCODED: dict[int, tuple[Evaluation, Answer]] = {}
+_MAX_ENCODED = 4096
+
+
+def _success_answer(evaluation: Evaluation) -> Answer:
+    known = _ENCODED.get(id(evaluation))
+    if known is not None and known[0] is evaluation:
+        return known[1]
+    answer = _json(_success(evaluation))
+    if len(_ENCODED) >= _MAX_ENCODED:
+        _ENCODED.clear()
+    _ENCODED[id(evaluation)] = (evaluation, answer)
+    return answer
 
 
 def _success(evaluation: Evaluation) -> dict[str, Any]:
