@@ -59,7 +59,7 @@ async def serve_until_signalled(opsgate: Opsgate) -> None:
         loop.add_signal_handler(signum, stop.set)
     watchdog = None
     try:
-        # A standby waits in start() for the lead: a signal must still stop it.
+        # A follower waits in start() for the lead: a signal must still stop it.
         starting = asyncio.create_task(opsgate.start())
         signalled = asyncio.create_task(stop.wait())
         await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
@@ -67,7 +67,7 @@ async def serve_until_signalled(opsgate: Opsgate) -> None:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
-            log.info("signal received while standing by, shutting down")
+            log.info("signal received while following, shutting down")
             return
         starting.result()
         notify("READY=1")  # Type=notify: systemd counts opsgate started only now

@@ -58,12 +58,12 @@ def check_token_format(token: str) -> None:
 
 class LeadLost(StartupError):
     """This opsgate led a shared PostgreSQL and lost its session: it stopped acting (exit 1;
-    started again, it stands by)."""
+    started again, it follows)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(
             f"lost the database, and with it the lead ({reason}): stopped acting; another"
-            " opsgate takes over, and this one stands by when started again"
+            " opsgate takes over, and this one follows when started again"
         )
 
 

@@ -6,11 +6,11 @@ right to write then live and die together. If the leader's session ends (its pro
 dies, PostgreSQL terminates the backend, the network drops it), PostgreSQL releases the lock
 and that process can write nothing more: it cannot record a step, so it cannot take one,
 since every step that acts on production is recorded first. No epoch needs checking on each
-write; the session is the fence. A standby polls for the lock and, once it holds it, starts as
+write; the session is the fence. A follower polls for the lock and, once it holds it, starts as
 a restarted opsgate does: deployments in flight are verified again or rolled back.
 
 A leader that finds its connection gone stops at once (the process exits; systemd starts it
-again, as a standby). With SQLite there is one process and it always leads.
+again, as a follower). With SQLite there is one process and it always leads.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Leadership:
             if not waited:
                 current = await self.current()
                 held_by = f"{current.name} leads" if current else "another opsgate leads"
-                log.info("standing by: %s; taking over when it stops", held_by)
+                log.info("following: %s; taking over when it stops", held_by)
                 waited = True
             await asyncio.sleep(self._poll_s)
         self.leading = Leader(self.name, self._clock())

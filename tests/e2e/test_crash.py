@@ -226,7 +226,7 @@ async def test_a_standby_takes_over_the_deploy_its_leader_died_in(
         deployment_id = await wait_for_state(db, 0, S.VERIFYING)
         await wait_for_card(db, deployment_id)
         await standby.start()
-        await asyncio.sleep(1)  # standing by: the leader holds the lead
+        await asyncio.sleep(1)  # following: the leader holds the lead
         assert deployment(db, deployment_id)[:2] == (S.VERIFYING, None)
         await leader.kill()
 

@@ -349,7 +349,7 @@ async def run_scenario(
                         await load
                 else:
                     await standby.start()
-                    await asyncio.sleep(2)  # standing by before the load starts
+                    await asyncio.sleep(2)  # following before the load starts
                     _, outcome.takeover_s = await asyncio.gather(
                         send_load(ports, outcome, seconds),
                         fail_over_midway(bot, standby, ports[1]),
