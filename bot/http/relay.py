@@ -152,6 +152,8 @@ class FollowerApp:
         finally:
             self.waiting -= 1
         if answer is not None:
+            if any(name.lower() == "set-cookie" for name, _ in answer.headers):
+                await self._queue.forget_answer(request_id)  # a credential: not kept
             return _Relayed(answer)
         if method in READS and await self._queue.withdraw(request_id):
             return _json(

@@ -116,16 +116,27 @@ class RelayQueue:
         return sorted(requests, key=lambda request: request.id)  # RETURNING keeps no order
 
     async def answer(self, request_id: int, answer: RelayedAnswer) -> None:
+        """Store the answer. The request's headers and body go: they can carry bearer tokens
+        and secrets, which the database (and its backups) should not keep once acted on."""
         await self._storage.write(
             "UPDATE relayed_requests SET status = ?, answer_headers = ?, answer_body = ?,"
-            " done_at = ? WHERE id = ?",
+            " done_at = ?, headers = '[]', body = ? WHERE id = ?",
             (
                 answer.status,
                 json.dumps([list(pair) for pair in answer.headers]),
                 answer.body,
                 self._clock().isoformat(),
+                b"",
                 request_id,
             ),
+        )
+
+    async def forget_answer(self, request_id: int) -> None:
+        """The follower gave the answer: its headers and body go too (a session cookie the
+        dashboard set, say); the row stays as the record of who relayed what, and when."""
+        await self._storage.write(
+            "UPDATE relayed_requests SET answer_headers = '[]', answer_body = ? WHERE id = ?",
+            (b"", request_id),
         )
 
     async def prune(self, keep: timedelta) -> int:

@@ -274,6 +274,11 @@ async def test_a_relayed_request_gets_the_leaders_own_answer(
     ]
     assert {(by, done is not None) for *_, by, done in stored(services)} == {("leader:2", True)}
     assert leader.worker.replayed == len(cases) + 1
+    # Nothing of a request is kept once acted on; of an answer, no cookie once given.
+    kept = rows(services, "SELECT headers, body, answer_headers FROM relayed_requests ORDER BY id")
+    assert {(headers, bytes(body)) for headers, body, _ in kept} == {("[]", b"")}
+    cookies = [i for i, (*_, answer) in enumerate(kept) if "set-cookie" in answer.lower()]
+    assert cookies == [] and "content-length" in kept[1][2]  # no cookie: kept
 
 
 async def test_health_is_answered_by_the_follower_itself(

@@ -202,3 +202,27 @@ async def test_prune_forgets_only_answers_older_than_kept(
     assert await queue.prune(keep) == 1
     assert remaining() == [never_answered]
     assert ids(await leader.claim()) == [never_answered]
+
+
+async def test_secrets_go_once_acted_on_and_once_answered(
+    storage: Storage, queue: RelayQueue, clock: Clock
+) -> None:
+    """Headers can carry bearer tokens and secrets, answers a session cookie: once acted on,
+    the request's headers and body go; once given, the answer's (forget_answer)."""
+    secret = [("authorization", "Bearer s3cret"), ("x-telegram-bot-api-secret-token", "t0p")]
+    request_id = await queue.put("POST", "/api/x", secret, b'{"token": "s3cret"}', CLIENT)
+    [claimed] = await leader_queue(storage, clock).claim()
+    assert claimed.headers == secret  # the leader replays it whole
+    cookie = [("set-cookie", "session=abc"), ("content-length", "2")]
+    await leader_queue(storage, clock).answer(request_id, RelayedAnswer(200, cookie, b"ok"))
+    answer = await queue.answer_of(request_id)
+    assert answer == RelayedAnswer(200, cookie, b"ok")  # what the follower gives
+    await queue.forget_answer(request_id)
+    rows = committed_rows(
+        storage,
+        "SELECT method, target, headers, body, status, answer_headers, answer_body, taken_by"
+        " FROM relayed_requests",
+    )
+    assert [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows] == [
+        ("POST", "/api/x", "[]", b"", 200, "[]", b"", "leader:2")
+    ]
