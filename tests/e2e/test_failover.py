@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from bot.dev.harness.opsgate_process import OpsgateProcess, opsgate_process, read_db
+from bot.dev.harness.opsgate_process import opsgate_process, read_db
 from bot.dev.harness.postgres import PostgresCluster
 from bot.dev.harness.systemd import SystemdSandbox
 from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
@@ -27,43 +25,11 @@ from bot.http.server import free_port
 from services.records.leadership import LEAD_LOCK
 from tests.e2e.conftest import APPROVALS, CAROL, DEPLOYS, TOKEN
 from tests.e2e.deploy_app import installed_app
+from tests.e2e.members import Member
 from tests.e2e.test_approvals import NEW_PEOPLE, approval_message, ask_deploy
 from tests.e2e.test_approvals import ops_text as approvals_ops_text
 
 TAKEOVER_TIMEOUT_S = 30  # a bound for a hung test, not the measure (bench/failover.py is)
-
-
-@dataclass
-class Member:
-    process: OpsgateProcess
-    port: int
-    directory: Path
-
-    @property
-    def name(self) -> str:
-        assert self.process.process is not None
-        return f"{socket.gethostname()}:{self.process.process.pid}"
-
-    async def health(self) -> tuple[int, dict[str, object]]:
-        async with httpx.AsyncClient(timeout=2) as http:
-            answer = await http.get(f"http://127.0.0.1:{self.port}/health")
-        return answer.status_code, answer.json()
-
-    async def wait_role(self, role: str, timeout: float = TAKEOVER_TIMEOUT_S) -> dict[str, object]:
-        """Until /health answers 200 as the `role` (leader or follower)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            try:
-                code, body = await self.health()
-                if code == 200 and body.get("role") == role:
-                    return body
-            except httpx.HTTPError:
-                pass
-            assert asyncio.get_running_loop().time() < deadline, f"not the {role} in time"
-            await asyncio.sleep(0.05)
-
-    def log(self) -> str:
-        return (self.directory / "opsgate.log").read_text(errors="replace")
 
 
 @dataclass
@@ -109,12 +75,12 @@ async def lead_and_follow(pair: Pair) -> None:
     """The first leads, the second follows (its /health names the first)."""
     await pair.first.process.start()
     body = await pair.first.wait_role("leader")
-    assert body["leader"] == {"name": pair.first.name, "since": body["leader"]["since"]}  # type: ignore[index]
+    assert body["leader"] == {"name": pair.first.name, "since": body["leader"]["since"]}
     assert body["this"] == pair.first.name
     await pair.second.process.start()
     following = await pair.second.wait_role("follower")
     assert following["status"] == "following" and following["this"] == pair.second.name
-    assert following["leader"]["name"] == pair.first.name  # type: ignore[index]
+    assert following["leader"]["name"] == pair.first.name
 
 
 async def test_the_follower_takes_over_when_the_leader_is_killed(
@@ -127,7 +93,7 @@ async def test_the_follower_takes_over_when_the_leader_is_killed(
     first_name = pair.first.name
     await pair.first.process.kill()
     body = await pair.second.wait_role("leader")
-    assert body["leader"]["name"] == pair.second.name  # type: ignore[index]
+    assert body["leader"]["name"] == pair.second.name
     status = await client.reply_after(CAROL, DEPLOYS, "/status", timeout=30)
     assert f"Leader: {pair.second.name}" in status.text, status.text
 

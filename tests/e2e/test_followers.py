@@ -12,20 +12,19 @@ import contextlib
 import hashlib
 import json
 import signal
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from bot.dev.harness.opsgate_process import OpsgateProcess, opsgate_process, read_db
+from bot.dev.harness.opsgate_process import opsgate_process, read_db
 from bot.dev.harness.postgres import PostgresCluster
 from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from bot.http.server import free_port
 from tests.e2e.conftest import ALICE, DEPLOYS, OPS_TEXT, TOKEN
+from tests.e2e.members import Member
 
 CRITICAL, WARNING = -100310, -100311
 API_TOKEN = "followers-e2e-api-token"
@@ -44,40 +43,6 @@ group_interval_s = 0.5
 [flags.checkout]
 description = "the new checkout"
 """
-
-
-@dataclass
-class Member:
-    process: OpsgateProcess
-    port: int
-    directory: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def name(self) -> str:
-        assert self.process.process is not None
-        return f"{socket.gethostname()}:{self.process.process.pid}"
-
-    async def wait_role(self, role: str) -> dict[str, Any]:
-        """Until /health answers 200 as the `role` (leader or follower)."""
-        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
-        async with httpx.AsyncClient(timeout=2) as http:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    answer = await http.get(f"{self.url}/health")
-                    body: dict[str, Any] = answer.json()
-                    if answer.status_code == 200 and body.get("role") == role:
-                        return body
-                assert self.process.process is not None
-                assert self.process.process.returncode is None, self.log()
-                assert asyncio.get_running_loop().time() < deadline, f"not the {role} in time"
-                await asyncio.sleep(0.05)
-
-    def log(self) -> str:
-        return (self.directory / "opsgate.log").read_text(errors="replace")
 
 
 @dataclass
