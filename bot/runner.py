@@ -24,7 +24,7 @@ from bot.deploy_cards import resume_after_restart, retire_card
 from bot.http.app import create_http_app
 from bot.http.ofrep_fast import ofrep_protocol
 from bot.http.relay import FollowerApp, answers_listener, keep_flags_current, relay_worker
-from bot.http.server import BackgroundHTTPServer
+from bot.http.server import BackgroundHTTPServer, SwappableApp
 from bot.logs import redact_also
 from bot.startup import ConfigurationError
 from config.opsfile import OpsConfig, load_ops_file
@@ -72,6 +72,7 @@ class Opsgate:
         self._leadership: Leadership | None = None
         self._watching: asyncio.Task[None] | None = None
         self._relaying: asyncio.Task[None] | None = None  # acting on what followers stored
+        self._front: SwappableApp | None = None  # the HTTP app, while following and after
         self._listener: PgListener | None = None
         # Set when this opsgate, leading a shared PostgreSQL, lost its session (and the lead).
         self.lost_lead = asyncio.Event()
@@ -115,6 +116,9 @@ class Opsgate:
             else:
                 await leadership.wait_to_lead()
         except BaseException:  # stopped while following, or the database went away
+            if self._http is not None:
+                await self._http.stop()
+                self._http = None
             await services.aclose()
             raise
         self._services = services
@@ -172,13 +176,16 @@ class Opsgate:
             settings.api_token.get_secret_value(),
             settings.alerts_token.get_secret_value(),
         )
-        self._http = BackgroundHTTPServer(
-            http_app,
-            settings.http_host,
-            settings.http_port,
-            http=ofrep_protocol(services.flag_source, settings.api_token.get_secret_value()),
-        )
-        await self._http.start()
+        if self._front is not None:  # it followed: its server goes on, with this app now
+            self._front.app = http_app
+        else:
+            self._http = BackgroundHTTPServer(
+                http_app,
+                settings.http_host,
+                settings.http_port,
+                http=ofrep_protocol(services.flag_source, settings.api_token.get_secret_value()),
+            )
+            await self._http.start()
         if leadership.shared and storage.url is not None:
             # What followers took on their HTTP side, acted on here through this same app.
             worker, self._listener = relay_worker(
@@ -205,7 +212,7 @@ class Opsgate:
             application.bot.username,
             settings.mode.value,
             settings.http_host,
-            self._http.port,
+            self.http_port,
         )
 
     async def _follow(self, leadership: Leadership, services: Services) -> None:
@@ -228,25 +235,26 @@ class Opsgate:
         assert services.storage.url is not None  # only a shared database has followers
         listener = answers_listener(services.storage.url)
         answers = asyncio.create_task(app.listen_for_answers(listener.wait))
-        server = BackgroundHTTPServer(
-            app,
+        # The server stays when this process comes to lead: the port never closes, and the
+        # leader's app takes the place of this one (start()).
+        self._front = SwappableApp(app)
+        self._http = BackgroundHTTPServer(
+            self._front,
             settings.http_host,
             settings.http_port,
             http=ofrep_protocol(services.flag_source, api_token),
-            graceful_s=2,  # requests waiting on the leader are answered 202 at once
         )
-        await server.start()
-        log.info("following (HTTP on %s:%d)", settings.http_host, server.port)
+        await self._http.start()
+        log.info("following (HTTP on %s:%d)", settings.http_host, self._http.port)
         try:
             await leadership.wait_to_lead()
         finally:
-            app.close()
+            app.close()  # what waits on a leader is answered 202: this one acts on it soon
             for task in (flags, answers):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await listener.close()
-            await server.stop()
 
     def _lose_lead(self, reason: str) -> None:
         self.lost_reason = reason

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -87,6 +87,17 @@ class BackgroundHTTPServer:
         self._server.should_exit = True
         await self._task
         self._server = self._task = None
+
+
+class SwappableApp:
+    """An ASGI app whose handler can be replaced while the server runs: a follower that comes
+    to lead keeps its port open, and the next request meets the leader's app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

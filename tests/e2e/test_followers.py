@@ -132,6 +132,19 @@ async def checkout_for(member: Member, user: str) -> bool:
     return bool(answer.json()["value"])
 
 
+async def roles_seen(member: Member) -> list[str]:
+    """/health every 20 ms until it says "leader": the role each look got, or the error."""
+    seen: list[str] = []
+    async with httpx.AsyncClient(timeout=5) as http:
+        while not seen or seen[-1] != "leader":
+            try:
+                seen.append(str((await http.get(f"{member.url}/health")).json()["role"]))
+            except httpx.HTTPError as exc:
+                seen.append(type(exc).__name__)
+            await asyncio.sleep(0.02)
+    return seen
+
+
 def naming(text: str) -> Callable[[list[SandboxMessage]], bool]:
     return lambda messages: any(m.from_bot and text in m.text for m in messages)
 
@@ -233,13 +246,16 @@ async def test_what_a_follower_took_while_no_one_answered_is_done_by_the_next_le
             assert queued.json()["status"] == "queued"
             read = await http.get(f"{follower.url}/api/flags", headers=API_AUTH)
             assert read.status_code == 503 and read.headers["retry-after"] == "1"
+        # The follower's row, and its port, as it comes to lead: looked at from before the kill.
+        rows = read_db(pair.url, "SELECT method, done_at FROM relayed_requests ORDER BY id")
+        watching = asyncio.create_task(roles_seen(follower))
     finally:
         await leader.process.kill()  # SIGKILL ends a stopped process too
-    # The read was taken back; the alert stays stored for the next leader.
-    rows = read_db(pair.url, "SELECT method, done_at FROM relayed_requests ORDER BY id")
+    # The read was taken back; the alert stayed stored for the next leader.
     assert rows == [("POST", None)]
-
-    await follower.wait_role("leader")
+    seen = await asyncio.wait_for(watching, TIMEOUT_S)
+    # Its port never closed: every look was answered, "follower" until it said "leader".
+    assert seen[-1] == "leader" and set(seen) == {"follower", "leader"}, seen
     await client.wait_for(CRITICAL, naming("WhileFrozen"), timeout=TIMEOUT_S)
     await asyncio.sleep(1)  # ten alert ticks more: a second message would be out by now
     named = [m for m in await client.messages(CRITICAL) if "WhileFrozen" in m.text]
