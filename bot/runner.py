@@ -118,7 +118,7 @@ class Opsgate:
         except BaseException:  # stopped while following, or the database went away
             if self._http is not None:
                 await self._http.stop()
-                self._http = None
+                self._http = self._front = None
             await services.aclose()
             raise
         self._services = services
@@ -300,6 +300,7 @@ class Opsgate:
         if self._http is not None:
             await self._http.stop()
             self._http = None
+        self._front = None
         if application is not None:
             if application.running:
                 await application.stop()
