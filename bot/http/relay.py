@@ -21,7 +21,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -56,12 +56,6 @@ SWEEP_S = 1.0  # the leader looks for relayed requests at least this often
 FLAGS_CHECK_S = 1.0  # how stale a follower's flags can be
 KEEP_ANSWERED = timedelta(hours=1)
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def _json(
-    status: int, body: Mapping[str, object], headers: dict[str, str] | None = None
-) -> Response:
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class FollowerApp:
@@ -118,7 +112,7 @@ class FollowerApp:
             "leader": leader.as_json() if leader else None,
             "relay": {"waiting": self.waiting},
         }
-        return _json(200 if writable else 503, body)
+        return JSONResponse(body, 200 if writable else 503)
 
     async def _metrics(self, request: Request) -> Response:
         return metrics_response(await metrics_endpoint(self._services))
@@ -130,13 +124,13 @@ class FollowerApp:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         if telegram and not self._telegram_secret_ok(headers):
             log.warning("refused a webhook request without the right secret header")
-            return _json(403, {"error": "forbidden"})
+            return JSONResponse({"error": "forbidden"}, 403)
         try:
             body = await _read_body(receive, limit)
         except _ClientGone:
             return Response(status_code=400)  # never sent: the connection is closed
         if body is None:
-            return _json(413, {"error": f"body over {limit} bytes"})
+            return JSONResponse({"error": f"body over {limit} bytes"}, 413)
         target = scope.get("raw_path") or scope["path"].encode()
         target = target.decode("latin-1")
         if scope.get("query_string"):
@@ -156,18 +150,18 @@ class FollowerApp:
                 await self._queue.forget_answer(request_id)  # a credential: not kept
             return _Relayed(answer)
         if method in READS and await self._queue.withdraw(request_id):
-            return _json(
-                503,
+            return JSONResponse(
                 {"error": "no leading opsgate answered in time: try again"},
+                503,
                 {"Retry-After": "1"},
             )
-        return _json(
-            202,
+        return JSONResponse(
             {
                 "status": "queued",
                 "request": request_id,
                 "detail": "stored; the leading opsgate acts on it as soon as one leads",
             },
+            202,
         )
 
     def _telegram_secret_ok(self, headers: list[tuple[str, str]]) -> bool:

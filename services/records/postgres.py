@@ -22,6 +22,7 @@ apart. psycopg is imported only when a postgresql:// URL is configured.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Generator, Iterable, Sequence
@@ -308,8 +309,6 @@ class PgListener:
     async def wait(self, timeout: float) -> None:
         """Return on a notification, or after `timeout` seconds. A lost connection is opened
         again on the next call; meanwhile this only waits (callers sweep on their own too)."""
-        import asyncio
-
         import psycopg
 
         try:

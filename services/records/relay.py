@@ -51,6 +51,10 @@ def _headers(text: str) -> Headers:
     return [(str(name), str(value)) for name, value in json.loads(text)]
 
 
+def _headers_text(headers: Sequence[tuple[str, str]]) -> str:
+    return json.dumps([list(pair) for pair in headers])
+
+
 class RelayQueue:
     def __init__(
         self, storage: Storage, name: str, clock: Callable[[], datetime] = utc_now
@@ -71,7 +75,7 @@ class RelayQueue:
                 self._name,
                 method,
                 target,
-                json.dumps([list(pair) for pair in headers]),
+                _headers_text(headers),
                 body,
                 client,
             ),
@@ -123,7 +127,7 @@ class RelayQueue:
             " done_at = ?, headers = '[]', body = ? WHERE id = ?",
             (
                 answer.status,
-                json.dumps([list(pair) for pair in answer.headers]),
+                _headers_text(answer.headers),
                 answer.body,
                 self._clock().isoformat(),
                 b"",

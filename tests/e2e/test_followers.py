@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,24 +24,20 @@ from bot.dev.sandbox import SandboxClient, SandboxMessage, SandboxThread
 from bot.http.server import free_port
 from tests.e2e.conftest import ALICE, DEPLOYS, OPS_TEXT, TOKEN
 from tests.e2e.members import Member
+from tests.e2e.test_alert_webhooks import ALERTS, CRITICAL, WARNING, am_alert, am_body
 
-CRITICAL, WARNING = -100310, -100311
 API_TOKEN = "followers-e2e-api-token"
 ALERTS_TOKEN = "followers-e2e-alerts-token"
 SECRET = "followers-webhook-secret_0123456789"
 TIMEOUT_S = 30  # a bound for a hung test, not a measure
 
-EXTRA = f"""
-[chats.alerts]
-critical = {CRITICAL}
-warning = {WARNING}
-[alerts]
-tick_s = 0.1
-group_wait_s = 0.2
-group_interval_s = 0.5
+EXTRA = (
+    ALERTS
+    + """
 [flags.checkout]
 description = "the new checkout"
 """
+)
 
 
 @dataclass
@@ -103,18 +98,10 @@ async def start_pair(
         yield start
 
 
-def am_alert(name: str) -> bytes:
+def critical_alert(name: str) -> bytes:
     """One firing critical alert, as Alertmanager's version 4 webhook sends it."""
-    alert = {
-        "status": "firing",
-        "labels": {"alertname": name, "severity": "critical", "service": "web"},
-        "annotations": {"summary": f"{name} summary"},
-        "startsAt": "2026-12-07T09:58:01.123456789Z",
-        "endsAt": "0001-01-01T00:00:00Z",
-        "fingerprint": hashlib.sha256(name.encode()).hexdigest()[:16],
-    }
-    body = {"version": "4", "status": "firing", "receiver": "opsgate", "alerts": [alert]}
-    return json.dumps(body).encode()
+    labels = {"alertname": name, "severity": "critical", "service": "web"}
+    return am_body([am_alert(labels, fingerprint=hashlib.sha256(name.encode()).hexdigest()[:16])])
 
 
 ALERT_AUTH = {"Authorization": f"Bearer {ALERTS_TOKEN}", "Content-Type": "application/json"}
@@ -199,7 +186,7 @@ async def test_a_follower_serves_what_it_can_and_relays_the_rest_to_the_leader(
         # An alert posted to the follower reaches the critical chat, sent by the leader.
         posted = await http.post(
             f"{follower.url}/webhooks/alertmanager",
-            content=am_alert("FollowerSaw"),
+            content=critical_alert("FollowerSaw"),
             headers=ALERT_AUTH,
         )
         assert posted.status_code == 200, posted.text
@@ -239,7 +226,7 @@ async def test_what_a_follower_took_while_no_one_answered_is_done_by_the_next_le
         async with httpx.AsyncClient(timeout=15) as http:
             queued = await http.post(
                 f"{follower.url}/webhooks/alertmanager",
-                content=am_alert("WhileFrozen"),
+                content=critical_alert("WhileFrozen"),
                 headers=ALERT_AUTH,
             )
             assert queued.status_code == 202, queued.text
