@@ -5,7 +5,10 @@ storage, no HTTP side, no ops file) answering the same command. Run by hand:
 
     .venv/bin/python bench/startup.py [--runs 5] [--idle 30] [--ops config/opsgate.example.toml]
 
-Idle memory is read as RSS and USS (pages only this process holds, what it would give back).
+Each is measured twice: as `opsgate run` starts when `opsgate precompile` has written the
+optimized bytecode (it restarts itself with PYTHONOPTIMIZE=2; the baseline gets -OO), and
+plain (OPSGATE_OPTIMIZE=0; the baseline without -OO). Idle memory is read as RSS and USS
+(pages only this process holds, what it would give back).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import psutil
 
 from bot.dev.demo import seed_sandbox
 from bot.dev.sandbox import SandboxClient, SandboxThread
+from bot.launch import optimized_bytecode_installed
 from config.opsfile import load_ops_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,18 +44,20 @@ app.run_polling()
 """
 
 
-def opsgate_argv() -> list[str]:
-    return [sys.executable, "-m", "bot.cli", "run"]
-
-
-def baseline_argv() -> list[str]:
-    return [sys.executable, "-c", BASELINE]
+# name -> (argv, environment added)
+VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "opsgate": ([sys.executable, "-m", "bot", "run"], {}),
+    "baseline -OO": ([sys.executable, "-OO", "-c", BASELINE], {}),
+    "opsgate plain": ([sys.executable, "-m", "bot", "run"], {"OPSGATE_OPTIMIZE": "0"}),
+    "baseline": ([sys.executable, "-c", BASELINE], {}),
+}
 
 
 async def one_run(
     client: SandboxClient,
     sandbox: SandboxThread,
     argv: list[str],
+    extra_env: dict[str, str],
     workdir: Path,
     idle: float,
     ops_path: Path,
@@ -69,6 +75,7 @@ async def one_run(
         T=TOKEN,
         U=sandbox.base_url,
     )
+    env.update(extra_env)
     await client.reset()
     ops = load_ops_file(ops_path)
     await seed_sandbox(client, ops)
@@ -93,7 +100,7 @@ async def one_run(
 
 def summary(label: str, values: list[float], unit: str) -> str:
     return (
-        f"{label:<28} median {statistics.median(values):7.3f} {unit}"
+        f"{label:<36} median {statistics.median(values):7.3f} {unit}"
         f"  min {min(values):7.3f}  max {max(values):7.3f}"
     )
 
@@ -103,32 +110,32 @@ async def main(runs: int, idle: float, ops_path: Path) -> None:
     with SandboxThread(TOKEN) as sandbox, tempfile.TemporaryDirectory() as tmp:
         sandbox_rss = psutil.Process().memory_info().rss - before
         async with SandboxClient(sandbox.control_url) as client:
-            results: dict[str, list[tuple[float, int, int]]] = {"opsgate": [], "baseline": []}
-            for _ in range(runs):  # interleaved, so machine noise hits both alike
-                for name, argv in (("opsgate", opsgate_argv()), ("baseline", baseline_argv())):
+            results: dict[str, list[tuple[float, int, int]]] = {name: [] for name in VARIANTS}
+            for _ in range(runs):  # interleaved, so machine noise hits all alike
+                for name, (argv, extra_env) in VARIANTS.items():
                     results[name].append(
-                        await one_run(client, sandbox, argv, Path(tmp), idle, ops_path)
+                        await one_run(client, sandbox, argv, extra_env, Path(tmp), idle, ops_path)
                     )
     mib = 1024 * 1024
-    ops_start = [r[0] for r in results["opsgate"]]
-    base_start = [r[0] for r in results["baseline"]]
-    ops_rss = [r[1] / mib for r in results["opsgate"]]
-    base_rss = [r[1] / mib for r in results["baseline"]]
-    ops_uss = [r[2] / mib for r in results["opsgate"]]
-    base_uss = [r[2] / mib for r in results["baseline"]]
     print(f"ops file: {ops_path}")
     print(f"runs: {runs}, idle before memory reading: {idle} s, cores: {os.cpu_count()}")
-    print(summary("opsgate cold start", ops_start, "s"))
-    print(summary("baseline cold start", base_start, "s"))
-    ratio = statistics.median(ops_start) / statistics.median(base_start)
-    print(f"{'ratio (median)':<28} {ratio:.2f}")
-    print(summary("opsgate idle RSS", ops_rss, "MiB"))
-    print(summary("baseline idle RSS", base_rss, "MiB"))
-    ratio = statistics.median(ops_rss) / statistics.median(base_rss)
-    print(f"{'ratio (median)':<28} {ratio:.2f}")
-    print(summary("opsgate idle USS", ops_uss, "MiB"))
-    print(summary("baseline idle USS", base_uss, "MiB"))
-    print(f"{'sandbox thread RSS added':<28} {sandbox_rss / mib:7.1f} MiB (bench process)")
+    print(f"optimized bytecode installed: {optimized_bytecode_installed()}")
+    for measure, index, unit, scale in (
+        ("cold start", 0, "s", 1.0),
+        ("idle RSS", 1, "MiB", mib),
+        ("idle USS", 2, "MiB", mib),
+    ):
+        medians = {}
+        for name, rows in results.items():
+            values = [row[index] / scale for row in rows]
+            medians[name] = statistics.median(values)
+            print(summary(f"{name} {measure}", values, unit))
+        for ours, theirs in (("opsgate", "baseline -OO"), ("opsgate plain", "baseline")):
+            ratio = medians[ours] / medians[theirs]
+            print(f"{f'ratio {ours} / {theirs}':<36} {ratio:.2f}")
+        plain = medians["opsgate plain"] - medians["opsgate"]
+        print(f"{'opsgate plain - opsgate':<36} {plain:+.3f} {unit}")
+    print(f"{'sandbox thread RSS added':<36} {sandbox_rss / mib:7.1f} MiB (bench process)")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = ("bot", "handlers", "services", "config")
-DEMO_ENTRY = ("bot.cli", "bot.dev.demo")
+DEMO_ENTRY = ("bot.launch", "bot.cli", "bot.dev.demo")
 DEMO_PROGRAMS = ("supervisord", "supervisorctl")  # bot/dev/supervisord_local.py runs them
 
 

@@ -10,6 +10,7 @@ does not carry it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -101,9 +102,12 @@ async def collect(services: Services) -> list[Metric]:
         served.add_metric([flag, variant, reason], count)
     metrics.append(served)
     build = GaugeMetricFamily(
-        "opsgate_build_info", "The running opsgate's version; always 1", labels=["version"]
+        "opsgate_build_info",
+        "The running opsgate's version, and its Python optimization level; always 1",
+        labels=["version", "python_optimize"],
     )
-    build.add_metric([VERSION], 1)
+    # 2 when `opsgate run` restarted itself on the precompiled optimized bytecode (bot/launch.py)
+    build.add_metric([VERSION, str(sys.flags.optimize)], 1)
     metrics.append(build)
     return metrics
 

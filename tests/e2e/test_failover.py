@@ -1,6 +1,6 @@
 """Two opsgates on one PostgreSQL: one leads, the other follows and takes over.
 
-Real processes (`python -m bot.cli run`), the session's real PostgreSQL, the Bot API sandbox.
+Real processes (`python -m bot run`), the session's real PostgreSQL, the Bot API sandbox.
 The lead is a session advisory lock on the leader's data connection
 (services/records/leadership.py): SIGKILL the leader, or have PostgreSQL end its session, and
 the follower leads; the old leader, cut off, stops acting. The follower serves HTTP meanwhile

@@ -34,7 +34,7 @@ async def test_metrics_pass_promtool_and_carry_process_and_build_info(
     assert checked.stdout.strip() == b"" and checked.stderr.strip() == b""  # no lint remarks
 
     samples = {s.name: s for f in text_string_to_metric_families(response.text) for s in f.samples}
-    assert samples["opsgate_build_info"].labels == {"version": VERSION}
+    assert samples["opsgate_build_info"].labels == {"version": VERSION, "python_optimize": "0"}
     assert samples["opsgate_build_info"].value == 1
     assert samples["process_resident_memory_bytes"].value > 10 * 1024 * 1024
     for name in ("process_cpu_seconds_total", "process_open_fds", "process_start_time_seconds"):

@@ -34,7 +34,7 @@ async def start_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Pr
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "bot",
         "run",
         env=env,
         cwd=cwd,  # no stray .env from the repository is read

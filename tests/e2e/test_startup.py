@@ -18,6 +18,7 @@ import pytest
 from bot.cli import main
 from bot.dev.sandbox import SandboxClient, SandboxThread
 from bot.http.server import free_port
+from bot.launch import optimized_bytecode_installed
 from bot.startup import UNREACHABLE_WAIT_S
 from config.settings import Settings
 from tests.e2e.conftest import ALICE, DEPLOYS, TOKEN
@@ -43,7 +44,7 @@ def run_env(sandbox: SandboxThread, ops_file: Path, tmp_path: Path, **extra: str
 
 async def start(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", env=env, cwd=cwd,  # cwd: no stray .env
+        sys.executable, "-m", "bot", "run", env=env, cwd=cwd,  # cwd: no stray .env
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
@@ -225,7 +226,7 @@ async def test_idle_at_info_for_a_minute_it_writes_fewer_than_5_lines(
     )
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", env=configured, cwd=tmp_path,
+            sys.executable, "-m", "bot", "run", env=configured, cwd=tmp_path,
             stdout=out, stderr=out,
         )  # fmt: skip
         try:
@@ -234,12 +235,19 @@ async def test_idle_at_info_for_a_minute_it_writes_fewer_than_5_lines(
                 assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
             await asyncio.sleep(60)  # the measurement itself: a minute of idling
             lines = [line for line in log.read_text().splitlines() if line.strip()]
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
         finally:
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), 30)
     assert process.returncode == 0
     assert len(lines) < 5, "\n".join(lines)
     assert all(" INFO " in line for line in lines), "\n".join(lines)
+    # Started as `opsgate run` is: on the optimized bytecode when `opsgate precompile` wrote it
+    # (`make test` does), restarted under PYTHONOPTIMIZE=2 (bot/launch.py).
+    assert optimized_bytecode_installed() or not os.environ.get("CI"), "make runs precompile"
+    optimize = "2" if optimized_bytecode_installed() else "0"
+    assert f'python_optimize="{optimize}"' in metrics, metrics
 
 
 async def test_json_lines_carry_time_level_logger_message_and_exc_without_secrets(

@@ -6,7 +6,7 @@ injects some 429s and 5xx, once with opsgate running throughout and once with it
 the middle and started again.
 
 Two minutes of load run in real time, so the two scenarios run side by side: each has its own
-sandbox (its own bot token), its own `python -m bot.cli run` process, database and HTTP port.
+sandbox (its own bot token), its own `python -m bot run` process, database and HTTP port.
 Every second one POST to /webhooks/generic carries 17 new alerts, each with its own `instance`
 label (`group_by = ["alertname", "instance"]`, so each is its own group), half critical and
 half warning, so both alert chats take ~500 a minute. Every tenth second the previous batch

@@ -1,5 +1,5 @@
-"""`python -m bot.cli run` as a real process for tests and benchmarks, and a safe look into
-its SQLite database while it runs (or after it was killed half-way through a write)."""
+"""`python -m bot run` (as `opsgate run`) as a real process for tests and benchmarks, and a safe
+look into its SQLite database while it runs (or after it was killed half-way through a write)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 @dataclass
 class OpsgateProcess:
-    """`python -m bot.cli run` as a real process, logging into one file across restarts."""
+    """`python -m bot run` as a real process, logging into one file across restarts."""
 
     env: dict[str, str]
     cwd: Path
@@ -35,7 +35,7 @@ class OpsgateProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot.cli",
+            "bot",
             "run",
             env=self.env,
             cwd=self.cwd,

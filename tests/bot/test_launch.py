@@ -1,0 +1,100 @@
+"""`opsgate run` restarts itself on the precompiled optimized bytecode, only when it is there,
+only for `run`, never when told not to, and the commands opsgate runs do not inherit it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import launch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_run_restarts_only_when_the_bytecode_is_there_and_nothing_says_no(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "flags", type("Flags", (), {"optimize": 0})())
+    monkeypatch.delenv("OPSGATE_OPTIMIZE", raising=False)
+    monkeypatch.setattr(launch, "optimized_bytecode_installed", lambda: True)
+    assert launch.wants_optimized_restart(["run"])
+    assert not launch.wants_optimized_restart(["run", "-h"])
+    assert not launch.wants_optimized_restart(["run", "--help"])
+    for other in (["doctor"], ["check-config", "ops.toml"], ["precompile"], []):
+        assert not launch.wants_optimized_restart(other), other
+    monkeypatch.setenv("OPSGATE_OPTIMIZE", "0")
+    assert not launch.wants_optimized_restart(["run"])
+    monkeypatch.delenv("OPSGATE_OPTIMIZE")
+    monkeypatch.setattr(launch, "optimized_bytecode_installed", lambda: False)
+    assert not launch.wants_optimized_restart(["run"])
+    monkeypatch.setattr(launch, "optimized_bytecode_installed", lambda: True)
+    monkeypatch.setattr(sys, "flags", type("Flags", (), {"optimize": 2})())
+    assert not launch.wants_optimized_restart(["run"])  # already optimized: no loop
+
+
+def test_the_restarted_process_does_not_pass_pythonoptimize_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, str] = {}
+
+    def cli_main() -> int:
+        seen.update(os.environ)
+        return 0
+
+    monkeypatch.setattr("bot.cli.main", cli_main)
+    monkeypatch.setenv(launch.RESTART_MARK, "1")
+    monkeypatch.setenv("PYTHONOPTIMIZE", "2")
+    with pytest.raises(SystemExit) as ended:
+        launch.main()
+    assert ended.value.code == 0
+    assert "PYTHONOPTIMIZE" not in seen and launch.RESTART_MARK not in seen
+    assert "PATH" in seen  # the rest of the environment stays
+
+
+def test_a_pythonoptimize_the_operator_set_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, str] = {}
+    monkeypatch.setattr("bot.cli.main", lambda: seen.update(os.environ) or 0)
+    monkeypatch.delenv(launch.RESTART_MARK, raising=False)
+    monkeypatch.setenv("PYTHONOPTIMIZE", "1")
+    monkeypatch.setattr(sys, "argv", ["opsgate", "doctor"])
+    with pytest.raises(SystemExit):
+        launch.main()
+    assert seen["PYTHONOPTIMIZE"] == "1"
+
+
+def test_an_optimized_restart_runs_the_same_command_under_optimize_2(tmp_path: Path) -> None:
+    """The real exec, with a stand-in for bot.cli that reports what the new process sees."""
+    if not launch.optimized_bytecode_installed():
+        assert not os.environ.get("CI"), "`make install` runs `opsgate precompile`"
+        pytest.skip("no optimized bytecode here: run `opsgate precompile` (CI always has it)")
+    stand_in = tmp_path / "bot_cli_stand_in.py"
+    stand_in.write_text(
+        "import os, sys\n"
+        "def main():\n"
+        "    print(sys.flags.optimize, os.environ.get('PYTHONOPTIMIZE'), sys.argv[1:])\n"
+        "    return 0\n"
+    )
+    script = (
+        "import sys, bot_cli_stand_in\n"
+        "sys.modules['bot.cli'] = bot_cli_stand_in\n"
+        "from bot.launch import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    env.pop("OPSGATE_OPTIMIZE", None)
+    env.pop("PYTHONOPTIMIZE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script, "run", "--anything"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "2 None ['run', '--anything']"
+    env["OPSGATE_OPTIMIZE"] = "0"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "run"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "0 None ['run']"
