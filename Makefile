@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
-	$(BIN)/opsgate precompile
+	@# Optimized bytecode for `opsgate run` (bot/launch.py); without write access to the
+	@# standard library it says so and opsgate runs plain.
+	-$(BIN)/opsgate precompile
 	touch $(STAMP)
 
 install: $(STAMP)
