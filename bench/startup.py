@@ -6,7 +6,7 @@ storage, no HTTP side, no ops file) answering the same command. Run by hand:
     .venv/bin/python bench/startup.py [--runs 5] [--idle 30] [--ops config/opsgate.example.toml]
 
 Each is measured twice: as `opsgate run` starts when `opsgate precompile` has written the
-optimized bytecode (it restarts itself with PYTHONOPTIMIZE=2; the baseline gets -OO), and
+optimized bytecode (it restarts itself under python -OO; so does the baseline), and
 plain (OPSGATE_OPTIMIZE=0; the baseline without -OO). Idle memory is read as RSS and USS
 (pages only this process holds, what it would give back).
 """

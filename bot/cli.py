@@ -123,9 +123,7 @@ def settings_help() -> str:
         shown = "" if isinstance(default, SecretStr) or default in ("", None) else default
         suffix = f" (default: {shown})" if shown != "" else ""
         lines.append(f"  OPSGATE_{name.upper():<16} {field.description}{suffix}")
-    lines.append(
-        f"  {'OPSGATE_OPTIMIZE':<24} 0: never restart under PYTHONOPTIMIZE=2 (see `precompile`)"
-    )
+    lines.append(f"  {'OPSGATE_OPTIMIZE':<24} 0: never restart under python -OO (see `precompile`)")
     return "\n".join(lines)
 
 
@@ -181,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "precompile",
         help="write the optimized bytecode `run` uses (about 5 MiB less memory); after installing",
         description="Compile the standard library, the environment's packages and opsgate with"
-        " -OO. `run` then starts itself with PYTHONOPTIMIZE=2 (docstrings stay on disk);"
+        " -OO. `run` then starts itself again under python -OO (docstrings stay on disk);"
         " OPSGATE_OPTIMIZE=0 turns that off. Run it again after each upgrade.",
     )
     add_commands(sub)

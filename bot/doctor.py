@@ -5,6 +5,7 @@
     chats         every chat in [chats] and the alert routes can be read by the bot
     hosts         systemctl (or supervisorctl) answers for every service, on its host
     database      SQLite's file or PostgreSQL opens, migrates and takes a write
+    bytecode      whether `opsgate run` starts on the optimized bytecode (advice, not a failure)
 
 Exit 0 when all is well, 1 when something needs fixing (each line says what).
 """
@@ -17,6 +18,7 @@ from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
 from bot.app import file_url_for
+from bot.launch import optimized_bytecode_installed
 from config.database import is_postgres_url, redact_url
 from config.inventory import Service
 from config.opsfile import OpsConfig, OpsFileError, load_ops_file
@@ -24,7 +26,7 @@ from config.settings import Settings
 from services.hosts.registry import Hosts, UnknownHostError, hosts_from_config
 from services.records.storage import Storage
 
-OK, BAD = "✓", "✗"
+OK, BAD, NOTE = "✓", "✗", "·"
 
 
 class Report:
@@ -38,6 +40,10 @@ class Report:
     def bad(self, text: str, fix: str) -> None:
         self.failed = True
         self.lines.append(f"{BAD} {text}\n    fix: {fix}")
+
+    def note(self, text: str, advice: str) -> None:
+        """Works as it is; better with the advice taken."""
+        self.lines.append(f"{NOTE} {text}\n    advice: {advice}")
 
 
 async def check_chats(bot: Bot, ops: OpsConfig, report: Report) -> None:
@@ -138,7 +144,18 @@ async def diagnose(settings: Settings) -> Report:
     finally:
         await hosts.aclose()
     await check_database(settings, report)
+    check_bytecode(report)
     return report
+
+
+def check_bytecode(report: Report) -> None:
+    if optimized_bytecode_installed():
+        report.ok("bytecode: optimized, `opsgate run` starts under python -OO")
+    else:
+        report.note(
+            "bytecode: plain, `opsgate run` runs without -OO",
+            "`opsgate precompile` (as the Python environment's owner) saves about 5 MiB",
+        )
 
 
 def run_doctor(settings: Settings) -> int:

@@ -1,9 +1,10 @@
 """The `opsgate` command's first step, before anything heavy is imported.
 
-`opsgate run` starts itself again with PYTHONOPTIMIZE=2 when optimized bytecode is installed
-(`opsgate precompile`): docstrings then stay on disk, about 5 MiB less memory for as long as
-the bot runs. Without that bytecode it runs as it is (each start would compile every module).
-OPSGATE_OPTIMIZE=0 turns the restart off.
+`opsgate run` starts itself again under `python -OO` (the same process id) when optimized
+bytecode is installed (`opsgate precompile`): docstrings then stay on disk, about 5 MiB less
+memory for as long as the bot runs. Without that bytecode it runs as it is (each start would
+compile every module). OPSGATE_OPTIMIZE=0 turns the restart off. The flag is on the command
+line, not in the environment, so the commands opsgate runs (builds, hooks) do not inherit it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from importlib.util import cache_from_source, find_spec
 from pathlib import Path
 
 OPTIMIZE_LEVEL = 2
-RESTART_MARK = "OPSGATE_OPTIMIZED_RESTART"
 # Test suites and demos of the libraries opsgate never loads: compiling them is wasted time.
 SKIPPED_DIRS = r"/(test|tests|idlelib|lib2to3|tkinter|turtledemo|ensurepip)/"
 # The largest library, and the standard library: both must be precompiled.
@@ -75,14 +75,10 @@ def precompile() -> int:
 
 
 def main() -> None:
-    if os.environ.pop(RESTART_MARK, None) is not None:
-        # PYTHONOPTIMIZE was ours and has done its work: the commands opsgate runs (builds,
-        # hooks, a service's own Python) must not inherit it.
-        os.environ.pop("PYTHONOPTIMIZE", None)
-    elif wants_optimized_restart(sys.argv[1:]):
-        env = {**os.environ, "PYTHONOPTIMIZE": str(OPTIMIZE_LEVEL), RESTART_MARK: "1"}
-        # The same interpreter and arguments; nothing user-given is in them.
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)  # noqa: S606
+    if wants_optimized_restart(sys.argv[1:]):
+        # The same interpreter and arguments, with -OO in front; nothing user-given is in them.
+        argv = [sys.executable, "-OO", *sys.orig_argv[1:]]
+        os.execv(sys.executable, argv)  # noqa: S606
     from bot.cli import main as cli_main
 
     sys.exit(cli_main())

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bot.dev.sandbox import SandboxClient, SandboxThread
+from bot.launch import optimized_bytecode_installed
 from tests.e2e.conftest import OPS_TEXT, TOKEN
 
 MISSING_CHAT = -100777
@@ -58,6 +59,12 @@ async def test_doctor_names_the_unreachable_chat_and_the_broken_host(
     assert any(line.startswith("✓ host local (systemd, for web): systemd") for line in lines), out
     assert any(line.startswith("✓ database ") and line.endswith("writable") for line in lines)
     assert lines[-1] == "something needs fixing (see ✗ above)"
+    bytecode = [line for line in lines if line[2:].startswith("bytecode: ")]
+    assert bytecode == [
+        "✓ bytecode: optimized, `opsgate run` starts under python -OO"
+        if optimized_bytecode_installed()
+        else "· bytecode: plain, `opsgate run` runs without -OO"
+    ], out
     assert TOKEN not in out and TOKEN.split(":")[1] not in out
 
     healthy, out = await doctor(sandbox, tmp_path, OPS_TEXT)

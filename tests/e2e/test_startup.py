@@ -244,7 +244,7 @@ async def test_idle_at_info_for_a_minute_it_writes_fewer_than_5_lines(
     assert len(lines) < 5, "\n".join(lines)
     assert all(" INFO " in line for line in lines), "\n".join(lines)
     # Started as `opsgate run` is: on the optimized bytecode when `opsgate precompile` wrote it
-    # (`make test` does), restarted under PYTHONOPTIMIZE=2 (bot/launch.py).
+    # (`make test` does), restarted under python -OO (bot/launch.py).
     assert optimized_bytecode_installed() or not os.environ.get("CI"), "make runs precompile"
     optimize = "2" if optimized_bytecode_installed() else "0"
     assert f'python_optimize="{optimize}"' in metrics, metrics
