@@ -11,6 +11,7 @@ may live there, and short watchdog times).
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +25,7 @@ import pytest
 from bot.dev.harness.systemd import SystemdSandbox
 from bot.dev.sandbox import SandboxClient, SandboxThread
 from bot.http.server import free_port
+from bot.launch import optimized_bytecode_installed
 from services.control.systemd import SystemdManager
 from tests.e2e.conftest import ALICE, DEPLOYS, OPS_TEXT, TOKEN
 
@@ -89,6 +91,14 @@ async def test_starts_as_notify_and_a_stalled_watchdog_restarts_it(
     assert (first.properties["Type"], first.properties["WatchdogUSec"]) == ("notify", "2s")
     assert first.n_restarts == 0
     assert await health(installed.http_port) == 200
+    # On the optimized bytecode `opsgate run` restarted itself under -OO (bot/launch.py) in the
+    # same process: the main PID systemd watches, whose READY=1 it took.
+    cmdline = await systemd_sandbox.host.run(["cat", f"/proc/{first.main_pid}/cmdline"])
+    assert cmdline.ok, cmdline.stderr
+    argv = cmdline.stdout.split("\0")
+    assert optimized_bytecode_installed() or not os.environ.get("CI"), "make runs precompile"
+    assert ("-OO" in argv) == optimized_bytecode_installed(), argv
+    assert argv[-3:] == [str(OPSGATE), "run", ""], argv
     reply = await client.reply_after(ALICE, DEPLOYS, "/whoami", timeout=30)
     assert str(ALICE) in reply.text
 
