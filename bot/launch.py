@@ -13,24 +13,42 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from importlib.util import cache_from_source, find_spec
+from importlib.util import MAGIC_NUMBER, cache_from_source, find_spec
 from pathlib import Path
 
 OPTIMIZE_LEVEL = 2
 # Test suites and demos of the libraries opsgate never loads: compiling them is wasted time.
 SKIPPED_DIRS = r"/(test|tests|idlelib|lib2to3|tkinter|turtledemo|ensurepip)/"
-# The largest library, and the standard library: both must be precompiled.
-PROBES = ("telegram", "asyncio")
+# The largest library, the standard library and opsgate: each must be precompiled, and since
+# its last upgrade (an upgrade leaves the old bytecode behind, no longer matching the source).
+PROBES = ("telegram.ext", "asyncio.base_events", "bot.cli")
 
 
 def optimized_bytecode_installed() -> bool:
-    for module in PROBES:
-        spec = find_spec(module)
-        if spec is None or spec.origin is None:
-            return False
-        if not Path(cache_from_source(spec.origin, optimization=OPTIMIZE_LEVEL)).exists():
-            return False
-    return True
+    return all(_fresh_bytecode(module) for module in PROBES)
+
+
+def _fresh_bytecode(module: str) -> bool:
+    """Its optimized .pyc exists and was compiled from the source as it is now (the header
+    Python itself checks: magic number, then the source's mtime and size)."""
+    spec = find_spec(module)  # imports only the parent packages, which are light
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return False
+    source = Path(spec.origin)
+    try:
+        with Path(cache_from_source(str(source), optimization=OPTIMIZE_LEVEL)).open("rb") as f:
+            header = f.read(16)
+        stat = source.stat()
+    except OSError:
+        return False
+    flags = int.from_bytes(header[4:8], "little")
+    mtime, size = int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little")
+    return (
+        header[:4] == MAGIC_NUMBER
+        and flags == 0  # timestamp-based (hash-based pycs are not what compileall writes here)
+        and mtime == int(stat.st_mtime) & 0xFFFFFFFF
+        and size == stat.st_size & 0xFFFFFFFF
+    )
 
 
 def wants_optimized_restart(argv: Sequence[str]) -> bool:
@@ -78,7 +96,10 @@ def main() -> None:
     if wants_optimized_restart(sys.argv[1:]):
         # The same interpreter and arguments, with -OO in front; nothing user-given is in them.
         argv = [sys.executable, "-OO", *sys.orig_argv[1:]]
-        os.execv(sys.executable, argv)  # noqa: S606
+        try:
+            os.execv(sys.executable, argv)  # noqa: S606
+        except OSError as exc:  # then it runs as it is: memory, not function, is at stake
+            print(f"could not restart under -OO ({exc.strerror}): running without", file=sys.stderr)
     from bot.cli import main as cli_main
 
     sys.exit(cli_main())

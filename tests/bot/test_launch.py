@@ -4,8 +4,10 @@ only for `run`, never when told not to, and the commands opsgate runs do not inh
 from __future__ import annotations
 
 import os
+import py_compile
 import subprocess
 import sys
+from importlib.util import cache_from_source
 from pathlib import Path
 
 import pytest
@@ -50,11 +52,14 @@ def test_an_optimized_restart_runs_the_same_command_under_optimize_2(tmp_path: P
         "    print(sys.orig_argv[1])\n"
         "    return 0\n"
     )
+    # The gate looks at bot.cli's own bytecode: it is asked first, then the stand-in takes
+    # bot.cli's place.
     script = (
-        "import sys, bot_cli_stand_in\n"
+        "import sys, bot.launch as launch, bot_cli_stand_in\n"
+        "installed = launch.optimized_bytecode_installed()\n"
+        "launch.optimized_bytecode_installed = lambda: installed\n"
         "sys.modules['bot.cli'] = bot_cli_stand_in\n"
-        "from bot.launch import main\n"
-        "main()\n"
+        "launch.main()\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
     env.pop("OPSGATE_OPTIMIZE", None)
@@ -71,3 +76,24 @@ def test_an_optimized_restart_runs_the_same_command_under_optimize_2(tmp_path: P
         env=env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert done.stdout.split("\n")[:2] == ["0 None ['run']", "-c"]
+
+
+def test_bytecode_counts_only_when_compiled_from_the_source_as_it_is_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade leaves the old optimized bytecode behind: that must not count as installed."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "og_probe_module.py"
+    source.write_text("ANSWER = 1\n")
+    assert not launch._fresh_bytecode("og_probe_module")  # nothing compiled yet
+    compiled = cache_from_source(str(source), optimization=launch.OPTIMIZE_LEVEL)
+    py_compile.compile(str(source), cfile=compiled, optimize=launch.OPTIMIZE_LEVEL, doraise=True)
+    assert launch._fresh_bytecode("og_probe_module")
+    source.write_text("ANSWER = 22\n")  # upgraded: another size
+    assert not launch._fresh_bytecode("og_probe_module")
+    py_compile.compile(str(source), cfile=compiled, optimize=launch.OPTIMIZE_LEVEL, doraise=True)
+    assert launch._fresh_bytecode("og_probe_module")
+    stat = source.stat()
+    os.utime(source, (stat.st_atime, stat.st_mtime + 10))  # same size, newer source
+    assert not launch._fresh_bytecode("og_probe_module")
+    assert not launch._fresh_bytecode("og_no_such_module")
