@@ -10,7 +10,6 @@ line, not in the environment, so the commands opsgate runs (builds, hooks) do no
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from importlib.util import MAGIC_NUMBER, cache_from_source, find_spec
@@ -20,18 +19,23 @@ OPTIMIZE_LEVEL = 2
 # Test suites and demos of the libraries opsgate never loads: compiling them is wasted time.
 SKIPPED_DIRS = r"/(test|tests|idlelib|lib2to3|tkinter|turtledemo|ensurepip)/"
 # The largest library, the standard library and opsgate: each must be precompiled, and since
-# its last upgrade (an upgrade leaves the old bytecode behind, no longer matching the source).
-PROBES = ("telegram.ext", "asyncio.base_events", "bot.cli")
+# its last upgrade (an upgrade leaves the old bytecode behind, no longer matching the source,
+# and rewrites every file). Top-level names: finding them imports nothing.
+PROBES = ("telegram", "asyncio", "bot")
 
 
 def optimized_bytecode_installed() -> bool:
-    return all(_fresh_bytecode(module) for module in PROBES)
+    return not stale_probes()
+
+
+def stale_probes() -> list[str]:
+    return [module for module in PROBES if not _fresh_bytecode(module)]
 
 
 def _fresh_bytecode(module: str) -> bool:
     """Its optimized .pyc exists and was compiled from the source as it is now (the header
     Python itself checks: magic number, then the source's mtime and size)."""
-    spec = find_spec(module)  # imports only the parent packages, which are light
+    spec = find_spec(module)
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         return False
     source = Path(spec.origin)
@@ -49,6 +53,12 @@ def _fresh_bytecode(module: str) -> bool:
         and mtime == int(stat.st_mtime) & 0xFFFFFFFF
         and size == stat.st_size & 0xFFFFFFFF
     )
+
+
+def _directory_of(module: str) -> str:
+    spec = find_spec(module)
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    return str(origin.parent.parent if origin and origin.name == "__init__.py" else origin)
 
 
 def wants_optimized_restart(argv: Sequence[str]) -> bool:
@@ -76,15 +86,18 @@ def precompile_dirs() -> list[str]:
 def precompile() -> int:
     """Write the optimized bytecode `opsgate run` uses (without column tables, which only
     tracebacks' carets read). Needs write access to the environment: run it after installing."""
+    import subprocess  # here, not at the top: the launcher's own start stays light
+
     argv = [sys.executable, "-OO", "-X", "no_debug_ranges", "-m", "compileall", "-q"]
     argv += ["-j", "0", "-x", SKIPPED_DIRS, *precompile_dirs()]
     # compileall fails on any file it cannot compile (some packages ship Python 2 examples):
     # what counts is whether opsgate's modules have their bytecode.
     subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
-    if not optimized_bytecode_installed():
+    if stale := stale_probes():
+        where = ", ".join(_directory_of(module) for module in stale)
         print(
-            "could not write the optimized bytecode: run as a user who may write to the"
-            f" Python environment ({sys.prefix})",
+            f"could not write the optimized bytecode in {where}: run it as a user who may"
+            " write there (`opsgate run` runs without -OO until then)",
             file=sys.stderr,
         )
         return 1

@@ -97,3 +97,22 @@ def test_bytecode_counts_only_when_compiled_from_the_source_as_it_is_now(
     os.utime(source, (stat.st_atime, stat.st_mtime + 10))  # same size, newer source
     assert not launch._fresh_bytecode("og_probe_module")
     assert not launch._fresh_bytecode("og_no_such_module")
+
+
+def test_precompile_names_where_it_could_not_write(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compileall itself runs in `make install` (and so before every CI run); here only what
+    precompile says when a directory stayed without fresh bytecode, and what it asked for."""
+    asked: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, **_: asked.append(argv))
+    monkeypatch.setattr(launch, "stale_probes", lambda: ["asyncio"])
+    assert launch.precompile() == 1
+    stdlib = str(Path(os.__file__).parent)
+    assert f"could not write the optimized bytecode in {stdlib}:" in capsys.readouterr().err
+    [argv] = asked
+    assert argv[:4] == [sys.executable, "-OO", "-X", "no_debug_ranges"]
+    assert stdlib in argv and str(REPO / "bot") in argv
+    monkeypatch.setattr(launch, "stale_probes", list)
+    assert launch.precompile() == 0
+    assert "optimized bytecode written" in capsys.readouterr().out
