@@ -92,12 +92,12 @@ class CanaryStrategy(BlueGreenStrategy):
 
     # -- the SwitchStrategy interface -------------------------------------------------------
 
-    async def switch(self, version: str, progress: Progress) -> None:
+    async def switch(self, version: str, progress: Progress, current: str | None = None) -> None:
         colors = self._colors
         stable = await colors.live()
         canary = other(stable)
         if stable is None or not self.walk_steps:  # nothing to compare with, or going back
-            await super().switch(version, progress)
+            await super().switch(version, progress, current)
             return
         await self.rows.start(self.deployment_id, canary)
         await self._start(canary, version, progress)

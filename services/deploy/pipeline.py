@@ -132,7 +132,8 @@ class DeployPipeline:
             await self._unless_aborted(run, self._prepare(run, target))
             await self._steps.advance(run, S.SWITCHING, f"from {run.previous or 'nothing'}")
             run.switched = True  # the switch may fail half-way: from here on, go back
-            await target.strategy.switch(run.version, progress)
+            # run.previous: what `current` pointed at when the rollback point was taken
+            await target.strategy.switch(run.version, progress, run.previous)
             await self._steps.advance(run, S.VERIFYING)
             restarts = await self._unless_aborted(run, self._steps.verify(target, progress))
             # Failing smoke checks or post_deploy hooks: a failed verification, rolled back.
@@ -251,7 +252,8 @@ class DeployPipeline:
             await self._steps.record_previous(run, current)
             await self._steps.advance(run, S.SWITCHING, f"from {run.previous or 'nothing'}")
             run.switched = True
-            await target.strategy.switch(run.version, progress)
+            # run.previous: what `current` pointed at when the rollback point was taken
+            await target.strategy.switch(run.version, progress, run.previous)
             await self._steps.advance(run, S.VERIFYING)
             await self._steps.verify(target, progress, rollback=True)
             if run.retry_of_failed_rollback:

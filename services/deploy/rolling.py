@@ -254,7 +254,10 @@ class FleetRun:
         resuming = row.state is H.SWITCHING
         if run.halted_by is not None and not resuming:
             return  # /halt came while this batch started: this host stays as it is
-        if row.previous_version is None and not resuming:  # the way back, before the switch
+        # The way back, before the switch: read from the host with the plan (or here), it is
+        # what `current` points at, under this deploy's lock.
+        previous = row.previous_version
+        if previous is None and not resuming:
             previous = await target.layout.current()
             await self._rows.set_previous(run.id, row.host, previous)
         await self._rows.move(run.id, run.deployment.service, row.host, H.SWITCHING)
@@ -267,7 +270,7 @@ class FleetRun:
                 current = await target.layout.current()
                 await target.strategy.complete_switch(run.version, current, quiet)
             else:
-                await target.strategy.switch(run.version, quiet)
+                await target.strategy.switch(run.version, quiet, previous)
             restarts = await self._steps.verify(
                 target, quiet, rollback=run.deployment.kind is DeploymentKind.ROLLBACK
             )

@@ -31,8 +31,9 @@ class SwitchStrategy(Protocol):
         """The unit that serves now (what verify and watch look at)."""
         ...
 
-    async def switch(self, version: str, progress: Progress) -> None:
-        """Make `version` serve; `current` points at it afterwards."""
+    async def switch(self, version: str, progress: Progress, current: str | None = None) -> None:
+        """Make `version` serve; `current` points at it afterwards. `current` (when given):
+        what the link points at, as the caller read it under the deploy's lock."""
         ...
 
     async def switch_back(self, version: str, progress: Progress) -> None:
@@ -56,9 +57,9 @@ class RestartStrategy:
     async def backend(self) -> ServiceBackend:
         return self._controller.backend(self._name, self._host)
 
-    async def switch(self, version: str, progress: Progress) -> None:
+    async def switch(self, version: str, progress: Progress, current: str | None = None) -> None:
         async with progress.step(f"switch to {version}"):
-            await self._layout.switch(version)
+            await self._layout.switch(version, current)
         await restart(self._controller, self._name, progress, self._host)
 
     async def switch_back(self, version: str, progress: Progress) -> None:
@@ -84,8 +85,8 @@ class BlueGreenStrategy:
     async def backend(self) -> ServiceBackend:
         return self._colors.backend(await self._colors.live() or "blue")
 
-    async def switch(self, version: str, progress: Progress) -> None:
-        colors = self._colors
+    async def switch(self, version: str, progress: Progress, current: str | None = None) -> None:
+        colors = self._colors  # `current` is not needed: the live colour says what serves
         live = await colors.live()
         idle = other(live)
         await self._start(idle, version, progress)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -236,19 +236,43 @@ class ReleaseLayout:
             await self.host.run(["rm", "-f", "--", temporary], timeout=self.timeout_s)
             raise
 
-    async def switch(self, version: str) -> str | None:
+    async def switch(self, version: str, current: str | None = None) -> str | None:
         """Point `current` at a complete release; returns the version it pointed at before.
         Independent reads and the temporary links run side by side; the renames stay in
         order (previous, then current), so a crash never leaves `current` without a way back.
+
+        `current`: what the link points at, when the caller read it already under the deploy's
+        lock (a rollout reads every host's before its first batch). The release's check then
+        runs beside the temporary links, not before them: a round trip less per host.
         """
         version = validate_version(version)  # before anything runs on the host
-        _, old = await asyncio.gather(self._require(version), self.current())
+        if current is None:
+            _, old = await asyncio.gather(self._require(version), self.current())
+        else:
+            old = current
         names = ["previous", "current"] if old is not None and old != version else ["current"]
         targets = {"previous": old or "", "current": version}
-        temporaries = await asyncio.gather(*(self._link_aside(n, targets[n]) for n in names))
+        asides = [self._link_aside(n, targets[n]) for n in names]
+        if current is None:
+            temporaries = await asyncio.gather(*asides)
+        else:
+            temporaries = await self._aside_of_checked(version, asides)
         for name, temporary in zip(names, temporaries, strict=True):
             await self._rename_link(temporary, name)
         return old
+
+    async def _aside_of_checked(self, version: str, asides: Sequence[Awaitable[str]]) -> list[str]:
+        """The temporary links, made while the release is checked; taken away if it fails."""
+        checked, *made = await asyncio.gather(
+            self._require(version), *asides, return_exceptions=True
+        )
+        temporaries = [t for t in made if isinstance(t, str)]
+        failure = next((r for r in (checked, *made) if isinstance(r, BaseException)), None)
+        if failure is not None:
+            if temporaries:
+                await self.host.run(["rm", "-f", "--", *temporaries], timeout=self.timeout_s)
+            raise failure
+        return temporaries
 
     async def prune(self, keep: int, *, protect: Iterable[str] = ()) -> list[str]:
         """Delete all but the `keep` newest complete releases, never current, previous or one

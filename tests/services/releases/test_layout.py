@@ -98,6 +98,11 @@ async def test_prepare_and_switch_move_current_and_return_the_previous(
     with pytest.raises(ReleaseNotFound, match="no release v9"):
         await layout.switch("v9")
     assert await layout.switch("v2") == "v2" and await layout.previous() == "v1"
+    # Told what `current` points at (a rollout read it before its first batch): the same end.
+    assert await layout.switch("v3", current="v2") == "v2"
+    assert (await layout.current(), await layout.previous()) == ("v3", "v2")
+    names = sorted(p.name for p in (tmp_path / "web").iterdir())
+    assert names == ["current", "previous", "releases"]  # no temporary link left
 
 
 async def test_the_releases_serve_their_version_and_v3_fails_its_health_check(
@@ -246,6 +251,14 @@ async def test_an_interrupted_build_is_not_a_release(tmp_path: Path) -> None:
         await layout.switch("v1")
     assert await layout.previous_good() is None
     await layout.prepare("v1", source)  # replaces the leftover
+    (tmp_path / "releases" / "v2").mkdir()  # half-written again, another release
+    assert await layout.switch("v1") is None
+    # Told what `current` points at, the release is checked beside the temporary links: a
+    # release that is not complete still moves nothing, and leaves no temporary link behind.
+    with pytest.raises(ReleaseNotFound):
+        await layout.switch("v2", current="v1")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert (await layout.current(), await layout.previous()) == ("v1", None)
     assert sorted(os.listdir(tmp_path / "releases" / "v1")) == [".opsgate-release.json", "VERSION"]
 
 
