@@ -7,7 +7,7 @@ POST to /webhooks/generic with 17 new alerts, each its own group (group_by alert
 instance), half critical and half warning, so each of the two alert chats takes ~500 a
 minute; every tenth second the previous batch again (a repeat dedup swallows). Its ops file
 sets tick_s = 0.2 and group_wait_s = 0.5 (the defaults are 1 s and 5 s: both add to the
-latency as they are). opsgate runs as `python -m bot.cli run`, a real process, so the load
+latency as they are). opsgate runs as `python -m bot run`, a real process, so the load
 generator does not share its event loop; the Bot API sandbox runs in a thread of this process
 with 20 messages a minute per chat and 30 a second overall, and no injected faults.
 

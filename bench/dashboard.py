@@ -292,7 +292,7 @@ async def start_opsgate(ops_path: Path, workdir: Path, sandbox: SandboxThread) -
         PYTHONPATH=str(REPO),
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", env=env, cwd=workdir,
+        sys.executable, "-m", "bot", "run", env=env, cwd=workdir,
         stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

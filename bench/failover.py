@@ -43,7 +43,7 @@ class Member:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", env=self.env, cwd=self.workdir,
+            sys.executable, "-m", "bot", "run", env=self.env, cwd=self.workdir,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
 
