@@ -123,7 +123,10 @@ def settings_help() -> str:
         shown = "" if isinstance(default, SecretStr) or default in ("", None) else default
         suffix = f" (default: {shown})" if shown != "" else ""
         lines.append(f"  OPSGATE_{name.upper():<16} {field.description}{suffix}")
-    lines.append(f"  {'OPSGATE_OPTIMIZE':<24} 0: never restart under python -OO (see `precompile`)")
+    lines.append(
+        f"  {'OPSGATE_OPTIMIZE':<24} 0: never restart under -OO (see `precompile`; not read"
+        " from .env)"
+    )
     return "\n".join(lines)
 
 
