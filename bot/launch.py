@@ -32,13 +32,19 @@ def stale_probes() -> list[str]:
     return [module for module in PROBES if not _fresh_bytecode(module)]
 
 
+def _source_of(module: str) -> Path | None:
+    spec = find_spec(module)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
 def _fresh_bytecode(module: str) -> bool:
     """Its optimized .pyc exists and was compiled from the source as it is now (the header
     Python itself checks: magic number, then the source's mtime and size)."""
-    spec = find_spec(module)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+    source = _source_of(module)
+    if source is None:
         return False
-    source = Path(spec.origin)
     try:
         with Path(cache_from_source(str(source), optimization=OPTIMIZE_LEVEL)).open("rb") as f:
             header = f.read(16)
@@ -56,9 +62,11 @@ def _fresh_bytecode(module: str) -> bool:
 
 
 def _directory_of(module: str) -> str:
-    spec = find_spec(module)
-    origin = Path(spec.origin) if spec is not None and spec.origin else None
-    return str(origin.parent.parent if origin and origin.name == "__init__.py" else origin)
+    """Where the module lives: a package's parent directory, or a module's own."""
+    source = _source_of(module)
+    if source is None:
+        return module
+    return str(source.parent.parent if source.name == "__init__.py" else source.parent)
 
 
 def wants_optimized_restart(argv: Sequence[str]) -> bool:
