@@ -41,17 +41,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
-from config.inventory import ChatId, FilePath, Name, _Strict
+from config.inventory import ChatId, FilePath, Name
 from config.schedule import TimeZoneName
+from config.strict import StrictModel
 
-LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")]
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}\Z")]
 LabelValue = Annotated[str, StringConstraints(max_length=256)]
 MonitorMetric = Literal[
     "cpu_percent", "memory_percent", "disk_percent", "service_down", "service_restarts"
 ]
 
 
-class QuietHours(_Strict):
+class QuietHours(StrictModel):
     """Between start and end (local time) messages go out without a sound; never criticals."""
 
     start: time
@@ -88,7 +89,7 @@ def parse_template(text: str) -> list[TemplatePart]:
     return [p for p in parts if p[1]]
 
 
-class AlertRoute(_Strict):
+class AlertRoute(StrictModel):
     match: dict[LabelName, LabelValue] = Field(default_factory=dict)
     chat: ChatId
     mention_role: Name | None = None
@@ -105,8 +106,8 @@ class AlertRoute(_Strict):
         return value
 
 
-class MonitorRule(_Strict):
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+class MonitorRule(StrictModel):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")]
     metric: MonitorMetric
     above: float = 0
     for_s: float = Field(default=60, ge=0, le=86400)
@@ -115,7 +116,7 @@ class MonitorRule(_Strict):
     path: FilePath = "/"  # disk_percent: the filesystem holding this path
 
 
-class AlertOptions(_Strict):
+class AlertOptions(StrictModel):
     group_by: list[LabelName] = Field(default_factory=lambda: ["alertname", "service"])
     group_wait_s: float = Field(default=5, ge=0, le=600)
     group_interval_s: float = Field(default=60, ge=0, le=86400)

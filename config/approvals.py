@@ -27,18 +27,19 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from config.inventory import ChatId, Name, _Strict
+from config.inventory import ChatId, Name
+from config.strict import StrictModel
 
 ItemText = Annotated[str, StringConstraints(min_length=1, max_length=120)]
 
 
-class ChecklistItem(_Strict):
+class ChecklistItem(StrictModel):
     key: Name
     text: ItemText
     required: bool = True
 
 
-class Checklist(_Strict):
+class Checklist(StrictModel):
     items: list[ChecklistItem] = Field(default_factory=list, max_length=10)
 
     @model_validator(mode="after")
@@ -49,7 +50,7 @@ class Checklist(_Strict):
         return self
 
 
-class ApprovalOptions(_Strict):
+class ApprovalOptions(StrictModel):
     reminder_s: float = Field(default=1800, gt=0)
     escalate_s: float = Field(default=3600, gt=0)
     expire_s: float = Field(default=4 * 3600, gt=0)
@@ -67,7 +68,7 @@ class ApprovalOptions(_Strict):
         return self
 
 
-class EnvironmentApproval(_Strict):
+class EnvironmentApproval(StrictModel):
     """Per environment: role -> how many distinct people of that role must approve."""
 
     roles: dict[Name, Annotated[int, Field(ge=1, le=10)]] = Field(min_length=1, max_length=10)

@@ -25,12 +25,14 @@ import itertools
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import BeforeValidator, Field, HttpUrl, StringConstraints
 
-FILE_PATH_PATTERN = r"^/[A-Za-z0-9_./@+,-]{1,255}$"
+from config.strict import StrictModel
+
+FILE_PATH_PATTERN = r"^/[A-Za-z0-9_./@+,-]{1,255}\Z"
 # host:port for a TCP admin socket, or an absolute unix socket path.
-ADMIN_PATTERN = r"^(?:[A-Za-z0-9.-]{1,253}:[0-9]{1,5}|/[A-Za-z0-9_./@+,-]{1,255})$"
-HAPROXY_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+ADMIN_PATTERN = r"^(?:[A-Za-z0-9.-]{1,253}:[0-9]{1,5}|/[A-Za-z0-9_./@+,-]{1,255})\Z"
+HAPROXY_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}\Z"
 # What a query may contain besides PromQL: the placeholders below, nothing that needs escaping.
 PLACEHOLDERS = ("{instance}", "{window}", "{color}", "{port}")
 
@@ -39,11 +41,7 @@ FilePath = Annotated[str, StringConstraints(pattern=FILE_PATH_PATTERN)]
 HaproxyName = Annotated[str, StringConstraints(pattern=HAPROXY_NAME_PATTERN)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CanaryStep(_Strict):
+class CanaryStep(StrictModel):
     weight: int = Field(ge=1, le=100)  # the canary's share of requests, in percent
     duration_s: float | None = Field(default=None, ge=0, le=86_400)  # None: the plan's step_s
 
@@ -52,7 +50,7 @@ def _step(value: object) -> object:
     return {"weight": value} if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class RelativeLimit(_Strict):
+class RelativeLimit(StrictModel):
     """The canary may be at most `factor` times the stable version's value plus `plus`."""
 
     factor: float = Field(default=1.5, ge=1, le=100)
@@ -62,7 +60,7 @@ class RelativeLimit(_Strict):
         return stable * self.factor + self.plus
 
 
-class Queries(_Strict):
+class Queries(StrictModel):
     """PromQL per side; {instance} is the side's instance label ({port} its port, {color}
     blue or green), {window} the analysis window ("30s"). Counts are summed over the window;
     the ratio of errors is computed by opsgate, so an idle side is 'no traffic', not NaN."""
@@ -78,12 +76,12 @@ class Queries(_Strict):
     memory_mib: Query = 'max(process_resident_memory_bytes{instance="{instance}"}) / 1048576'
 
 
-class Analysis(_Strict):
+class Analysis(StrictModel):
     """Where the numbers come from, and the limits a canary must stay within."""
 
     source: Literal["prometheus", "nginx"] = "prometheus"
     prometheus_url: HttpUrl | None = None
-    instance: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:\[\]{}_-]{1,200}$")] = (
+    instance: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:\[\]{}_-]{1,200}\Z")] = (
         "127.0.0.1:{port}"
     )
     queries: Queries = Queries()
@@ -101,7 +99,7 @@ class Analysis(_Strict):
     timeout_s: float = Field(default=5, gt=0, le=60)  # per query
 
 
-class HaproxyRouter(_Strict):
+class HaproxyRouter(StrictModel):
     """HAProxy's runtime API sets server weights live: no reload, no connection closed."""
 
     admin: Annotated[str, StringConstraints(pattern=ADMIN_PATTERN)]
@@ -110,7 +108,7 @@ class HaproxyRouter(_Strict):
     green: HaproxyName = "green"
 
 
-class Shadow(_Strict):
+class Shadow(StrictModel):
     """nginx `mirror`: the new version gets a copy of every request; its answers are dropped.
 
     opsgate writes `mirror_file` (include it inside the `server` block) and reloads nginx at
@@ -118,11 +116,13 @@ class Shadow(_Strict):
 
     duration_s: float = Field(default=60, gt=0, le=86_400)
     mirror_file: FilePath
-    address: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")] = "127.0.0.1"
+    address: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}\Z")] = (
+        "127.0.0.1"
+    )
     timeout_s: float = Field(default=2, gt=0, le=60)  # a slow shadow must not hold clients
 
 
-class CanaryConfig(_Strict):
+class CanaryConfig(StrictModel):
     steps: list[Annotated[CanaryStep, BeforeValidator(_step)]] = Field(min_length=1, max_length=20)
     step_s: float = Field(default=60, ge=0, le=86_400)
     interval_s: float = Field(default=10, gt=0, le=600)  # one analysis per interval

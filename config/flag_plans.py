@@ -20,7 +20,9 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import AfterValidator, Field, HttpUrl, StringConstraints
+
+from config.strict import StrictModel
 
 _DURATION_RE = re.compile(r"(?:(\d{1,3})d)?(?:(\d{1,3})h)?(?:(\d{1,4})m)?(?:(\d{1,5})s)?")
 MIN_PHASE = timedelta(seconds=10)
@@ -39,16 +41,12 @@ def parse_duration(text: str) -> timedelta:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _duration(text: str) -> str:
     parse_duration(text)
     return text
 
 
-class PhaseDecl(_Strict):
+class PhaseDecl(StrictModel):
     percent: float = Field(gt=0, le=100)
     duration: Annotated[str, StringConstraints(max_length=20), AfterValidator(_duration)] | None = (
         None  # the last phase needs none: it is where the plan ends
@@ -59,7 +57,7 @@ class PhaseDecl(_Strict):
     min_evaluations: int = Field(default=0, ge=0, le=10_000_000)
 
 
-class PlanDecl(_Strict):
+class PlanDecl(StrictModel):
     prometheus_url: HttpUrl | None = None
     phases: list[PhaseDecl] = Field(min_length=1, max_length=MAX_PHASES)
 

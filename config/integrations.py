@@ -29,19 +29,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import Field, HttpUrl, StringConstraints
 
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
-EVENT_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$"
-ENV_NAME_PATTERN = r"^[A-Z][A-Z0-9_]{0,127}$"
-ROLE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+from config.strict import StrictModel
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
+EVENT_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)\Z"
+ENV_NAME_PATTERN = r"^[A-Z][A-Z0-9_]{0,127}\Z"
+ROLE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}\Z"
 
 
-class ApiToken(_Strict):
+class ApiToken(StrictModel):
     """One caller of the API: exactly one of `person` (acts as them) or `role`."""
 
     sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
@@ -49,7 +47,7 @@ class ApiToken(_Strict):
     role: Annotated[str, StringConstraints(pattern=ROLE_PATTERN)] | None = None
 
 
-class Webhook(_Strict):
+class Webhook(StrictModel):
     url: HttpUrl
     events: list[Annotated[str, StringConstraints(pattern=EVENT_PATTERN)]] = Field(min_length=1)
     secret_env: Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
@@ -69,7 +67,7 @@ class Webhook(_Strict):
         return False
 
 
-class Dashboard(_Strict):
+class Dashboard(StrictModel):
     url: HttpUrl
     miniapp_link: HttpUrl | None = None
     auth_max_age_s: int = Field(default=3600, ge=30, le=7 * 86400)

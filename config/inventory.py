@@ -10,9 +10,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     HttpUrl,
     StringConstraints,
@@ -21,29 +19,26 @@ from pydantic import (
 
 from config.canary import CanaryConfig, check_canary
 from config.flag_plans import PlanDecl
+from config.strict import StrictModel
 
-NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
-UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|target|timer)$"
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}\Z"
+UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|target|timer)\Z"
 
 # `{address}` stands for each host's address in a fleet (see Service.hosts).
-HOST_PORT_PATTERN = r"^(?:[A-Za-z0-9.:\[\]-]{1,253}|\{address\}):[0-9]{1,5}$"
+HOST_PORT_PATTERN = r"^(?:[A-Za-z0-9.:\[\]-]{1,253}|\{address\}):[0-9]{1,5}\Z"
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 HostPort = Annotated[str, StringConstraints(pattern=HOST_PORT_PATTERN)]
 UnitName = Annotated[str, StringConstraints(pattern=UNIT_PATTERN)]
-PROGRAM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+PROGRAM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"
 ProgramName = Annotated[str, StringConstraints(pattern=PROGRAM_PATTERN)]
 ChatId = int
 UserId = Annotated[int, Field(gt=0)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # Feature-flag keys: the OFREP provider puts them into URL paths unencoded, so no `/`, no
 # `..`, nothing that needs escaping. Lowercase, digits, `_`, `-`, dots between parts.
-FLAG_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}(\.[a-z0-9_-]{1,62}){0,3}$"
+FLAG_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}(\.[a-z0-9_-]{1,62}){0,3}\Z"
 FlagKey = Annotated[str, StringConstraints(pattern=FLAG_KEY_PATTERN, max_length=128)]
 
 
@@ -54,11 +49,11 @@ SEEDS_ERROR_RATIO = 0.05  # errors over requests, when a metrics source is confi
 OPS_FILE = "ops file"
 
 
-METRIC_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$"
+METRIC_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}\Z"
 Metric = Annotated[str, StringConstraints(pattern=METRIC_PATTERN)]
 
 
-class ErrorRateGate(_Strict):
+class ErrorRateGate(StrictModel):
     """Errors over requests, from a Prometheus-format endpoint, between two plan checks."""
 
     url: HttpUrl
@@ -75,7 +70,7 @@ class ErrorRateGate(_Strict):
         return "default: the seeds' 5% error rate"
 
 
-class AlertmanagerConfig(_Strict):
+class AlertmanagerConfig(StrictModel):
     """The team's Alertmanager: staged plans hold while it has a critical alert firing for the
     flag's service (matched on these labels)."""
 
@@ -87,7 +82,7 @@ class AlertmanagerConfig(_Strict):
 
 ChatType = Literal["private", "group", "supergroup", "channel"]
 RuleOp = Literal["in", "not_in", "starts_with", "ends_with"]
-AttributeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+AttributeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")]
 RuleValue = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
@@ -96,7 +91,7 @@ def _rule_value_text(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class SegmentRule(_Strict):
+class SegmentRule(StrictModel):
     """A test on one evaluation-context attribute: `chat_type in [group, supergroup]`."""
 
     attribute: AttributeName
@@ -104,7 +99,7 @@ class SegmentRule(_Strict):
     values: list[Annotated[RuleValue, BeforeValidator(_rule_value_text)]] = Field(min_length=1)
 
 
-class SegmentDecl(_Strict):
+class SegmentDecl(StrictModel):
     """Who is in a segment: these targeting keys, or a context matching every rule."""
 
     keys: list[Annotated[RuleValue, BeforeValidator(_rule_value_text)]] = []
@@ -120,10 +115,10 @@ def segment_decl(value: object) -> object:
     return value
 
 
-TargetingKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
+TargetingKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+\Z")]
 
 
-VariantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+VariantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}\Z")]
 VariantValue = str | int | float | dict[str, object] | list[object]
 
 
@@ -151,7 +146,7 @@ def check_variants(path: str, decl: FlagDecl) -> list[str]:
     return problems
 
 
-class FlagDecl(_Strict):
+class FlagDecl(StrictModel):
     """A flag the ops file declares; its live state (rollout, targeting) is in the database.
     The targeting here is the flag's first: applied when the flag is created, then changed
     from the chat, the API or the CLI."""
@@ -174,7 +169,7 @@ class FlagDecl(_Strict):
     four_eyes_above: float | None = Field(default=None, ge=0, lt=100)
 
 
-class HealthConfig(_Strict):
+class HealthConfig(StrictModel):
     """Exactly one probe (url, tcp or command), and how patient to be with it."""
 
     url: HttpUrl | None = None
@@ -218,10 +213,10 @@ class HealthConfig(_Strict):
 
 # Hosts: where a service's commands run. These patterns keep config text from ever being read as
 # an ssh option (a leading "-") or needing shell quoting.
-HOST_ADDRESS_PATTERN = r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]{2,45})$"
-SSH_USER_PATTERN = r"^[a-z_][a-z0-9_.-]{0,31}$"
-PREFIX_ARG_PATTERN = r"^[A-Za-z0-9_./:=@%+,-]{1,200}$"
-FILE_PATH_PATTERN = r"^/[A-Za-z0-9_./@+,-]{1,255}$"
+HOST_ADDRESS_PATTERN = r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]{2,45})\Z"
+SSH_USER_PATTERN = r"^[a-z_][a-z0-9_.-]{0,31}\Z"
+PREFIX_ARG_PATTERN = r"^[A-Za-z0-9_./:=@%+,-]{1,200}\Z"
+FILE_PATH_PATTERN = r"^/[A-Za-z0-9_./@+,-]{1,255}\Z"
 LOCAL_HOST = "local"
 
 HostAddress = Annotated[str, StringConstraints(pattern=HOST_ADDRESS_PATTERN)]
@@ -230,7 +225,7 @@ PrefixArg = Annotated[str, StringConstraints(pattern=PREFIX_ARG_PATTERN)]
 FilePath = Annotated[str, StringConstraints(pattern=FILE_PATH_PATTERN)]
 
 
-class HostConfig(_Strict):
+class HostConfig(StrictModel):
     # Without an address the host is this machine, usually behind a prefix (["sudo", "-n"]).
     address: HostAddress | None = None
     user: SshUser | None = None
@@ -248,7 +243,7 @@ HookArgv = Annotated[
 ]
 
 
-class DeployHooks(_Strict):
+class DeployHooks(StrictModel):
     """The team's own commands (argv lists, no shell) around a deploy and a rollback; they run
     on the service's host in the release's directory, with OPSGATE_* context in the env."""
 
@@ -261,10 +256,10 @@ class DeployHooks(_Strict):
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 # "3.11" or "3.11.4": what `min_python` compares the interpreter's version with.
-VERSION_NUMBER_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,4}){0,2}$"
+VERSION_NUMBER_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,4}){0,2}\Z"
 
 
-class BlueGreenConfig(_Strict):
+class BlueGreenConfig(StrictModel):
     """Two instances of a systemd template unit (UNIT@blue, UNIT@green) on their own ports
     behind a proxy: the idle colour starts with the new release and is verified on its port,
     the upstream file is rewritten to point at it, `reload` makes the proxy read it, and after
@@ -277,7 +272,7 @@ class BlueGreenConfig(_Strict):
     blue_port: Port
     green_port: Port
     # Each colour's own health check: "{port}" becomes the colour's port.
-    health_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]*\{port\}[^\s]*$")]
+    health_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]*\{port\}[^\s]*\Z")]
     upstream_file: FilePath
     # "{service}" and "{port}" are replaced; the text is written whole, then `reload` runs.
     upstream_template: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = (
@@ -287,7 +282,7 @@ class BlueGreenConfig(_Strict):
     drain_s: float = Field(default=2.0, ge=0, le=300)
 
 
-class PreChecks(_Strict):
+class PreChecks(StrictModel):
     """What must hold on the host before a deploy changes anything."""
 
     min_free_disk_mib: int = Field(default=100, ge=0)  # under the release root
@@ -313,7 +308,7 @@ def memory_percent_limit(deploy: DeployConfig, local: bool) -> tuple[float | Non
     return None, ""
 
 
-class DeployConfig(_Strict):
+class DeployConfig(StrictModel):
     """How a service is released: where, from what, how it is built and how it is watched."""
 
     root: FilePath  # holds releases/<version>, current, previous, rollback/
@@ -321,7 +316,7 @@ class DeployConfig(_Strict):
     ref: Annotated[str, StringConstraints(max_length=100)] | None = None  # default: the version
     # A local directory or tarball per version; `{version}` is replaced.
     artifact: (
-        Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./@+,{}-]{1,255}$")] | None
+        Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./@+,{}-]{1,255}\Z")] | None
     ) = None
     build: list[list[Annotated[str, StringConstraints(min_length=1, max_length=500)]]] = []
     build_timeout_s: float = Field(default=600, gt=0, le=7200)
@@ -354,10 +349,10 @@ class DeployConfig(_Strict):
 
 
 ENVIRONMENT_MISSING = "required but missing (or list environments)"
-BATCH_PATTERN = r"^(100|[1-9][0-9]?)%$"
+BATCH_PATTERN = r"^(100|[1-9][0-9]?)%\Z"
 
 
-class Drain(_Strict):
+class Drain(StrictModel):
     """How a host stops getting requests before its restart, and gets them again once healthy.
 
     Either an nginx upstream file on `proxy_host` that opsgate rewrites (every host of the
@@ -387,7 +382,7 @@ def _batch(value: object) -> int | str:
     raise ValueError('a number of hosts (1 or more) or a percentage like "25%"')
 
 
-class Rollout(_Strict):
+class Rollout(StrictModel):
     """How a deploy goes over several hosts: in batches, each host verified healthy before the
     next batch starts; the first failure past `max_failed_hosts` stops it and the hosts
     already switched go back."""
@@ -412,7 +407,7 @@ class Rollout(_Strict):
         return ([first] if first else []) + [rest[i : i + size] for i in range(0, len(rest), size)]
 
 
-class ServiceEnvironment(_Strict):
+class ServiceEnvironment(StrictModel):
     """Where a service runs in one environment, and what a deploy there must follow."""
 
     hosts: Annotated[list[Name], Field(min_length=1)]
@@ -422,7 +417,7 @@ class ServiceEnvironment(_Strict):
     rollout: Rollout | None = None  # else the service's
 
 
-class Service(_Strict):
+class Service(StrictModel):
     # One environment and one host (or `hosts`), or per-environment hosts in `environments`
     # (listed in promotion order: staging before production).
     environment: Name | None = None

@@ -39,7 +39,6 @@ from config.inventory import (
     SegmentDecl,
     Service,
     UserId,
-    _Strict,
     check_hosts,
     check_services,
     check_variants,
@@ -48,9 +47,10 @@ from config.inventory import (
 from config.permissions import Action, Permissions
 from config.retention import RetentionOptions
 from config.schedule import DeployWindow, Freeze
+from config.strict import StrictModel
 
 
-class BotOptions(_Strict):
+class BotOptions(StrictModel):
     # Chats not named in [chats] and private chats of people not in [people] get no answer,
     # except /whoami, which only tells the asker their own ids.
     ignore_unlisted_chats: bool = True
@@ -60,19 +60,19 @@ class BotOptions(_Strict):
     flagd_file: FilePath | None = None
 
 
-class AlertChats(_Strict):
+class AlertChats(StrictModel):
     critical: ChatId | None = None
     warning: ChatId | None = None
     info: ChatId | None = None
 
 
-class Chats(_Strict):
+class Chats(StrictModel):
     deploys: ChatId | None = None
     approvals: ChatId | None = None
     alerts: AlertChats = AlertChats()
 
 
-class Environment(_Strict):
+class Environment(StrictModel):
     description: str = ""
     requires_approval: bool = False
     # Production: /drill refuses it (an environment called production or prod always is).
@@ -86,7 +86,7 @@ class Environment(_Strict):
     approval: EnvironmentApproval | None = None
 
 
-class OpsConfig(_Strict):
+class OpsConfig(StrictModel):
     bot: BotOptions = BotOptions()
     people: dict[UserId, Name] = Field(default_factory=dict)
     roles: dict[Name, list[UserId]] = Field(default_factory=dict)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from config.inventory import Name, _Strict
+from config.inventory import Name
+from config.strict import StrictModel
 
 
 class Action(StrEnum):
@@ -26,7 +27,7 @@ class Action(StrEnum):
     ADMIN = "admin"  # /reload
 
 
-class Permissions(_Strict):
+class Permissions(StrictModel):
     deploy: Name = "sre"
     emergency: Name = "oncall"
     rollback: Name = "sre"

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from config.inventory import FilePath, _Strict
+from config.inventory import FilePath
+from config.strict import StrictModel
 
 
-class RetentionOptions(_Strict):
+class RetentionOptions(StrictModel):
     every_h: float = Field(default=24, gt=0, le=24 * 30)
     alerts_days: float = Field(default=30, gt=0)
     deployments_days: float = Field(default=365, gt=0)

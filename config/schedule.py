@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
 
-from config.inventory import _Strict
+from config.strict import StrictModel
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -25,7 +25,7 @@ def _zone(name: str) -> str:
 TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_zone)]
 
 
-class DeployWindow(_Strict):
+class DeployWindow(StrictModel):
     """Deploys may start on these days between `start` and `end` (local time in `timezone`);
     an `end` before `start` runs past midnight."""
 
@@ -41,7 +41,7 @@ class DeployWindow(_Strict):
         return self
 
 
-class Freeze(_Strict):
+class Freeze(StrictModel):
     """No deploys from `start` to `end` (e.g. a release freeze, a holiday, an audit)."""
 
     start: AwareDatetime

@@ -13,7 +13,7 @@ from config.database import is_postgres_url, looks_like_url
 
 DEFAULT_BOT_API_URL = "https://api.telegram.org/bot"
 # What @BotFather hands out: the bot's id, a colon, the secret half (35 characters today).
-BOT_TOKEN_PATTERN = re.compile(r"^[0-9]{5,16}:[A-Za-z0-9_-]{30,}$")
+BOT_TOKEN_PATTERN = re.compile(r"^[0-9]{5,16}:[A-Za-z0-9_-]{30,}\Z")
 
 
 class UpdateMode(StrEnum):

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from config.inventory import HOST_ADDRESS_PATTERN, SSH_USER_PATTERN
+from config.strict import unanchored
 from services.hosts.runner import (
     CommandResult,
     Host,
@@ -34,7 +35,7 @@ REMOTE_KILL_AFTER_S = 5  # timeout(1): SIGTERM at the deadline, SIGKILL this muc
 CONTROL_PATH_MAX = 90
 _CONTROL_NAME = "%C"  # a 40-character hash of the connection
 DESTINATION_PATTERN = (
-    rf"^(?:{SSH_USER_PATTERN.strip('^$')}@)?(?:{HOST_ADDRESS_PATTERN.strip('^$')})$"
+    rf"^(?:{unanchored(SSH_USER_PATTERN)}@)?(?:{unanchored(HOST_ADDRESS_PATTERN)})\Z"
 )
 # Extra -o options a caller may set. Others (ProxyCommand, LocalCommand...) run local commands.
 ALLOWED_OPTIONS = frozenset(
