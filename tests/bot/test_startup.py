@@ -18,7 +18,15 @@ TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
 
 @pytest.mark.parametrize(
-    "token", ["", "notatoken", "123456789:short", "12:" + "A" * 35, "123456:" + "A" * 34 + "!"]
+    "token",
+    [
+        "",
+        "notatoken",
+        "123456789:short",
+        "12:" + "A" * 35,
+        "123456:" + "A" * 34 + "!",
+        "123456:" + "A" * 35 + "\n",  # a line end copied along with it
+    ],
 )
 def test_tokens_of_the_wrong_shape_are_refused_without_echo(token: str) -> None:
     with pytest.raises(ConfigurationError) as refused:
