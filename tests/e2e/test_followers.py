@@ -119,8 +119,9 @@ async def checkout_for(member: Member, user: str) -> bool:
     return bool(answer.json()["value"])
 
 
-async def roles_seen(member: Member) -> list[str]:
-    """/health every 20 ms until it says "leader": the role each look got, or the error."""
+async def roles_seen(member: Member, first_look: asyncio.Event) -> list[str]:
+    """/health every 20 ms until it says "leader": the role each look got, or the error.
+    `first_look` is set once the first look has its answer."""
     seen: list[str] = []
     async with httpx.AsyncClient(timeout=5) as http:
         while not seen or seen[-1] != "leader":
@@ -128,6 +129,7 @@ async def roles_seen(member: Member) -> list[str]:
                 seen.append(str((await http.get(f"{member.url}/health")).json()["role"]))
             except httpx.HTTPError as exc:
                 seen.append(type(exc).__name__)
+            first_look.set()
             await asyncio.sleep(0.02)
     return seen
 
@@ -235,7 +237,10 @@ async def test_what_a_follower_took_while_no_one_answered_is_done_by_the_next_le
             assert read.status_code == 503 and read.headers["retry-after"] == "1"
         # The follower's row, and its port, as it comes to lead: looked at from before the kill.
         rows = read_db(pair.url, "SELECT method, done_at FROM relayed_requests ORDER BY id")
-        watching = asyncio.create_task(roles_seen(follower))
+        first_look = asyncio.Event()
+        watching = asyncio.create_task(roles_seen(follower, first_look))
+        # Watched from before the kill: a new leader may take over within milliseconds of it.
+        await asyncio.wait_for(first_look.wait(), TIMEOUT_S)
     finally:
         await leader.process.kill()  # SIGKILL ends a stopped process too
     # The read was taken back; the alert stayed stored for the next leader.
